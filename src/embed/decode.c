@@ -1,0 +1,197 @@
+#include "embed/decode.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <vips/vips.h>
+
+#include "util/status.h"
+
+static pthread_once_t vips_once = PTHREAD_ONCE_INIT;
+static int vips_init_rc = -1;
+static const char *vips_argv0 = "imgsearch";
+
+static void vips_init_once(void) {
+    vips_init_rc = VIPS_INIT(vips_argv0);
+    if (vips_init_rc) return;
+    /* The operation cache would keep decoded images of earlier requests alive: off. */
+    vips_cache_set_max(0);
+    vips_cache_set_max_mem(0);
+    /* Parallelism comes from our own workers; one libvips thread per call keeps memory bounded. */
+    vips_concurrency_set(1);
+    /* Loaders libvips marks as not fuzzed (e.g. via ImageMagick, matio) never see user input. */
+    vips_block_untrusted_set(TRUE);
+}
+
+int decode_global_init(const char *argv0, char *err, size_t errlen) {
+    if (argv0) vips_argv0 = argv0;
+    pthread_once(&vips_once, vips_init_once);
+    if (vips_init_rc)
+        return is_fail(err, errlen, IS_ERR_INTERNAL, "libvips failed to start: %s",
+                       vips_error_buffer());
+    return IS_OK;
+}
+
+/* libvips keeps one error buffer per process; we take what it says and clear it. */
+static int vips_fail(char *err, size_t errlen, int status, const char *what) {
+    const char *msg = vips_error_buffer();
+    char clean[384];
+    snprintf(clean, sizeof clean, "%s", msg && *msg ? msg : "unknown libvips error");
+    for (char *p = clean; *p; p++)
+        if (*p == '\n') *p = (p[1] ? ' ' : 0);
+    vips_error_clear();
+    return is_fail(err, errlen, status, "%s: %s", what, clean);
+}
+
+static void loader_family(const char *loader, char *out, size_t outlen) {
+    /* "jpegload_buffer" → "jpeg", "heifload_buffer" → "heif" */
+    size_t n = strcspn(loader, "_");
+    if (n >= 4 && !strncmp(loader + n - 4, "load", 4)) n -= 4;
+    if (n >= outlen) n = outlen - 1;
+    memcpy(out, loader, n);
+    out[n] = 0;
+}
+
+int decode_probe(const void *buf, size_t len, uint64_t max_pixels, decode_info *info,
+                 char *err, size_t errlen) {
+    int rc = decode_global_init(NULL, err, errlen);
+    if (rc) return rc;
+    if (!max_pixels) max_pixels = DECODE_DEFAULT_MAX_PIXELS;
+    memset(info, 0, sizeof *info);
+    if (!buf || len == 0) return is_fail(err, errlen, IS_ERR_EMPTY_IMAGE, "the image is empty (0 bytes)");
+
+    const char *loader = vips_foreign_find_load_buffer(buf, len);
+    if (!loader) {
+        vips_error_clear();
+        return is_fail(err, errlen, IS_ERR_UNSUPPORTED_IMAGE,
+                       "not a supported image format (JPEG, PNG, WebP, GIF, TIFF, HEIF, AVIF ...)");
+    }
+    loader_family(loader, info->format, sizeof info->format);
+
+    /* Header only: pixels are decoded later, on demand. */
+    VipsImage *img = vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
+    if (!img) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot read the image header");
+    int w = vips_image_get_width(img), h = vips_image_get_height(img);
+    int orientation = 1, pages = 1;
+    if (vips_image_get_typeof(img, VIPS_META_ORIENTATION))
+        vips_image_get_int(img, VIPS_META_ORIENTATION, &orientation);
+    if (vips_image_get_typeof(img, VIPS_META_N_PAGES)) vips_image_get_int(img, VIPS_META_N_PAGES, &pages);
+    info->has_alpha = vips_image_hasalpha(img);
+    g_object_unref(img);
+
+    if (w <= 0 || h <= 0) return is_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "the image has no pixels");
+    if ((uint64_t)w * (uint64_t)h > max_pixels)
+        return is_fail(err, errlen, IS_ERR_IMAGE_TOO_LARGE,
+                       "%d x %d is %.1f megapixels, over the limit of %.1f megapixels", w, h,
+                       (double)w * h / 1e6, (double)max_pixels / 1e6);
+    /* Orientations 5..8 turn the image by 90 degrees. */
+    info->width = orientation >= 5 && orientation <= 8 ? h : w;
+    info->height = orientation >= 5 && orientation <= 8 ? w : h;
+    info->pages = pages > 0 ? pages : 1;
+    return IS_OK;
+}
+
+/* Brings any thumbnail libvips produced to 8-bit sRGB with three bands, alpha on white. */
+static int to_srgb8(VipsImage *in, VipsImage **out) {
+    VipsImage *t[4] = {NULL, NULL, NULL, NULL};
+    VipsImage *cur = in;
+    g_object_ref(cur);
+    int rc = 0;
+    if (vips_image_get_interpretation(cur) != VIPS_INTERPRETATION_sRGB) {
+        rc = vips_colourspace(cur, &t[0], VIPS_INTERPRETATION_sRGB, NULL);
+        g_object_unref(cur);
+        if (rc) return rc;
+        cur = t[0];
+    }
+    if (vips_image_hasalpha(cur)) {
+        double white[3] = {255, 255, 255};
+        VipsArrayDouble *bg = vips_array_double_new(white, 3);
+        rc = vips_flatten(cur, &t[1], "background", bg, "max_alpha", 255.0, NULL);
+        vips_area_unref(VIPS_AREA(bg));
+        g_object_unref(cur);
+        if (rc) return rc;
+        cur = t[1];
+    }
+    if (vips_image_get_format(cur) != VIPS_FORMAT_UCHAR) {
+        rc = vips_cast(cur, &t[2], VIPS_FORMAT_UCHAR, NULL);
+        g_object_unref(cur);
+        if (rc) return rc;
+        cur = t[2];
+    }
+    if (vips_image_get_bands(cur) < 3) {
+        /* greyscale that colourspace left as one band: replicate it into R, G and B */
+        VipsImage *grey = cur, *rgb[3];
+        if (vips_image_get_bands(cur) == 2) {
+            rc = vips_extract_band(cur, &grey, 0, NULL);
+            g_object_unref(cur);
+            if (rc) return rc;
+        }
+        rgb[0] = rgb[1] = rgb[2] = grey;
+        rc = vips_bandjoin(rgb, &t[3], 3, NULL);
+        g_object_unref(grey);
+        if (rc) return rc;
+        cur = t[3];
+    } else if (vips_image_get_bands(cur) > 3) {
+        rc = vips_extract_band(cur, &t[3], 0, "n", 3, NULL);
+        g_object_unref(cur);
+        if (rc) return rc;
+        cur = t[3];
+    }
+    *out = cur;
+    return 0;
+}
+
+int decode_preprocess(const void *buf, size_t len, const decode_params *p, float *out,
+                      decode_info *info, char *err, size_t errlen) {
+    decode_info local;
+    if (!info) info = &local;
+    if (p->size < 8 || p->size > 4096 || !(p->crop_fraction > 0 && p->crop_fraction <= 1))
+        return is_fail(err, errlen, IS_ERR_INVALID, "bad preprocessing parameters");
+    int rc = decode_probe(buf, len, p->max_pixels, info, err, errlen);
+    if (rc) return rc;
+
+    /* Scale so the short side is size / crop_fraction, crop the centre square of that, then the
+     * centre size × size of the square: TF's "crop 87.5% of the short side, resize to size". */
+    int box = (int)lround(p->size / p->crop_fraction);
+    if (box < p->size) box = p->size;
+    VipsImage *thumb = NULL, *rgb = NULL, *crop = NULL;
+    /* fail_on=truncated: a cut-off JPEG or PNG is an error, not a half-grey picture. */
+    if (vips_thumbnail_buffer((void *)buf, len, &thumb, box, "height", box, "crop",
+                              VIPS_INTERESTING_CENTRE, "option_string", "fail_on=truncated", NULL))
+        return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image");
+    if (to_srgb8(thumb, &rgb)) {
+        g_object_unref(thumb);
+        return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB");
+    }
+    g_object_unref(thumb);
+    int tw = vips_image_get_width(rgb), th = vips_image_get_height(rgb);
+    if (tw < p->size || th < p->size) {
+        g_object_unref(rgb);
+        return is_fail(err, errlen, IS_ERR_INTERNAL, "thumbnail is %dx%d, expected %dx%d", tw, th,
+                       box, box);
+    }
+    if (vips_extract_area(rgb, &crop, (tw - p->size) / 2, (th - p->size) / 2, p->size, p->size, NULL)) {
+        g_object_unref(rgb);
+        return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image");
+    }
+    g_object_unref(rgb);
+    size_t nbytes = 0;
+    unsigned char *px = vips_image_write_to_memory(crop, &nbytes);
+    g_object_unref(crop);
+    if (!px) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels");
+    size_t n = (size_t)p->size * (size_t)p->size;
+    if (nbytes != n * 3) {
+        g_free(px);
+        return is_fail(err, errlen, IS_ERR_INTERNAL, "decoded %zu bytes, expected %zu", nbytes, n * 3);
+    }
+    float scale[3], shift[3];
+    for (int c = 0; c < 3; c++) {
+        scale[c] = 1.0f / p->std[c];
+        shift[c] = -p->mean[c] / p->std[c];
+    }
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < 3; c++) out[i * 3 + c] = px[i * 3 + c] * scale[c] + shift[c];
+    g_free(px);
+    return IS_OK;
+}

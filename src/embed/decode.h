@@ -1,0 +1,49 @@
+/* decode.h — image bytes → the model's input tensor, with libvips.
+ *
+ * Handles JPEG, PNG, WebP, GIF (first frame), TIFF, HEIF/AVIF and whatever else the installed
+ * libvips decodes safely (untrusted loaders are blocked). EXIF orientation is applied, colour is
+ * converted to sRGB (CMYK, 16-bit, greyscale, palette), alpha is flattened on white, and large
+ * JPEGs are shrunk while loading. The pixel count is checked from the header before any pixel is
+ * decoded, so a decompression bomb costs a header read.
+ *
+ * Preprocessing follows TensorFlow's EfficientNet evaluation: the centre square of the short side
+ * scaled so that crop_fraction of it is `size` pixels, centre crop size × size, (x - mean) / std.
+ *
+ * Thread-safe after decode_global_init(); each call uses only its own buffers. */
+#ifndef IMGSEARCH_DECODE_H
+#define IMGSEARCH_DECODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DECODE_DEFAULT_MAX_PIXELS 100000000ull /* 100 megapixels */
+
+typedef struct {
+    int width, height;     /* of the original, after EXIF orientation */
+    char format[16];       /* libvips loader family: "jpeg", "png", "webp", "gif", ... */
+    int has_alpha;
+    int pages;             /* frames in an animation or pages in a TIFF (1 otherwise) */
+} decode_info;
+
+typedef struct {
+    int size;              /* output is size × size × 3 */
+    double crop_fraction;  /* 0 < f <= 1 */
+    float mean[3], std[3]; /* pixel units (0..255) */
+    uint64_t max_pixels;   /* 0 means DECODE_DEFAULT_MAX_PIXELS */
+} decode_params;
+
+/* Starts libvips once per process (argv0 may be NULL). Returns an is_status. */
+int decode_global_init(const char *argv0, char *err, size_t errlen);
+
+/* Reads only the header: format, size after orientation, pages. Fails like decode_preprocess
+ * would for empty, unknown, unreadable or oversized input. */
+int decode_probe(const void *buf, size_t len, uint64_t max_pixels, decode_info *info,
+                 char *err, size_t errlen);
+
+/* Decodes buf and writes size*size*3 floats (NHWC) into out. info may be NULL.
+ * Errors: IS_ERR_EMPTY_IMAGE, IS_ERR_UNSUPPORTED_IMAGE, IS_ERR_CORRUPT_IMAGE,
+ * IS_ERR_IMAGE_TOO_LARGE, IS_ERR_NOMEM, IS_ERR_INTERNAL. */
+int decode_preprocess(const void *buf, size_t len, const decode_params *p, float *out,
+                      decode_info *info, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,172 @@
+#include "embed/embed.h"
+
+#include <math.h>
+#include <pthreadpool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "embed/model.h"
+#include "embed/net.h"
+#include "util/status.h"
+
+struct embed_engine {
+    model *m;
+};
+
+/* Runtimes kept per session: batch 1 (queries) and the few batch sizes a caller uses. */
+#define SESSION_NETS 4
+
+struct embed_session {
+    const embed_engine *e;
+    pthreadpool_t pool;
+    net *nets[SESSION_NETS];
+    float *scratch; /* logits of the largest batch so far, when the caller wants none */
+    size_t scratch_len;
+};
+
+int embed_engine_new(const char *model_config, embed_engine **out, char *err, size_t errlen) {
+    *out = NULL;
+    int rc = decode_global_init(NULL, err, errlen);
+    if (!rc) rc = net_global_init(err, errlen);
+    if (rc) return rc;
+    embed_engine *e = calloc(1, sizeof *e);
+    if (!e) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    rc = model_load(model_config, &e->m, err, errlen);
+    if (rc) {
+        free(e);
+        return rc;
+    }
+    *out = e;
+    return IS_OK;
+}
+
+void embed_engine_free(embed_engine *e) {
+    if (!e) return;
+    model_free(e->m);
+    free(e);
+}
+
+const char *embed_model_name(const embed_engine *e) { return e->m->name; }
+int embed_dims(const embed_engine *e) { return e->m->dims; }
+int embed_input_size(const embed_engine *e) { return e->m->input_size; }
+int embed_num_classes(const embed_engine *e) { return e->m->num_classes; }
+
+const char *embed_label(const embed_engine *e, int cls) {
+    return cls >= 0 && cls < e->m->num_classes ? e->m->labels[cls] : "?";
+}
+
+decode_params embed_decode_params(const embed_engine *e, uint64_t max_pixels) {
+    decode_params p = {.size = e->m->input_size, .crop_fraction = e->m->crop_fraction,
+                       .max_pixels = max_pixels};
+    memcpy(p.mean, e->m->mean, sizeof p.mean);
+    memcpy(p.std, e->m->std, sizeof p.std);
+    return p;
+}
+
+int embed_session_new(const embed_engine *e, int threads, embed_session **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (threads < 1 || threads > 256)
+        return is_fail(err, errlen, IS_ERR_INVALID, "threads must be in 1..256, not %d", threads);
+    embed_session *s = calloc(1, sizeof *s);
+    if (!s) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    s->e = e;
+    if (threads > 1) {
+        s->pool = pthreadpool_create((size_t)threads);
+        if (!s->pool) {
+            free(s);
+            return is_fail(err, errlen, IS_ERR_NOMEM, "cannot create a pool of %d threads", threads);
+        }
+    }
+    *out = s;
+    return IS_OK;
+}
+
+void embed_session_free(embed_session *s) {
+    if (!s) return;
+    for (int i = 0; i < SESSION_NETS; i++) net_free(s->nets[i]);
+    if (s->pool) pthreadpool_destroy(s->pool);
+    free(s->scratch);
+    free(s);
+}
+
+/* The runtime for batch n: reused if kept, else built, replacing the least recent non-1 batch. */
+static int session_net(embed_session *s, int n, net **out, char *err, size_t errlen) {
+    for (int i = 0; i < SESSION_NETS; i++)
+        if (s->nets[i] && net_batch(s->nets[i]) == n) {
+            *out = s->nets[i];
+            return IS_OK;
+        }
+    int slot = SESSION_NETS - 1;
+    for (int i = 0; i < SESSION_NETS; i++)
+        if (!s->nets[i]) {
+            slot = i;
+            break;
+        }
+    net *fresh;
+    int rc = net_new(s->e->m, n, s->pool, &fresh, err, errlen);
+    if (rc) return rc;
+    net_free(s->nets[slot]);
+    s->nets[slot] = fresh;
+    *out = fresh;
+    return IS_OK;
+}
+
+int embed_run(embed_session *s, const float *tensors, int n, float *vectors, float *logits,
+              char *err, size_t errlen) {
+    if (n < 1) return is_fail(err, errlen, IS_ERR_INVALID, "batch must hold at least one image");
+    const model *m = s->e->m;
+    net *nt;
+    int rc = session_net(s, n, &nt, err, errlen);
+    if (rc) return rc;
+    size_t nlogits = (size_t)n * (size_t)m->num_classes;
+    size_t need = nlogits; /* logits scratch when the caller wants none */
+    if (need > s->scratch_len) {
+        float *f = realloc(s->scratch, need * sizeof *f);
+        if (!f) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+        s->scratch = f;
+        s->scratch_len = need;
+    }
+    rc = net_run(nt, tensors, vectors, logits ? logits : s->scratch, err, errlen);
+    if (rc) return rc;
+    for (int i = 0; i < n; i++) {
+        float *v = vectors + (size_t)i * (size_t)m->dims;
+        double ss = 0;
+        for (int d = 0; d < m->dims; d++) ss += (double)v[d] * v[d];
+        /* ReLU6 features are never all zero on a real image; if they are, leave the zeros. */
+        float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+        for (int d = 0; d < m->dims; d++) v[d] *= inv;
+    }
+    return IS_OK;
+}
+
+int embed_image(embed_session *s, const void *bytes, size_t len, uint64_t max_pixels,
+                float *vector, float *logits, decode_info *info, char *err, size_t errlen) {
+    const model *m = s->e->m;
+    size_t tlen = (size_t)m->input_size * (size_t)m->input_size * 3;
+    float *tensor = malloc(tlen * sizeof *tensor);
+    if (!tensor) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    decode_params p = embed_decode_params(s->e, max_pixels);
+    int rc = decode_preprocess(bytes, len, &p, tensor, info, err, errlen);
+    if (!rc) rc = embed_run(s, tensor, 1, vector, logits, err, errlen);
+    free(tensor);
+    return rc;
+}
+
+void embed_top_classes(const embed_engine *e, const float *logits, float *probs, int k, int *top) {
+    int nc = e->m->num_classes;
+    float mx = logits[0];
+    for (int i = 1; i < nc; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < nc; i++) sum += (probs[i] = expf(logits[i] - mx));
+    for (int i = 0; i < nc; i++) probs[i] = (float)(probs[i] / sum);
+    if (k > nc) k = nc;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int i = 0; i < nc; i++) {
+            int taken = 0;
+            for (int t = 0; t < j; t++) taken |= top[t] == i;
+            if (!taken && (best < 0 || probs[i] > probs[best])) best = i;
+        }
+        top[j] = best;
+    }
+}

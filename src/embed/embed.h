@@ -1,0 +1,50 @@
+/* embed.h — image bytes → L2-normalised embedding and ImageNet class scores.
+ *
+ * Two objects:
+ *  - embed_engine: the model (weights folded, labels) and preprocessing parameters. Immutable
+ *    after embed_engine_new; share one across all threads. Free it after every session.
+ *  - embed_session: one inference context (XNNPACK runtimes and an optional thread pool). Use a
+ *    session from one thread at a time; give each worker its own. Runtimes for each batch size are
+ *    built on first use and kept.
+ *
+ * Memory: vectors, logits and tensors are caller-owned buffers of the sizes stated below. */
+#ifndef IMGSEARCH_EMBED_H
+#define IMGSEARCH_EMBED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "embed/decode.h"
+
+typedef struct embed_engine embed_engine;
+typedef struct embed_session embed_session;
+
+/* Loads models/<name>.json and the .safetensors beside it. Errors: IS_ERR_MODEL with the reason. */
+int embed_engine_new(const char *model_config, embed_engine **out, char *err, size_t errlen);
+void embed_engine_free(embed_engine *e);
+
+const char *embed_model_name(const embed_engine *e);
+int embed_dims(const embed_engine *e);          /* embedding size (1280 for Lite0) */
+int embed_input_size(const embed_engine *e);    /* input is size × size × 3 */
+int embed_num_classes(const embed_engine *e);
+const char *embed_label(const embed_engine *e, int cls);
+/* Preprocessing parameters for this model, with the given pixel limit (0 = default). */
+decode_params embed_decode_params(const embed_engine *e, uint64_t max_pixels);
+
+/* threads: 1 runs inference on the calling thread; n > 1 adds a pool of n threads. */
+int embed_session_new(const embed_engine *e, int threads, embed_session **out, char *err, size_t errlen);
+void embed_session_free(embed_session *s);
+
+/* Runs n preprocessed tensors (n × size × size × 3 floats) through the network. vectors gets
+ * n × dims L2-normalised embeddings; logits (may be NULL) gets n × num_classes raw scores. */
+int embed_run(embed_session *s, const float *tensors, int n, float *vectors, float *logits,
+              char *err, size_t errlen);
+
+/* Decode + preprocess + run for one encoded image. info may be NULL; logits may be NULL. */
+int embed_image(embed_session *s, const void *bytes, size_t len, uint64_t max_pixels,
+                float *vector, float *logits, decode_info *info, char *err, size_t errlen);
+
+/* Softmax of logits into probs (both num_classes long), then the top k indices by probability. */
+void embed_top_classes(const embed_engine *e, const float *logits, float *probs, int k, int *top);
+
+#endif

@@ -1,0 +1,33 @@
+/* imgsearch — image similarity search server. Entry point: dispatches subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: imgsearch COMMAND [OPTIONS] ...\n"
+            "\n"
+            "commands:\n"
+            "  embed FILE...     print each image's L2-normalised embedding (JSON lines)\n"
+            "  classify FILE...  print each image's top ImageNet-1k classes (JSON lines)\n"
+            "\n"
+            "Run 'imgsearch COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "embed")) return cli_embed(argc - 1, argv + 1);
+    if (!strcmp(cmd, "classify")) return cli_classify(argc - 1, argv + 1);
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "imgsearch: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,46 @@
+#include "util/file.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "util/status.h"
+
+int file_read_all(const char *path, size_t max_bytes, unsigned char **out, size_t *len,
+                  char *err, size_t errlen) {
+    *out = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return is_fail(err, errlen, errno == ENOENT ? IS_ERR_NOT_FOUND : IS_ERR_IO, "%s: %s",
+                       path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return is_fail(err, errlen, IS_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((unsigned long long)st.st_size > max_bytes) {
+        fclose(f);
+        return is_fail(err, errlen, IS_ERR_TOO_LARGE, "%s: %lld bytes is over the limit of %zu",
+                       path, (long long)st.st_size, max_bytes);
+    }
+    size_t size = (size_t)st.st_size;
+    unsigned char *buf = malloc(size + 1);
+    if (!buf) {
+        fclose(f);
+        return is_fail(err, errlen, IS_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, size);
+    }
+    size_t got = fread(buf, 1, size, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || got != size) {
+        free(buf);
+        return is_fail(err, errlen, IS_ERR_IO, "%s: short read", path);
+    }
+    buf[size] = 0;
+    *out = buf;
+    *len = size;
+    return IS_OK;
+}
