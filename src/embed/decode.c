@@ -3,6 +3,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <vips/vips.h>
 
@@ -12,9 +13,19 @@ static pthread_once_t vips_once = PTHREAD_ONCE_INIT;
 static int vips_init_rc = -1;
 static const char *vips_argv0 = "imgsearch";
 
+/* libvips and its loaders (libpng, libjpeg) report damaged input as GLib warnings on stderr.
+ * Every failure that matters comes back to us as an error, so the warnings are noise in a
+ * server log: keep them only when IMGSEARCH_DEBUG is set. */
+static void vips_log_filter(const gchar *domain, GLogLevelFlags level, const gchar *msg, gpointer data) {
+    (void)data;
+    if (getenv("IMGSEARCH_DEBUG")) g_log_default_handler(domain, level, msg, NULL);
+}
+
 static void vips_init_once(void) {
     vips_init_rc = VIPS_INIT(vips_argv0);
     if (vips_init_rc) return;
+    g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
+                      vips_log_filter, NULL);
     /* The operation cache would keep decoded images of earlier requests alive: off. */
     vips_cache_set_max(0);
     vips_cache_set_max_mem(0);
@@ -37,7 +48,8 @@ int decode_global_init(const char *argv0, char *err, size_t errlen) {
 static int vips_fail(char *err, size_t errlen, int status, const char *what) {
     const char *msg = vips_error_buffer();
     char clean[384];
-    snprintf(clean, sizeof clean, "%s", msg && *msg ? msg : "unknown libvips error");
+    snprintf(clean, sizeof clean, "%s",
+             msg && *msg ? msg : "the data is damaged or not a valid image of its format");
     for (char *p = clean; *p; p++)
         if (*p == '\n') *p = (p[1] ? ' ' : 0);
     vips_error_clear();
@@ -67,7 +79,10 @@ int decode_probe(const void *buf, size_t len, uint64_t max_pixels, decode_info *
         return is_fail(err, errlen, IS_ERR_UNSUPPORTED_IMAGE,
                        "not a supported image format (JPEG, PNG, WebP, GIF, TIFF, HEIF, AVIF ...)");
     }
-    loader_family(loader, info->format, sizeof info->format);
+    /* libvips answers with a class name ("VipsForeignLoadPngBuffer"); its nickname is the
+     * operation name ("pngload_buffer"), from which we keep the family. */
+    const char *nick = vips_nickname_find(g_type_from_name(loader));
+    loader_family(nick ? nick : loader, info->format, sizeof info->format);
 
     /* Header only: pixels are decoded later, on demand. */
     VipsImage *img = vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);

@@ -128,7 +128,7 @@ static int load_blocks(loader *L, model *m, json_t *blocks, int *size) {
     int prev_out = m->stem.cout;
     for (int i = 0; i < m->nblocks; i++) {
         json_t *jb = json_array_get(blocks, (size_t)i);
-        int k, s, e, cin, cout;
+        int k = 0, s = 0, e = 0, cin = 0, cout = 0;
         if ((rc = json_int(jb, "kernel", 1, 15, &k, L->err, L->errlen)) ||
             (rc = json_int(jb, "stride", 1, 4, &s, L->err, L->errlen)) ||
             (rc = json_int(jb, "expand", 1, 16, &e, L->err, L->errlen)) ||

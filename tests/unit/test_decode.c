@@ -1,1 +1,191 @@
-int main(void){return 0;}
+/* Unit tests for decoding and preprocessing: every kind of bad input gets its precise status, and
+ * every odd-but-valid image (CMYK, 16-bit, grey, palette + transparency, animation, EXIF rotation)
+ * comes out as the right sRGB pixels. Preprocessing uses mean 0 / std 1 so outputs are pixels. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "embed/decode.h"
+#include "test_util.h"
+#include "util/status.h"
+
+#define S 64
+
+static decode_params raw_params(void) {
+    decode_params p = {.size = S, .crop_fraction = 0.875, .mean = {0, 0, 0}, .std = {1, 1, 1}};
+    return p;
+}
+
+static int decode_file(const char *dir, const char *name, float *out, decode_info *info, char *err) {
+    size_t len;
+    unsigned char *buf = test_read(dir, name, &len);
+    decode_params p = raw_params();
+    int rc = decode_preprocess(buf, len, &p, out, info, err, 256);
+    free(buf);
+    return rc;
+}
+
+static const float *px(const float *img, int x, int y) { return img + ((size_t)y * S + x) * 3; }
+
+static void assert_rgb(const float *p, float r, float g, float b, float tol) {
+    if (fabsf(p[0] - r) > tol || fabsf(p[1] - g) > tol || fabsf(p[2] - b) > tol)
+        fail_msg("pixel (%.1f, %.1f, %.1f), expected (%.1f, %.1f, %.1f)", p[0], p[1], p[2], r, g, b);
+}
+
+static void test_bad_inputs(void **state) {
+    (void)state;
+    static float out[S * S * 3];
+    char err[256];
+    decode_info info;
+    assert_int_equal(decode_file(NULL, "empty.jpg", out, &info, err), IS_ERR_EMPTY_IMAGE);
+    assert_non_null(strstr(err, "empty"));
+    assert_int_equal(decode_file(NULL, "text.jpg", out, &info, err), IS_ERR_UNSUPPORTED_IMAGE);
+    assert_non_null(strstr(err, "not a supported image format"));
+    assert_int_equal(decode_file(NULL, "truncated.jpg", out, &info, err), IS_ERR_CORRUPT_IMAGE);
+    assert_non_null(strstr(err, "Premature end"));
+    assert_int_equal(decode_file(SKIMAGE_DATA, "truncated.jpg", out, &info, err), IS_ERR_CORRUPT_IMAGE);
+    assert_int_equal(decode_file(NULL, "garbage.png", out, &info, err), IS_ERR_CORRUPT_IMAGE);
+    assert_int_equal(decode_file(NULL, "bomb.png", out, &info, err), IS_ERR_IMAGE_TOO_LARGE);
+    assert_non_null(strstr(err, "30000 x 30000"));
+    decode_params p = raw_params();
+    assert_int_equal(decode_preprocess(NULL, 0, &p, out, &info, err, sizeof err), IS_ERR_EMPTY_IMAGE);
+    /* a lower configured limit applies to ordinary photos too */
+    size_t len;
+    unsigned char *cat = test_read(NULL, "cat.png", &len);
+    p.max_pixels = 1000;
+    assert_int_equal(decode_preprocess(cat, len, &p, out, &info, err, sizeof err), IS_ERR_IMAGE_TOO_LARGE);
+    /* a JPEG cut at every 10% of its length is always refused, never half-decoded */
+    unsigned char *jpg = test_read(NULL, "cat_q90.jpg", &len);
+    p.max_pixels = 0;
+    for (int tenth = 1; tenth < 10; tenth++) {
+        int rc = decode_preprocess(jpg, len * (size_t)tenth / 10, &p, out, &info, err, sizeof err);
+        assert_int_equal(rc, IS_ERR_CORRUPT_IMAGE);
+    }
+    free(jpg);
+    free(cat);
+}
+
+static void test_formats_decode(void **state) {
+    (void)state;
+    static float out[S * S * 3];
+    static const char *files[] = {"cat.png", "cat_q90.jpg", "cat.webp", "cat.tiff", "cat_cmyk.jpg",
+                                  "cat_rgb16.png", "cat_grey.png", "cat_grey.jpg"};
+    char err[256];
+    static const char *formats[] = {"png", "jpeg", "webp", "tiff", "jpeg", "png", "png", "jpeg"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        decode_info info;
+        int rc = decode_file(NULL, files[i], out, &info, err);
+        if (rc) fail_msg("%s: %s", files[i], err);
+        assert_int_equal(info.width, 451);
+        assert_int_equal(info.height, 300);
+        assert_string_equal(info.format, formats[i]);
+    }
+}
+
+static void test_16bit_equals_8bit(void **state) {
+    (void)state;
+    static float a[S * S * 3], b[S * S * 3];
+    char err[256];
+    assert_int_equal(decode_file(NULL, "cat.png", a, NULL, err), IS_OK);
+    assert_int_equal(decode_file(NULL, "cat_rgb16.png", b, NULL, err), IS_OK);
+    for (size_t i = 0; i < S * S * 3; i++) assert_true(fabsf(a[i] - b[i]) <= 1.0f);
+}
+
+static void test_grey_is_replicated(void **state) {
+    (void)state;
+    static float out[S * S * 3];
+    char err[256];
+    assert_int_equal(decode_file(NULL, "cat_grey.png", out, NULL, err), IS_OK);
+    for (size_t i = 0; i < S * S; i++) {
+        assert_true(out[i * 3] == out[i * 3 + 1]);
+        assert_true(out[i * 3] == out[i * 3 + 2]);
+    }
+}
+
+static void test_alpha_flattened_on_white(void **state) {
+    (void)state;
+    static float out[S * S * 3];
+    char err[256];
+    decode_info info;
+    /* palette PNG, index 0 transparent (green in the palette), red disc in the middle */
+    assert_int_equal(decode_file(NULL, "palette_alpha.png", out, &info, err), IS_OK);
+    assert_rgb(px(out, 0, 0), 255, 255, 255, 2);
+    assert_rgb(px(out, S / 2, S / 2), 255, 0, 0, 2);
+    /* RGBA: transparent green background, opaque blue square */
+    assert_int_equal(decode_file(NULL, "rgba.png", out, &info, err), IS_OK);
+    assert_true(info.has_alpha);
+    assert_rgb(px(out, 1, 1), 255, 255, 255, 2);
+    assert_rgb(px(out, S / 2, S / 2), 0, 0, 255, 2);
+}
+
+static void test_animated_gif_first_frame(void **state) {
+    (void)state;
+    static float out[S * S * 3];
+    char err[256];
+    decode_info info;
+    assert_int_equal(decode_file(NULL, "animated.gif", out, &info, err), IS_OK);
+    assert_string_equal(info.format, "gif");
+    assert_int_equal(info.pages, 3);
+    assert_rgb(px(out, S / 2, S / 2), 255, 0, 0, 3);
+}
+
+static void test_exif_orientation_applied(void **state) {
+    (void)state;
+    static float out[S * S * 3];
+    char err[256];
+    decode_info info;
+    assert_int_equal(decode_file(NULL, "exif_rotate90.jpg", out, &info, err), IS_OK);
+    assert_int_equal(info.width, 200);
+    assert_int_equal(info.height, 400);
+    /* shown upright: red on top, blue below (JPEG colours are approximate) */
+    assert_rgb(px(out, S / 2, 2), 254, 0, 0, 12);
+    assert_rgb(px(out, S / 2, S - 3), 0, 0, 254, 12);
+}
+
+static void test_normalisation_and_tiny(void **state) {
+    (void)state;
+    static float out[S * S * 3];
+    char err[256];
+    size_t len;
+    unsigned char *buf = test_read(NULL, "grey127.png", &len);
+    decode_params p = {.size = S, .crop_fraction = 0.875, .mean = {127, 127, 127}, .std = {128, 128, 128}};
+    assert_int_equal(decode_preprocess(buf, len, &p, out, NULL, err, sizeof err), IS_OK);
+    for (size_t i = 0; i < S * S * 3; i++) assert_true(fabsf(out[i]) < 1e-6f);
+    free(buf);
+    /* a single pixel is upscaled to the whole input */
+    assert_int_equal(decode_file(NULL, "one_pixel.png", out, NULL, err), IS_OK);
+    assert_rgb(px(out, 0, 0), 200, 100, 50, 1);
+    assert_rgb(px(out, S - 1, S - 1), 200, 100, 50, 1);
+}
+
+static void test_large_jpeg_probe(void **state) {
+    (void)state;
+    static float out[S * S * 3];
+    char err[256];
+    decode_info info;
+    assert_int_equal(decode_file(NULL, "cat_12mp.jpg", out, &info, err), IS_OK);
+    assert_int_equal(info.width, 4000);
+    assert_int_equal(info.height, 3000);
+}
+
+int main(void) {
+    char err[256];
+    if (decode_global_init("test_decode", err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_formats_decode),
+        cmocka_unit_test(test_16bit_equals_8bit),
+        cmocka_unit_test(test_grey_is_replicated),
+        cmocka_unit_test(test_alpha_flattened_on_white),
+        cmocka_unit_test(test_animated_gif_first_frame),
+        cmocka_unit_test(test_exif_orientation_applied),
+        cmocka_unit_test(test_normalisation_and_tiny),
+        cmocka_unit_test(test_large_jpeg_probe),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
