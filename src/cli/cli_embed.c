@@ -173,16 +173,22 @@ static int run_files(const char *cmd, int classify, int argc, char **argv) {
     float *tensors = malloc(sizeof(float) * tlen * (size_t)o.batch);
     float *vectors = malloc(sizeof(float) * (size_t)dims * (size_t)o.batch);
     float *logits = malloc(sizeof(float) * (size_t)nc * (size_t)o.batch);
-    const char **names = malloc(sizeof(char *) * (size_t)o.batch);
+    /* one slot per file read in a window: at most batch successes plus the failures among them */
+    struct slot {
+        int status;
+        char message[512];
+    } *slots = malloc(sizeof(struct slot) * (size_t)(argc - optind));
     int failed = 0;
-    if (!tensors || !vectors || !logits || !names) {
+    if (!tensors || !vectors || !logits || !slots) {
         fprintf(stderr, "imgsearch %s: out of memory\n", cmd);
         failed = 1;
         goto done;
     }
     decode_params dp = embed_decode_params(e, o.max_pixels);
+    /* Results are printed in input order: a file that fails to decode is reported in its place
+     * among the successes of the batch it was read with. */
     for (int i = optind; i < argc;) {
-        int n = 0;
+        int n = 0, first = i;
         for (; i < argc && n < o.batch; i++) {
             unsigned char *buf = NULL;
             size_t len = 0;
@@ -191,23 +197,25 @@ static int run_files(const char *cmd, int classify, int argc, char **argv) {
             free(buf);
             if (!rc && o.dump_input)
                 rc = dump_tensor(o.dump_input, i - optind, tensors + tlen * (size_t)n, tlen, err, sizeof err);
+            slots[i - first].status = rc;
             if (rc) {
-                report_error(argv[i], rc, err);
+                snprintf(slots[i - first].message, sizeof slots[i - first].message, "%s", err);
                 failed = 1;
                 continue;
             }
-            names[n++] = argv[i];
+            n++;
         }
-        if (!n) continue;
-        rc = embed_run(s, tensors, n, vectors, logits, err, sizeof err);
-        for (int j = 0; j < n; j++) {
-            if (rc) {
-                report_error(names[j], rc, err);
+        int run_rc = n ? embed_run(s, tensors, n, vectors, logits, err, sizeof err) : IS_OK;
+        for (int f = first, j = 0; f < i; f++) {
+            if (slots[f - first].status) {
+                report_error(argv[f], slots[f - first].status, slots[f - first].message);
+            } else if (run_rc) {
+                report_error(argv[f], run_rc, err);
                 failed = 1;
             } else if (classify) {
-                report_classes(e, names[j], logits + (size_t)nc * (size_t)j, o.top);
+                report_classes(e, argv[f], logits + (size_t)nc * (size_t)j++, o.top);
             } else {
-                report_embedding(names[j], vectors + (size_t)dims * (size_t)j, dims);
+                report_embedding(argv[f], vectors + (size_t)dims * (size_t)j++, dims);
             }
         }
         fflush(stdout);
@@ -216,7 +224,7 @@ done:
     free(tensors);
     free(vectors);
     free(logits);
-    free(names);
+    free(slots);
     embed_session_free(s);
     embed_engine_free(e);
     return failed;

@@ -66,6 +66,10 @@ static int parse_tensor(const char *name, json_t *desc, const unsigned char *dat
         return is_fail(err, errlen, IS_ERR_MODEL, "tensor %s: %zu bytes for %zu elements of %s",
                        name, t->nbytes, numel, t->dtype);
     t->data = data + json_integer_value(b);
+    /* The format pads its header so tensors can be used in place; one that is not aligned to its
+     * element size would be undefined behaviour to read as such. */
+    if ((uintptr_t)t->data % esize)
+        return is_fail(err, errlen, IS_ERR_MODEL, "tensor %s: data is not aligned to %zu bytes", name, esize);
     return IS_OK;
 }
 

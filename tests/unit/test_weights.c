@@ -12,21 +12,28 @@
 #include "embed/weights.h"
 #include "util/status.h"
 
-/* Writes <u64 header length><header><data> to a temporary file and returns its path. */
-static char *write_st(const char *header, const void *data, size_t data_len, long long fake_hlen) {
+/* Writes <u64 header length><header, space-padded to 8 bytes unless pad is 0><data> to a temporary
+ * file and returns its path. */
+static char *write_st_pad(const char *header, const void *data, size_t data_len, long long fake_hlen, int pad) {
     static char path[64];
     strcpy(path, "/tmp/imgsearch_test_XXXXXX");
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     FILE *f = fdopen(fd, "wb");
-    uint64_t hl = fake_hlen >= 0 ? (uint64_t)fake_hlen : strlen(header);
+    size_t padding = pad ? (8 - strlen(header) % 8) % 8 : 0;
+    uint64_t hl = fake_hlen >= 0 ? (uint64_t)fake_hlen : strlen(header) + padding;
     unsigned char le[8];
     for (int i = 0; i < 8; i++) le[i] = (unsigned char)(hl >> (8 * i));
     fwrite(le, 1, 8, f);
     fwrite(header, 1, strlen(header), f);
+    fwrite("        ", 1, padding, f);
     if (data_len) fwrite(data, 1, data_len, f);
     fclose(f);
     return path;
+}
+
+static char *write_st(const char *header, const void *data, size_t data_len, long long fake_hlen) {
+    return write_st_pad(header, data, data_len, fake_hlen, 1);
 }
 
 static int load_status(const char *header, const void *data, size_t n, long long fake, char *err) {
@@ -83,6 +90,14 @@ static void test_hostile_headers(void **state) {
                                  d, sizeof d, -1, err), IS_ERR_MODEL);
     assert_int_equal(load_status("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,0]}}",
                                  d, sizeof d, -1, err), IS_ERR_MODEL);
+    /* a header not padded to 8 bytes leaves float data misaligned */
+    const char *odd = "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}";
+    assert_true(strlen(odd) % 4 != 0);
+    weights *w = NULL;
+    char *p = write_st_pad(odd, d, sizeof d, -1, 0);
+    assert_int_equal(weights_load(p, &w, err, sizeof err), IS_ERR_MODEL);
+    unlink(p);
+    assert_non_null(strstr(err, "not aligned"));
     /* a shape whose element count overflows */
     assert_int_equal(load_status("{\"a\":{\"dtype\":\"F32\",\"shape\":[1099511627776,1099511627776,"
                                  "1099511627776],\"data_offsets\":[0,16]}}", d, sizeof d, -1, err),

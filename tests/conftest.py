@@ -1,0 +1,51 @@
+"""Shared pytest fixtures: the built binary, the model, and generated test images.
+
+Environment: IMGSEARCH_BIN (default build/imgsearch), IMGSEARCH_MODELS (default models/).
+Run with Debian's /usr/bin/python3 (python3-torch, python3-pil, python3-numpy come from apt)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SKIMAGE = "/usr/lib/python3/dist-packages/skimage/data"
+DARKNET = "/usr/share/darknet/data"
+
+
+@pytest.fixture(scope="session")
+def binary():
+    path = os.path.abspath(os.environ.get("IMGSEARCH_BIN", os.path.join(ROOT, "build", "imgsearch")))
+    assert os.access(path, os.X_OK), f"{path} is not built"
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir():
+    return os.environ.get("IMGSEARCH_MODELS", os.path.join(ROOT, "models"))
+
+
+@pytest.fixture(scope="session")
+def model(models_dir):
+    path = os.path.join(models_dir, "efficientnet_lite0.json")
+    assert os.path.exists(path), "run tools/fetch-model first"
+    return path
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    out = tmp_path_factory.mktemp("images")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tests", "images", "make_images.py"), str(out)],
+                   check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def run(binary):
+    """run("embed", "--batch", "2", *files) -> (exit code, [parsed JSON lines], stderr)"""
+    def _run(*args, timeout=120):
+        p = subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+        lines = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+        return p.returncode, lines, p.stderr
+    return _run
