@@ -235,10 +235,6 @@ def main():
                      " && cmake --build build -j2)")
     os.makedirs(OUT, exist_ok=True)
 
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        print(f"warning: load average {load:.2f} before the run: figures need an idle machine",
-              file=sys.stderr)
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     print("preparing inputs and the PyTorch model ...", file=sys.stderr)
     inputs = dump_inputs(imgsearch, a.model)
