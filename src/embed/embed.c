@@ -89,7 +89,8 @@ void embed_session_free(embed_session *s) {
     free(s);
 }
 
-/* The runtime for batch n: reused if kept, else built, replacing the least recent non-1 batch. */
+/* The runtime for batch n: reused if kept, else built into a free slot, or into the last slot
+ * when all are taken (callers use one or two batch sizes, so this rarely rebuilds). */
 static int session_net(embed_session *s, int n, net **out, char *err, size_t errlen) {
     for (int i = 0; i < SESSION_NETS; i++)
         if (s->nets[i] && net_batch(s->nets[i]) == n) {

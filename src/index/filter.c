@@ -83,6 +83,16 @@ static int add_kid(filter *parent, filter *kid) {
 
 static int compile_object(compiler *c, const json_t *spec, int depth, filter **out);
 
+/* Hands kid (possibly half-built after a failed compile) to parent, so that freeing the parent
+ * frees it, and passes the compile status on. */
+static int adopt(compiler *c, filter *parent, filter *kid, int rc) {
+    if (kid && add_kid(parent, kid)) {
+        filter_free(kid);
+        return is_fail(c->err, c->errlen, IS_ERR_NOMEM, "out of memory");
+    }
+    return rc;
+}
+
 static int split_path(compiler *c, const char *key, filter *f) {
     if (!*key) return fail_at(c, "empty field name", NULL, NULL);
     size_t n = 1;
@@ -156,10 +166,7 @@ static int compile_field_ops(compiler *c, const char *key, const json_t *ops, in
             kid = node_new(N_NOT);
             if (!kid) return is_fail(c->err, c->errlen, IS_ERR_NOMEM, "out of memory");
             rc = compile_field_ops(c, key, operand, depth + 1, &inner);
-            if (add_kid(kid, inner)) {
-                filter_free(inner);
-                rc = is_fail(c->err, c->errlen, IS_ERR_NOMEM, "out of memory");
-            }
+            rc = adopt(c, kid, inner, rc);
         } else {
             size_t i = 0, n = sizeof field_ops / sizeof *field_ops;
             while (i < n && strcmp(field_ops[i].name, op_name)) i++;
@@ -169,11 +176,7 @@ static int compile_field_ops(compiler *c, const char *key, const json_t *ops, in
             rc = check_operand(c, field_ops[i].op, operand);
             if (!rc) rc = field_node(c, key, field_ops[i].op, operand, &kid);
         }
-        if (kid && add_kid(all, kid)) {
-            filter_free(kid);
-            return is_fail(c->err, c->errlen, IS_ERR_NOMEM, "out of memory");
-        }
-        if (rc) return rc;
+        if ((rc = adopt(c, all, kid, rc))) return rc;
         where_pop(c, mark);
     }
     return IS_OK;
@@ -198,11 +201,7 @@ static int compile_combinator(compiler *c, const char *key, const json_t *value,
         if (!n) return is_fail(c->err, c->errlen, IS_ERR_NOMEM, "out of memory");
         *out = n;
         int rc = compile_object(c, value, depth + 1, &inner);
-        if (inner && add_kid(n, inner)) {
-            filter_free(inner);
-            return is_fail(c->err, c->errlen, IS_ERR_NOMEM, "out of memory");
-        }
-        return rc;
+        return adopt(c, n, inner, rc);
     }
     bool is_and = !strcmp(key, "$and");
     if (!is_and && strcmp(key, "$or"))
@@ -216,11 +215,7 @@ static int compile_combinator(compiler *c, const char *key, const json_t *value,
         size_t mark = where_push(c, "[%zu]", NULL, i);
         filter *kid = NULL;
         int rc = compile_object(c, json_array_get(value, i), depth + 1, &kid);
-        if (kid && add_kid(n, kid)) {
-            filter_free(kid);
-            return is_fail(c->err, c->errlen, IS_ERR_NOMEM, "out of memory");
-        }
-        if (rc) return rc;
+        if ((rc = adopt(c, n, kid, rc))) return rc;
         where_pop(c, mark);
     }
     return IS_OK;
@@ -240,11 +235,7 @@ static int compile_object(compiler *c, const json_t *spec, int depth, filter **o
         filter *kid = NULL;
         int rc = key[0] == '$' ? compile_combinator(c, key, value, depth, &kid)
                                : compile_field(c, key, value, depth, &kid);
-        if (kid && add_kid(all, kid)) {
-            filter_free(kid);
-            return is_fail(c->err, c->errlen, IS_ERR_NOMEM, "out of memory");
-        }
-        if (rc) return rc;
+        if ((rc = adopt(c, all, kid, rc))) return rc;
         where_pop(c, mark);
     }
     return IS_OK;
