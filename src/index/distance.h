@@ -1,0 +1,15 @@
+/* distance.h — vector kernels. dot_f32 picks AVX2+FMA when the CPU has it (checked once), a
+ * portable loop otherwise. Thread-safe. */
+#ifndef IMGSEARCH_DISTANCE_H
+#define IMGSEARCH_DISTANCE_H
+
+#include <stddef.h>
+
+float dot_f32(const float *a, const float *b, size_t n);
+
+/* Cosine distance of two L2-normalised vectors: 1 - a·b, in [0, 2]. */
+static inline float cosine_distance(const float *a, const float *b, size_t n) {
+    return 1.0f - dot_f32(a, b, n);
+}
+
+#endif
