@@ -32,6 +32,7 @@ check test_decode "${vg[@]}" "$build/test_decode"
 check test_weights "${vg[@]}" "$build/test_weights"
 check test_filter "${vg[@]}" "$build/test_filter"
 check test_flat "${vg[@]}" "$build/test_flat"
+check test_store "${vg[@]}" "$build/test_store"
 check cli-good "${vg[@]}" "$build/imgsearch" classify --batch 2 "$images/cat_cmyk.jpg" \
   "$images/cat_rgb16.png" "$images/palette_alpha.png"
 check cli-bad "${vg[@]}" "$build/imgsearch" embed "$images/empty.jpg" "$images/truncated.jpg" \

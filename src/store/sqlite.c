@@ -1,0 +1,409 @@
+/* The embedded store on SQLite. See store.h for the contract. */
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store/store.h"
+#include "util/status.h"
+
+struct store {
+    sqlite3 *db;
+    pthread_mutex_t lock;
+    int dims;
+};
+
+/* Schema versions, applied in order inside one transaction each; PRAGMA user_version records
+ * how many have been applied. Never edit a released step: add a new one. */
+static const char *const MIGRATIONS[] = {
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    /* AUTOINCREMENT: an id, once deleted, is never handed out again */
+    "CREATE TABLE images("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT NOT NULL,"
+    "  content_type TEXT NOT NULL,"
+    "  width INTEGER NOT NULL, height INTEGER NOT NULL, size INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  data TEXT NOT NULL DEFAULT '{}',"
+    "  vector BLOB NOT NULL);"
+    "CREATE INDEX images_sha256 ON images(sha256);"
+    "CREATE TABLE changes("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  op TEXT NOT NULL CHECK (op IN ('a', 'd', 'm', 'c')),"
+    "  image_id INTEGER);",
+};
+#define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
+
+static int db_fail(store *s, char *err, size_t errlen, const char *what) {
+    int code = sqlite3_errcode(s->db);
+    int status = code == SQLITE_FULL || code == SQLITE_IOERR || code == SQLITE_CANTOPEN ? IS_ERR_IO
+               : code == SQLITE_NOMEM ? IS_ERR_NOMEM : IS_ERR_INTERNAL;
+    return is_fail(err, errlen, status, "%s: %s", what, sqlite3_errmsg(s->db));
+}
+
+static int exec(store *s, const char *sql, char *err, size_t errlen) {
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) == SQLITE_OK) return IS_OK;
+    int rc = is_fail(err, errlen, IS_ERR_INTERNAL, "%s", msg ? msg : sqlite3_errmsg(s->db));
+    sqlite3_free(msg);
+    return rc;
+}
+
+static int migrate(store *s, char *err, size_t errlen) {
+    sqlite3_stmt *st;
+    int version = 0;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s, err, errlen, "read schema version");
+    if (sqlite3_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version > N_MIGRATIONS)
+        return is_fail(err, errlen, IS_ERR_INVALID,
+                       "the database has schema version %d, newer than this imgsearch (%d)", version, N_MIGRATIONS);
+    for (int v = version; v < N_MIGRATIONS; v++) {
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA user_version = %d;", v + 1);
+        int rc = exec(s, "BEGIN IMMEDIATE;", err, errlen);
+        if (!rc) rc = exec(s, MIGRATIONS[v], err, errlen);
+        if (!rc) rc = exec(s, bump, err, errlen);
+        if (!rc) rc = exec(s, "COMMIT;", err, errlen);
+        if (rc) {
+            exec(s, "ROLLBACK;", NULL, 0);
+            return rc;
+        }
+    }
+    return IS_OK;
+}
+
+/* The first open records model and dims; later opens must agree. */
+static int check_meta(store *s, const char *model, int dims, char *err, size_t errlen) {
+    char dims_text[16];
+    snprintf(dims_text, sizeof dims_text, "%d", dims);
+    const char *keys[2] = {"model", "dims"}, *want[2] = {model, dims_text};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = ?", -1, &st, NULL) != SQLITE_OK)
+            return db_fail(s, err, errlen, "read meta");
+        sqlite3_bind_text(st, 1, keys[i], -1, SQLITE_STATIC);
+        int found = sqlite3_step(st) == SQLITE_ROW;
+        int same = found && !strcmp((const char *)sqlite3_column_text(st, 0), want[i]);
+        char have[128];
+        snprintf(have, sizeof have, "%s", found ? (const char *)sqlite3_column_text(st, 0) : "");
+        sqlite3_finalize(st);
+        if (found && !same)
+            return is_fail(err, errlen, IS_ERR_INVALID,
+                           "the data directory was built with %s %s, not %s: use that model or a new data directory",
+                           keys[i], have, want[i]);
+        if (!found) {
+            if (sqlite3_prepare_v2(s->db, "INSERT INTO meta(key, value) VALUES (?, ?)", -1, &st, NULL) != SQLITE_OK)
+                return db_fail(s, err, errlen, "write meta");
+            sqlite3_bind_text(st, 1, keys[i], -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, want[i], -1, SQLITE_STATIC);
+            int ok = sqlite3_step(st) == SQLITE_DONE;
+            sqlite3_finalize(st);
+            if (!ok) return db_fail(s, err, errlen, "write meta");
+        }
+    }
+    return IS_OK;
+}
+
+int store_open(const char *path, const char *model, int dims, store **out, char *err, size_t errlen) {
+    *out = NULL;
+    store *s = calloc(1, sizeof *s);
+    if (!s) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    s->dims = dims;
+    pthread_mutex_init(&s->lock, NULL);
+    int rc;
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+        SQLITE_OK) {
+        rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "no memory");
+        store_close(s);
+        return rc;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    /* WAL: readers never block the writer; FULL: a commit is on disk before it returns. */
+    rc = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", err, errlen);
+    if (!rc) rc = migrate(s, err, errlen);
+    if (!rc) rc = check_meta(s, model, dims, err, errlen);
+    if (rc) {
+        store_close(s);
+        return rc;
+    }
+    *out = s;
+    return IS_OK;
+}
+
+void store_close(store *s) {
+    if (!s) return;
+    sqlite3_close(s->db);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+void store_image_clear(store_image *img) {
+    free(img->name);
+    free(img->content_type);
+    free(img->data);
+    free(img->vector);
+    memset(img, 0, sizeof *img);
+}
+
+/* Appends a change inside the caller's transaction. */
+static int log_change(store *s, change_op op, int64_t id, int64_t *seq, char *err, size_t errlen) {
+    sqlite3_stmt *st;
+    char opname[2] = {(char)op, 0};
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO changes(op, image_id) VALUES (?, ?)", -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s, err, errlen, "log change");
+    sqlite3_bind_text(st, 1, opname, 1, SQLITE_TRANSIENT);
+    if (op == CHANGE_CLEAR) sqlite3_bind_null(st, 2);
+    else sqlite3_bind_int64(st, 2, id);
+    int ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    if (!ok) return db_fail(s, err, errlen, "log change");
+    *seq = sqlite3_last_insert_rowid(s->db);
+    return IS_OK;
+}
+
+static int begin(store *s, char *err, size_t errlen) {
+    pthread_mutex_lock(&s->lock);
+    int rc = exec(s, "BEGIN IMMEDIATE;", err, errlen);
+    if (rc) pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Commits when rc is IS_OK, rolls back otherwise; returns the final status. */
+static int finish(store *s, int rc, char *err, size_t errlen) {
+    if (!rc) rc = exec(s, "COMMIT;", err, errlen);
+    if (rc) exec(s, "ROLLBACK;", NULL, 0);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int store_add(store *s, store_image *img, int64_t *seq, char *err, size_t errlen) {
+    if (!img->vector || img->dims != s->dims)
+        return is_fail(err, errlen, IS_ERR_INVALID, "vector must have %d dimensions", s->dims);
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    img->created_at = now_ms();
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO images(name, content_type, width, height, size, sha256, created_at, data, vector)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &st, NULL) != SQLITE_OK)
+        return finish(s, db_fail(s, err, errlen, "add image"), err, errlen);
+    sqlite3_bind_text(st, 1, img->name ? img->name : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, img->content_type ? img->content_type : "application/octet-stream", -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, img->width);
+    sqlite3_bind_int(st, 4, img->height);
+    sqlite3_bind_int64(st, 5, img->size);
+    sqlite3_bind_text(st, 6, img->sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, img->created_at);
+    sqlite3_bind_text(st, 8, img->data ? img->data : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 9, img->vector, (int)(sizeof(float) * (size_t)s->dims), SQLITE_STATIC);
+    int ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    if (!ok) return finish(s, db_fail(s, err, errlen, "add image"), err, errlen);
+    img->id = sqlite3_last_insert_rowid(s->db);
+    return finish(s, log_change(s, CHANGE_ADD, img->id, seq, err, errlen), err, errlen);
+}
+
+static char *column_dup(sqlite3_stmt *st, int col) {
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return strdup(t ? (const char *)t : "");
+}
+
+/* Fills img from a row of SELECT id, name, content_type, width, height, size, sha256, created_at,
+ * data[, vector]. */
+static int read_row(store *s, sqlite3_stmt *st, bool with_vector, store_image *img) {
+    memset(img, 0, sizeof *img);
+    img->id = sqlite3_column_int64(st, 0);
+    img->name = column_dup(st, 1);
+    img->content_type = column_dup(st, 2);
+    img->width = sqlite3_column_int(st, 3);
+    img->height = sqlite3_column_int(st, 4);
+    img->size = sqlite3_column_int64(st, 5);
+    snprintf(img->sha256, sizeof img->sha256, "%s", (const char *)sqlite3_column_text(st, 6));
+    img->created_at = sqlite3_column_int64(st, 7);
+    img->data = column_dup(st, 8);
+    img->dims = s->dims;
+    if (with_vector) {
+        size_t bytes = sizeof(float) * (size_t)s->dims;
+        img->vector = malloc(bytes);
+        if (img->vector && (size_t)sqlite3_column_bytes(st, 9) == bytes)
+            memcpy(img->vector, sqlite3_column_blob(st, 9), bytes);
+        else if (img->vector) {
+            store_image_clear(img);
+            return IS_ERR_INTERNAL;
+        }
+    }
+    if (!img->name || !img->content_type || !img->data || (with_vector && !img->vector)) {
+        store_image_clear(img);
+        return IS_ERR_NOMEM;
+    }
+    return IS_OK;
+}
+
+#define ROW_COLUMNS "id, name, content_type, width, height, size, sha256, created_at, data, vector"
+
+int store_get(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc;
+    if (sqlite3_prepare_v2(s->db, "SELECT " ROW_COLUMNS " FROM images WHERE id = ?", -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(s, err, errlen, "get image");
+    } else {
+        sqlite3_bind_int64(st, 1, id);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) rc = read_row(s, st, with_vector, out);
+        else if (step == SQLITE_DONE) rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id);
+        else rc = db_fail(s, err, errlen, "get image");
+        if (rc == IS_ERR_NOMEM || rc == IS_ERR_INTERNAL)
+            rc = is_fail(err, errlen, rc, "cannot read image %lld", (long long)id);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int blob_used_locked(store *s, const char *sha, bool *used) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM images WHERE sha256 = ? LIMIT 1", -1, &st, NULL) != SQLITE_OK)
+        return IS_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (step != SQLITE_ROW && step != SQLITE_DONE) return IS_ERR_INTERNAL;
+    *used = step == SQLITE_ROW;
+    return IS_OK;
+}
+
+int store_delete(store *s, int64_t id, char sha_out[BLOB_HEX_LEN + 1], bool *blob_in_use, int64_t *seq,
+                 char *err, size_t errlen) {
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM images WHERE id = ? RETURNING sha256", -1, &st, NULL) != SQLITE_OK)
+        return finish(s, db_fail(s, err, errlen, "delete image"), err, errlen);
+    sqlite3_bind_int64(st, 1, id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) snprintf(sha_out, BLOB_HEX_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 0));
+    while (step == SQLITE_ROW) step = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (step != SQLITE_DONE) return finish(s, db_fail(s, err, errlen, "delete image"), err, errlen);
+    if (sqlite3_changes(s->db) == 0)
+        return finish(s, is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id), err, errlen);
+    rc = blob_used_locked(s, sha_out, blob_in_use);
+    if (rc) rc = db_fail(s, err, errlen, "check blob use");
+    if (!rc) rc = log_change(s, CHANGE_DELETE, id, seq, err, errlen);
+    return finish(s, rc, err, errlen);
+}
+
+int store_delete_all(store *s, int64_t *count, int64_t *seq, char *err, size_t errlen) {
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    rc = exec(s, "DELETE FROM images;", err, errlen);
+    *count = rc ? 0 : sqlite3_changes64(s->db);
+    if (!rc) rc = log_change(s, CHANGE_CLEAR, 0, seq, err, errlen);
+    return finish(s, rc, err, errlen);
+}
+
+int store_set_data(store *s, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen) {
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "UPDATE images SET data = ? WHERE id = ?", -1, &st, NULL) != SQLITE_OK)
+        return finish(s, db_fail(s, err, errlen, "set data"), err, errlen);
+    sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, id);
+    int ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    if (!ok) return finish(s, db_fail(s, err, errlen, "set data"), err, errlen);
+    if (sqlite3_changes(s->db) == 0)
+        return finish(s, is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id), err, errlen);
+    return finish(s, log_change(s, CHANGE_DATA, id, seq, err, errlen), err, errlen);
+}
+
+static int scalar(store *s, const char *sql, const char *arg, int64_t *out) {
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc = IS_ERR_INTERNAL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK) {
+        if (arg) sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW || step == SQLITE_DONE) {
+            *out = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+            rc = IS_OK;
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int store_count(store *s, int64_t *count) { return scalar(s, "SELECT count(*) FROM images", NULL, count); }
+
+int store_last_seq(store *s, int64_t *seq) {
+    /* sqlite_sequence keeps the highest seq even after old changes are pruned */
+    return scalar(s, "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", NULL, seq);
+}
+
+int store_blob_used(store *s, const char *sha, bool *used) {
+    int64_t n = 0;
+    int rc = scalar(s, "SELECT count(*) FROM images WHERE sha256 = ?", sha, &n);
+    *used = n > 0;
+    return rc;
+}
+
+int store_changes_after(store *s, int64_t seq, int (*fn)(int64_t seq, change_op op, int64_t id, void *ctx),
+                        void *ctx, char *err, size_t errlen) {
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc = IS_OK;
+    if (sqlite3_prepare_v2(s->db, "SELECT seq, op, coalesce(image_id, 0) FROM changes WHERE seq > ? ORDER BY seq",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(s, err, errlen, "read changes");
+    } else {
+        sqlite3_bind_int64(st, 1, seq);
+        int step = SQLITE_DONE;
+        while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW)
+            rc = fn(sqlite3_column_int64(st, 0), (change_op)sqlite3_column_text(st, 1)[0],
+                    sqlite3_column_int64(st, 2), ctx);
+        if (!rc && step != SQLITE_DONE) rc = db_fail(s, err, errlen, "read changes");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int store_each(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
+               char *err, size_t errlen) {
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc = IS_OK;
+    if (sqlite3_prepare_v2(s->db, "SELECT " ROW_COLUMNS " FROM images ORDER BY id", -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(s, err, errlen, "read images");
+    } else {
+        int step = SQLITE_DONE;
+        while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            store_image img;
+            rc = read_row(s, st, with_vector, &img);
+            if (rc) rc = is_fail(err, errlen, rc, "cannot read an image row");
+            else {
+                rc = fn(&img, ctx);
+                store_image_clear(&img);
+            }
+        }
+        if (!rc && step != SQLITE_DONE) rc = db_fail(s, err, errlen, "read images");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}

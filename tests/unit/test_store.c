@@ -1,0 +1,208 @@
+/* Unit tests for the blob directory and the SQLite store: durability across reopen, the change
+ * log, ids never reused, refusal of a database made with another model, precise errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/blobs.h"
+#include "store/store.h"
+#include "util/status.h"
+
+static char dir[64];
+
+static int make_dir(void **state) {
+    (void)state;
+    strcpy(dir, "/tmp/imgsearch_store_XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int remove_dir(void **state) {
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd);
+}
+
+static int count_blob(const char *hex, void *ctx) {
+    (void)hex;
+    ++*(int *)ctx;
+    return 0;
+}
+
+static void test_blobs(void **state) {
+    (void)state;
+    char path[256], err[256], a[BLOB_HEX_LEN + 1], b[BLOB_HEX_LEN + 1];
+    snprintf(path, sizeof path, "%s/blobs", dir);
+    /* a temp file left by a crash is cleaned at open */
+    blobs *bl;
+    assert_int_equal(blobs_open(path, &bl, err, sizeof err), IS_OK);
+    blobs_close(bl);
+    char stray[300];
+    snprintf(stray, sizeof stray, "%s/tmp/leftover.123", path);
+    FILE *f = fopen(stray, "w");
+    fputs("half a blob", f);
+    fclose(f);
+    assert_int_equal(blobs_open(path, &bl, err, sizeof err), IS_OK);
+    assert_int_equal(access(stray, F_OK), -1);
+
+    assert_int_equal(blobs_put(bl, "hello", 5, a, err, sizeof err), IS_OK);
+    /* SHA-256("hello") */
+    assert_string_equal(a, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+    assert_int_equal(blobs_put(bl, "hello", 5, b, err, sizeof err), IS_OK); /* stored once */
+    assert_string_equal(a, b);
+    assert_int_equal(blobs_put(bl, "", 0, b, err, sizeof err), IS_OK);
+    int n = 0;
+    blobs_each(bl, count_blob, &n);
+    assert_int_equal(n, 2);
+    unsigned char *buf;
+    size_t len;
+    assert_int_equal(blobs_read(bl, a, &buf, &len, err, sizeof err), IS_OK);
+    assert_int_equal(len, 5);
+    assert_memory_equal(buf, "hello", 5);
+    free(buf);
+    assert_int_equal(blobs_unlink(bl, a, err, sizeof err), IS_OK);
+    assert_int_equal(blobs_unlink(bl, a, err, sizeof err), IS_OK); /* absent is fine */
+    assert_int_equal(blobs_read(bl, a, &buf, &len, err, sizeof err), IS_ERR_NOT_FOUND);
+    assert_int_equal(blobs_read(bl, "../../etc/passwd", &buf, &len, err, sizeof err), IS_ERR_INVALID);
+    n = 0;
+    blobs_each(bl, count_blob, &n);
+    assert_int_equal(n, 1);
+    blobs_close(bl);
+}
+
+static store *open_store(const char *model, int dims) {
+    char path[256], err[256];
+    snprintf(path, sizeof path, "%s/imgsearch.db", dir);
+    store *s = NULL;
+    int rc = store_open(path, model, dims, &s, err, sizeof err);
+    if (rc) fail_msg("store_open: %s", err);
+    return s;
+}
+
+static int64_t add(store *s, const char *name, const char *data, float x) {
+    float vec[4] = {x, 1, 2, 3};
+    store_image img = {.name = (char *)name, .content_type = "image/png", .data = (char *)data, .width = 10,
+                       .height = 20, .size = 1234, .vector = vec, .dims = 4};
+    snprintf(img.sha256, sizeof img.sha256, "%064d", (int)x);
+    int64_t seq;
+    char err[256];
+    assert_int_equal(store_add(s, &img, &seq, err, sizeof err), IS_OK);
+    assert_true(img.created_at > 1600000000000ll);
+    return img.id;
+}
+
+typedef struct {
+    char ops[64];
+    int64_t ids[64], last_seq;
+    int n;
+} changes;
+
+static int collect(int64_t seq, change_op op, int64_t id, void *ctx) {
+    changes *c = ctx;
+    assert_true(seq > c->last_seq);
+    c->last_seq = seq;
+    c->ops[c->n] = (char)op;
+    c->ids[c->n++] = id;
+    return 0;
+}
+
+static int sum_ids(const store_image *img, void *ctx) {
+    assert_non_null(img->vector);
+    assert_true(img->vector[0] == (float)img->vector[0]);
+    *(int64_t *)ctx = *(int64_t *)ctx * 10 + img->id; /* order shows in the digits */
+    return 0;
+}
+
+static void test_store_lifecycle(void **state) {
+    (void)state;
+    char err[256], sha[BLOB_HEX_LEN + 1];
+    store *s = open_store("efficientnet_lite0", 4);
+    int64_t a = add(s, "a.png", "{\"breed\": \"pug\"}", 1), b = add(s, "b.png", NULL, 2), c = add(s, "c.png", NULL, 1);
+    assert_true(a < b && b < c);
+    store_image img;
+    assert_int_equal(store_get(s, a, true, &img, err, sizeof err), IS_OK);
+    assert_string_equal(img.name, "a.png");
+    assert_string_equal(img.data, "{\"breed\": \"pug\"}");
+    assert_int_equal(img.width, 10);
+    assert_true(img.vector[0] == 1.0f && img.vector[3] == 3.0f);
+    store_image_clear(&img);
+    assert_int_equal(store_get(s, 999, false, &img, err, sizeof err), IS_ERR_NOT_FOUND);
+    assert_non_null(strstr(err, "999"));
+
+    int64_t seq;
+    assert_int_equal(store_set_data(s, b, "{\"x\": 1}", &seq, err, sizeof err), IS_OK);
+    assert_int_equal(store_set_data(s, 999, "{}", &seq, err, sizeof err), IS_ERR_NOT_FOUND);
+    /* a and c share a blob: deleting a leaves it in use, deleting c frees it */
+    bool in_use;
+    assert_int_equal(store_delete(s, a, sha, &in_use, &seq, err, sizeof err), IS_OK);
+    assert_true(in_use);
+    assert_int_equal(store_delete(s, a, sha, &in_use, &seq, err, sizeof err), IS_ERR_NOT_FOUND);
+    assert_int_equal(store_delete(s, c, sha, &in_use, &seq, err, sizeof err), IS_OK);
+    assert_false(in_use);
+    int64_t total = 0;
+    assert_int_equal(store_each(s, true, sum_ids, &total, err, sizeof err), IS_OK);
+    assert_int_equal(total, b);
+    store_close(s);
+
+    /* everything committed is there after reopening; ids are never reused */
+    s = open_store("efficientnet_lite0", 4);
+    int64_t n;
+    assert_int_equal(store_count(s, &n), IS_OK);
+    assert_int_equal(n, 1);
+    int64_t d = add(s, "d.png", NULL, 4);
+    assert_true(d > c);
+    changes ch = {0};
+    assert_int_equal(store_changes_after(s, 0, collect, &ch, err, sizeof err), IS_OK);
+    assert_int_equal(ch.n, 7);
+    assert_memory_equal(ch.ops, "aaamdda", 7);
+    assert_int_equal(ch.ids[3], b);
+    int64_t last;
+    assert_int_equal(store_last_seq(s, &last), IS_OK);
+    assert_int_equal(last, ch.last_seq);
+    changes tail = {0};
+    assert_int_equal(store_changes_after(s, last - 2, collect, &tail, err, sizeof err), IS_OK);
+    assert_int_equal(tail.n, 2);
+
+    int64_t deleted;
+    assert_int_equal(store_delete_all(s, &deleted, &seq, err, sizeof err), IS_OK);
+    assert_int_equal(deleted, 2);
+    assert_int_equal(seq, last + 1);
+    assert_int_equal(store_count(s, &n), IS_OK);
+    assert_int_equal(n, 0);
+    assert_true(add(s, "e.png", NULL, 5) > d);
+    /* a vector of the wrong size never reaches the database */
+    float small[2] = {0};
+    store_image bad = {.name = "x", .vector = small, .dims = 2};
+    assert_int_equal(store_add(s, &bad, &seq, err, sizeof err), IS_ERR_INVALID);
+    store_close(s);
+}
+
+static void test_store_refuses_other_model(void **state) {
+    (void)state;
+    char path[256], err[256];
+    snprintf(path, sizeof path, "%s/imgsearch.db", dir);
+    store *s = NULL;
+    assert_int_equal(store_open(path, "efficientnet_lite0", 8, &s, err, sizeof err), IS_ERR_INVALID);
+    assert_null(s);
+    assert_non_null(strstr(err, "dims 4"));
+    assert_int_equal(store_open(path, "efficientnet_lite2", 4, &s, err, sizeof err), IS_ERR_INVALID);
+    assert_non_null(strstr(err, "model efficientnet_lite0"));
+    snprintf(path, sizeof path, "%s/no/such/dir/x.db", dir);
+    assert_int_equal(store_open(path, "m", 4, &s, err, sizeof err), IS_ERR_IO);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_blobs),
+        cmocka_unit_test(test_store_lifecycle),
+        cmocka_unit_test(test_store_refuses_other_model),
+    };
+    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+}
