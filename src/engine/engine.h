@@ -1,0 +1,76 @@
+/* engine.h — the one facade over embedding, store, blobs and index; owns consistency.
+ *
+ * Consistency: the store is the truth. Every write holds the engine's write mutex across
+ * blob write, store transaction and index update, so the index applies changes in sequence
+ * order and always equals the store between writes. Inference runs before that mutex is taken,
+ * and searches only take the index's read lock, so they run during writes. At open the index is
+ * rebuilt from the store and blobs that no row names (left by a crash) are removed.
+ *
+ * Threads: every function is thread-safe. Each calling thread gets its own inference session,
+ * created on first use and freed when the thread exits (or at engine_close for the thread that
+ * closes). Memory: results filled by the engine belong to the caller (free functions below). */
+#ifndef IMGSEARCH_ENGINE_H
+#define IMGSEARCH_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+typedef struct engine engine;
+
+typedef struct {
+    const char *data_dir;     /* created if missing: imgsearch.db and blobs/ live there */
+    const char *model_config; /* models/<name>.json */
+    int infer_threads;        /* threads per inference session (1 = the calling thread) */
+    uint64_t max_pixels;      /* 0 = decoder default (100 MP) */
+} engine_config;
+
+typedef struct {
+    int64_t id;
+    float dist;    /* cosine distance */
+    char *name;
+    char *data;    /* JSON object text */
+} engine_hit;
+
+int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen);
+void engine_close(engine *e);
+int engine_dims(const engine *e);
+
+/* Embeds and stores an image. data_json may be NULL; otherwise it must be a JSON object. */
+int engine_add(engine *e, const void *bytes, size_t len, const char *name, const char *data_json,
+               int64_t *id, char *err, size_t errlen);
+
+/* The original bytes and how to serve them (all three caller-freed). */
+int engine_image(engine *e, int64_t id, unsigned char **bytes, size_t *len, store_image *row,
+                 char *err, size_t errlen);
+
+/* The stored row, with its vector when with_vector. */
+int engine_get(engine *e, int64_t id, bool with_vector, store_image *row, char *err, size_t errlen);
+
+int engine_delete(engine *e, int64_t id, char *err, size_t errlen);
+int engine_delete_all(engine *e, int64_t *count, char *err, size_t errlen);
+int engine_set_data(engine *e, int64_t id, const char *data_json, char *err, size_t errlen);
+
+/* The k (1..1000) nearest stored images to the query image among those matching filter_json
+ * (NULL = all), nearest first. *hits is caller-freed with engine_hits_free. */
+int engine_search(engine *e, const void *bytes, size_t len, int k, const char *filter_json,
+                  engine_hit **hits, int *n, char *err, size_t errlen);
+/* The same for a stored image's vector ("more like this"); the image itself is left out. */
+int engine_similar(engine *e, int64_t id, int k, const char *filter_json, engine_hit **hits, int *n,
+                   char *err, size_t errlen);
+void engine_hits_free(engine_hit *hits, int n);
+
+/* Rows matching filter_json in id order, from offset, at most limit; *total counts all matches.
+ * *rows is caller-freed with engine_rows_free. */
+int engine_query(engine *e, const char *filter_json, int64_t offset, int limit, store_image **rows,
+                 int *n, int64_t *total, char *err, size_t errlen);
+void engine_rows_free(store_image *rows, int n);
+
+/* Is the index exactly what the store says (count, sequence, sampled vectors)? */
+int engine_health(engine *e, bool *healthy, char *msg, size_t msglen);
+/* Rebuilds the index from the store and swaps it in; searches continue meanwhile. */
+int engine_reindex(engine *e, char *err, size_t errlen);
+
+#endif
