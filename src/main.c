@@ -9,6 +9,7 @@ static void usage(FILE *f) {
             "usage: imgsearch COMMAND [OPTIONS] ...\n"
             "\n"
             "commands:\n"
+            "  serve             run the HTTP service (see 'imgsearch serve --help')\n"
             "  embed FILE...     print each image's L2-normalised embedding (JSON lines)\n"
             "  classify FILE...  print each image's top ImageNet-1k classes (JSON lines)\n"
             "\n"
@@ -21,6 +22,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve")) return cli_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "embed")) return cli_embed(argc - 1, argv + 1);
     if (!strcmp(cmd, "classify")) return cli_classify(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {

@@ -1,0 +1,40 @@
+/* api.h — the HTTP API over the engine: routing, request parsing, JSON rendering.
+ *
+ * Success bodies are {"result": ..., "message": ...}; errors are {"detail": "..."} with the
+ * status from util/status.h's table. api_handle is an http_handler: ctx is the engine*. Thread-
+ * safe (the engine is). One file per resource: image.c, data.c, index.c; routes.c dispatches. */
+#ifndef IMGSEARCH_API_H
+#define IMGSEARCH_API_H
+
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "http/http.h"
+
+void api_handle(void *engine, const http_request *req, http_response *res);
+
+/* handlers (id is the parsed {id} path segment, or 0) */
+void api_image_add(engine *e, const http_request *req, http_response *res);
+void api_image_get(engine *e, int64_t id, http_response *res);
+void api_image_delete(engine *e, int64_t id, http_response *res);
+void api_image_delete_all(engine *e, http_response *res);
+void api_image_search(engine *e, const http_request *req, http_response *res);
+void api_image_similar(engine *e, int64_t id, const http_request *req, http_response *res);
+void api_images_list(engine *e, const http_request *req, http_response *res);
+void api_data_get(engine *e, int64_t id, http_response *res);
+void api_data_set(engine *e, int64_t id, const http_request *req, http_response *res);
+void api_data_query(engine *e, const http_request *req, http_response *res);
+void api_index_reindex(engine *e, http_response *res);
+void api_index_health(engine *e, http_response *res);
+
+/* shared helpers (routes.c) */
+/* An integer query argument in lo..hi, or def when absent; false (400 written) when invalid. */
+bool api_int_arg(const http_request *req, const char *key, long long def, long long lo, long long hi,
+                 long long *out, http_response *res);
+/* A row as JSON: id, name, content_type, width, height, size, created_at (ISO 8601), data,
+ * and vector when the row has one. */
+json_t *api_row_json(const store_image *row);
+/* Paginated rows: {"result": [...], "total": n, "offset": o, "limit": l} */
+void api_rows_page(engine *e, const char *filter, const http_request *req, http_response *res);
+
+#endif

@@ -1,0 +1,81 @@
+/* `imgsearch serve`: the HTTP service on the embedded store. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "cli/cli.h"
+#include "engine/engine.h"
+#include "http/http.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: imgsearch serve [OPTIONS]\n"
+            "  --host ADDR          address to listen on (default 0.0.0.0)\n"
+            "  --port N             port (default 8001)\n"
+            "  --data DIR           data directory (default ./data)\n"
+            "  --model PATH         model config (default: %s)\n"
+            "  --threads N          HTTP worker threads, each with its own inference session (default 4)\n"
+            "  --infer-threads N    threads per inference (default 1)\n"
+            "  --max-upload BYTES   largest request body (default 52428800 = 50 MB)\n"
+            "  --max-pixels N       largest image in pixels (default 100000000)\n",
+            cli_default_model());
+}
+
+static int positive(const char *opt, const char *v, long long max, long long *out) {
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || x < 1 || x > max) {
+        fprintf(stderr, "imgsearch serve: %s needs an integer from 1 to %lld, not '%s'\n", opt, max, v);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+int cli_serve(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"host", required_argument, 0, 'H'},       {"port", required_argument, 0, 'p'},
+        {"data", required_argument, 0, 'd'},       {"model", required_argument, 0, 'm'},
+        {"threads", required_argument, 0, 't'},    {"infer-threads", required_argument, 0, 'i'},
+        {"max-upload", required_argument, 0, 'u'}, {"max-pixels", required_argument, 0, 'x'},
+        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+    const char *host = "0.0.0.0", *data = "./data", *model = NULL;
+    long long port = 8001, threads = 4, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
+    optind = 1;
+    int c, bad = 0;
+    while (!bad && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'H': host = optarg; break;
+        case 'd': data = optarg; break;
+        case 'm': model = optarg; break;
+        case 'p': bad = positive("--port", optarg, 65535, &port); break;
+        case 't': bad = positive("--threads", optarg, 256, &threads); break;
+        case 'i': bad = positive("--infer-threads", optarg, 64, &infer); break;
+        case 'u': bad = positive("--max-upload", optarg, 1ll << 32, &max_upload); break;
+        case 'x': bad = positive("--max-pixels", optarg, 1ll << 40, &max_pixels); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (bad) return bad;
+    if (optind < argc) {
+        fprintf(stderr, "imgsearch serve: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    char err[512];
+    engine *e;
+    engine_config cfg = {.data_dir = data, .model_config = model ? model : cli_default_model(),
+                         .infer_threads = (int)infer, .max_pixels = (uint64_t)max_pixels};
+    if (engine_open(&cfg, &e, err, sizeof err)) {
+        fprintf(stderr, "imgsearch serve: %s\n", err);
+        return 2;
+    }
+    http_config http = {.host = host, .port = (int)port, .threads = (int)threads, .max_upload = (size_t)max_upload,
+                        .handler = api_handle, .ctx = e};
+    int rc = http_serve(&http, err, sizeof err);
+    if (rc) fprintf(stderr, "imgsearch serve: %s\n", err);
+    engine_close(e);
+    return rc ? 2 : 0;
+}

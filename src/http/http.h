@@ -1,0 +1,72 @@
+/* http.h — requests and responses as the API layer sees them, and the server that runs them.
+ *
+ * The server (libmicrohttpd, a pool of worker threads) reads a request whole before handing it
+ * on: multipart/form-data is split into fields, any other body is kept raw; a body over the
+ * upload limit is discarded and answered 413. It logs one line per request: method, path,
+ * status, milliseconds. A request and its response belong to one worker thread. */
+#ifndef IMGSEARCH_HTTP_H
+#define IMGSEARCH_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+    char *name, *filename, *content_type;
+    unsigned char *data;
+    size_t len;
+} http_field;
+
+typedef struct http_request {
+    const char *method;
+    const char *path;
+    void *connection;     /* for query arguments */
+    bool multipart;       /* body came as multipart/form-data (fields below) */
+    bool form_error;      /* the multipart body could not be parsed */
+    http_field *fields;
+    size_t nfields;
+    unsigned char *body;  /* raw body when not multipart */
+    size_t body_len;
+} http_request;
+
+typedef struct {
+    int status;
+    const char *content_type;   /* static string */
+    char *body;                 /* malloc'ed, owned by the response */
+    size_t len;
+    char *disposition;          /* Content-Disposition value or NULL (owned) */
+} http_response;
+
+/* A query argument, or NULL. */
+const char *http_query(const http_request *req, const char *key);
+/* A multipart field, or NULL. */
+const http_field *http_field_get(const http_request *req, const char *name);
+
+typedef void (*http_handler)(void *ctx, const http_request *req, http_response *res);
+
+typedef struct {
+    const char *host;      /* numeric IPv4 address or name; "0.0.0.0" for all */
+    int port;
+    int threads;           /* worker threads */
+    size_t max_upload;     /* bytes */
+    http_handler handler;
+    void *ctx;
+} http_config;
+
+/* Serves until SIGINT or SIGTERM. Returns an is_status (binding failures say why). */
+int http_serve(const http_config *cfg, char *err, size_t errlen);
+
+/* ---- responses (response.c) ---- */
+
+/* {"detail": msg} with the given HTTP status. */
+void http_error(http_response *res, int status, const char *msg);
+/* The HTTP status for an is_status, and the error body with err as detail. */
+void http_fail(http_response *res, int status_code, const char *err);
+/* Serialises body (steals the reference) with the given status. */
+void http_json(http_response *res, int status, json_t *body);
+/* {"result": result, "message": message} (steals result; message may be NULL). */
+void http_result(http_response *res, int status, json_t *result, const char *message);
+/* Takes ownership of bytes. */
+void http_bytes(http_response *res, const char *content_type, unsigned char *bytes, size_t len);
+
+#endif
