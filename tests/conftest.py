@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SKIMAGE = "/usr/lib/python3/dist-packages/skimage/data"
-DARKNET = "/usr/share/darknet/data"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paths import DARKNET, ROOT, SKIMAGE  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ import math
 import os
 import time
 
-from conftest import DARKNET, SKIMAGE
+from paths import DARKNET, SKIMAGE
 
 
 def norm(v):

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import DARKNET, ROOT, SKIMAGE
+from paths import DARKNET, ROOT, SKIMAGE
 
 import torch
 

@@ -1,0 +1,6 @@
+"""Where the tests find things: the project root and the photos Debian packages ship."""
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SKIMAGE = "/usr/lib/python3/dist-packages/skimage/data"
+DARKNET = "/usr/share/darknet/data"
