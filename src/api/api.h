@@ -19,6 +19,7 @@ void api_image_get(engine *e, int64_t id, http_response *res);
 void api_image_delete(engine *e, int64_t id, http_response *res);
 void api_image_delete_all(engine *e, http_response *res);
 void api_image_search(engine *e, const http_request *req, http_response *res);
+void api_image_thumbnail(engine *e, int64_t id, const http_request *req, http_response *res);
 void api_image_similar(engine *e, int64_t id, const http_request *req, http_response *res);
 void api_images_list(engine *e, const http_request *req, http_response *res);
 void api_data_get(engine *e, int64_t id, http_response *res);

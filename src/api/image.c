@@ -62,6 +62,19 @@ void api_image_get(engine *e, int64_t id, http_response *res) {
     store_image_clear(&row);
 }
 
+void api_image_thumbnail(engine *e, int64_t id, const http_request *req, http_response *res) {
+    long long size;
+    if (!api_int_arg(req, "size", 256, 16, 2048, &size, res)) return;
+    const char *format = http_query(req, "format");
+    if (!format) format = "jpeg";
+    unsigned char *bytes;
+    size_t len;
+    char err[512];
+    int rc = engine_thumbnail(e, id, (int)size, format, &bytes, &len, err, sizeof err);
+    if (rc) http_fail(res, rc, err);
+    else http_bytes(res, strcmp(format, "webp") ? "image/jpeg" : "image/webp", bytes, len);
+}
+
 void api_image_delete(engine *e, int64_t id, http_response *res) {
     char err[512];
     int rc = engine_delete(e, id, err, sizeof err);

@@ -119,6 +119,9 @@ void api_handle(void *ctx, const http_request *req, http_response *res) {
         if (!parse_id(seg[1], &id)) { bad_id(seg[1], res); return; }
         if (get) { api_image_get(e, id, res); return; }
         if (del) { api_image_delete(e, id, res); return; }
+    } else if (n == 3 && IS(0, "image") && IS(2, "thumbnail")) {
+        if (!parse_id(seg[1], &id)) { bad_id(seg[1], res); return; }
+        if (get) { api_image_thumbnail(e, id, req, res); return; }
     } else if (n == 3 && IS(0, "image") && IS(2, "similar")) {
         if (!parse_id(seg[1], &id)) { bad_id(seg[1], res); return; }
         if (get) { api_image_similar(e, id, req, res); return; }

@@ -1,6 +1,7 @@
 #include "embed/decode.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,5 +209,43 @@ int decode_preprocess(const void *buf, size_t len, const decode_params *p, float
     for (size_t i = 0; i < n; i++)
         for (int c = 0; c < 3; c++) out[i * 3 + c] = px[i * 3 + c] * scale[c] + shift[c];
     g_free(px);
+    return IS_OK;
+}
+
+int decode_thumbnail(const void *buf, size_t len, int size, const char *format, uint64_t max_pixels,
+                     unsigned char **out, size_t *out_len, char *err, size_t errlen) {
+    *out = NULL;
+    *out_len = 0;
+    bool webp = !strcmp(format, "webp");
+    if (!webp && strcmp(format, "jpeg"))
+        return is_fail(err, errlen, IS_ERR_INVALID, "thumbnail format must be jpeg or webp, not '%.20s'", format);
+    if (size < 16 || size > 2048)
+        return is_fail(err, errlen, IS_ERR_INVALID, "thumbnail size must be between 16 and 2048, not %d", size);
+    decode_info info;
+    int rc = decode_probe(buf, len, max_pixels, &info, err, errlen);
+    if (rc) return rc;
+    VipsImage *thumb = NULL, *rgb = NULL;
+    /* never enlarge: a small image is its own thumbnail */
+    if (vips_thumbnail_buffer((void *)buf, len, &thumb, size, "height", size, "size", VIPS_SIZE_DOWN,
+                              "option_string", "fail_on=truncated", NULL))
+        return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image");
+    rc = to_srgb8(thumb, &rgb);
+    g_object_unref(thumb);
+    if (rc) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB");
+    void *enc = NULL;
+    size_t enc_len = 0;
+    rc = webp ? vips_webpsave_buffer(rgb, &enc, &enc_len, "Q", 80, NULL)
+              : vips_jpegsave_buffer(rgb, &enc, &enc_len, "Q", 82, "strip", TRUE, NULL);
+    g_object_unref(rgb);
+    if (rc) return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot encode the thumbnail");
+    /* hand back malloc'ed memory so callers free it like every other buffer of ours */
+    *out = malloc(enc_len ? enc_len : 1);
+    if (!*out) {
+        g_free(enc);
+        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    }
+    memcpy(*out, enc, enc_len);
+    *out_len = enc_len;
+    g_free(enc);
     return IS_OK;
 }

@@ -46,4 +46,9 @@ int decode_probe(const void *buf, size_t len, uint64_t max_pixels, decode_info *
 int decode_preprocess(const void *buf, size_t len, const decode_params *p, float *out,
                       decode_info *info, char *err, size_t errlen);
 
+/* A thumbnail that fits in size × size (aspect kept, EXIF orientation applied, sRGB), encoded as
+ * "jpeg" or "webp" into a new buffer the caller frees with free(). */
+int decode_thumbnail(const void *buf, size_t len, int size, const char *format, uint64_t max_pixels,
+                     unsigned char **out, size_t *out_len, char *err, size_t errlen);
+
 #endif

@@ -233,6 +233,19 @@ int engine_image(engine *e, int64_t id, unsigned char **bytes, size_t *len, stor
     return rc;
 }
 
+int engine_thumbnail(engine *e, int64_t id, int size, const char *format, unsigned char **bytes, size_t *len,
+                     char *err, size_t errlen) {
+    unsigned char *orig;
+    size_t olen;
+    store_image row;
+    int rc = engine_image(e, id, &orig, &olen, &row, err, errlen);
+    if (rc) return rc;
+    store_image_clear(&row);
+    rc = decode_thumbnail(orig, olen, size, format, e->max_pixels, bytes, len, err, errlen);
+    free(orig);
+    return rc;
+}
+
 int engine_delete(engine *e, int64_t id, char *err, size_t errlen) {
     char sha[BLOB_HEX_LEN + 1];
     bool in_use = true;

@@ -46,6 +46,10 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
 int engine_image(engine *e, int64_t id, unsigned char **bytes, size_t *len, store_image *row,
                  char *err, size_t errlen);
 
+/* A thumbnail of a stored image, fitting size × size, "jpeg" or "webp" (caller frees). */
+int engine_thumbnail(engine *e, int64_t id, int size, const char *format, unsigned char **bytes, size_t *len,
+                     char *err, size_t errlen);
+
 /* The stored row, with its vector when with_vector. */
 int engine_get(engine *e, int64_t id, bool with_vector, store_image *row, char *err, size_t errlen);
 

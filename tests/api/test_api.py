@@ -145,3 +145,23 @@ def test_upload_limit(make_server, images):
     expect(add(s, images / "cat.png"), 413, "upload limit of 100000 bytes")  # 223 KB
     assert add(s, images / "cat_half.jpg").status_code == 201
     assert s.alive()
+
+
+def test_thumbnails(server, images):
+    import io
+
+    from PIL import Image
+    add(server, images / "cat_12mp.jpg")
+    add(server, images / "exif_rotate90.jpg")
+    r = requests.get(server.url + "/image/1/thumbnail", params={"size": 200})
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
+    im = Image.open(io.BytesIO(r.content))
+    assert im.format == "JPEG" and im.size == (200, 150)  # 4000 x 3000 fitted into 200 x 200
+    r = requests.get(server.url + "/image/2/thumbnail", params={"size": 100, "format": "webp"})
+    im = Image.open(io.BytesIO(r.content))
+    assert r.headers["Content-Type"] == "image/webp" and im.size == (50, 100)  # EXIF rotation applied
+    assert im.convert("RGB").getpixel((25, 10))[0] > 200  # red on top once upright
+    assert requests.get(server.url + "/image/1/thumbnail").status_code == 200  # default size
+    expect(requests.get(server.url + "/image/1/thumbnail", params={"format": "gif"}), 400, "jpeg or webp")
+    expect(requests.get(server.url + "/image/1/thumbnail", params={"size": 5}), 400, "size")
+    expect(requests.get(server.url + "/image/9/thumbnail"), 404, "no image with id 9")
