@@ -1,8 +1,9 @@
 /* api.h — the HTTP API over the engine: routing, request parsing, JSON rendering.
  *
  * Success bodies are {"result": ..., "message": ...}; errors are {"detail": "..."} with the
- * status from util/status.h's table. api_handle is an http_handler: ctx is the engine*. Thread-
- * safe (the engine is). One file per resource: image.c, data.c, index.c; routes.c dispatches. */
+ * status from util/status.h's table. Thread-
+ * safe (the engine is). One file per resource: image.c, data.c, index.c, static.c; routes.c
+ * dispatches. */
 #ifndef IMGSEARCH_API_H
 #define IMGSEARCH_API_H
 
@@ -11,7 +12,16 @@
 #include "engine/engine.h"
 #include "http/http.h"
 
-void api_handle(void *engine, const http_request *req, http_response *res);
+typedef struct {
+    engine *engine;
+    const char *web_dir; /* static assets: openapi.json, docs.html (and the UI) */
+} api_context;
+
+/* An http_handler; ctx is an api_context*. */
+void api_handle(void *ctx, const http_request *req, http_response *res);
+
+/* Serves web_dir/name with the given type (static.c). */
+void api_static(const char *web_dir, const char *name, const char *content_type, http_response *res);
 
 /* handlers (id is the parsed {id} path segment, or 0) */
 void api_image_add(engine *e, const http_request *req, http_response *res);

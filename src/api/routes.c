@@ -102,7 +102,8 @@ static void bad_id(const char *s, http_response *res) {
 }
 
 void api_handle(void *ctx, const http_request *req, http_response *res) {
-    engine *e = ctx;
+    const api_context *api = ctx;
+    engine *e = api->engine;
     char copy[512], *seg[4];
     int n = split(req->path, copy, sizeof copy, seg);
     const char *m = req->method;
@@ -135,6 +136,10 @@ void api_handle(void *ctx, const http_request *req, http_response *res) {
         if (post) { api_data_set(e, id, req, res); return; }
     } else if (n == 2 && IS(0, "index") && IS(1, "reindex")) {
         if (get || post) { api_index_reindex(e, res); return; }
+    } else if (n == 1 && IS(0, "openapi.json")) {
+        if (get) { api_static(api->web_dir, "openapi.json", "application/json", res); return; }
+    } else if (n == 1 && IS(0, "docs")) {
+        if (get) { api_static(api->web_dir, "docs.html", "text/html; charset=utf-8", res); return; }
     } else if (n == 2 && IS(0, "index") && IS(1, "health")) {
         if (get) { api_index_health(e, res); return; }
     } else {

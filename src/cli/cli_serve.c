@@ -2,7 +2,9 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "cli/cli.h"
@@ -19,8 +21,22 @@ static void usage(FILE *f) {
             "  --threads N          HTTP worker threads, each with its own inference session (default 4)\n"
             "  --infer-threads N    threads per inference (default 1)\n"
             "  --max-upload BYTES   largest request body (default 52428800 = 50 MB)\n"
-            "  --max-pixels N       largest image in pixels (default 100000000)\n",
+            "  --max-pixels N       largest image in pixels (default 100000000)\n"
+            "  --web DIR            web assets (default: ./web, else beside the binary: ../web)\n",
             cli_default_model());
+}
+
+/* ./web when run from the source tree, else ../web beside the binary (build/imgsearch). */
+static const char *default_web_dir(void) {
+    static char path[PATH_MAX];
+    if (access("web/openapi.json", R_OK) == 0) return "web";
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
+    if (n <= 0) return "web";
+    path[n] = 0;
+    char *slash = strrchr(path, '/');
+    if (!slash) return "web";
+    strcpy(slash, "/../web");
+    return path;
 }
 
 static int positive(const char *opt, const char *v, long long max, long long *out) {
@@ -40,8 +56,9 @@ int cli_serve(int argc, char **argv) {
         {"data", required_argument, 0, 'd'},       {"model", required_argument, 0, 'm'},
         {"threads", required_argument, 0, 't'},    {"infer-threads", required_argument, 0, 'i'},
         {"max-upload", required_argument, 0, 'u'}, {"max-pixels", required_argument, 0, 'x'},
-        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
-    const char *host = "0.0.0.0", *data = "./data", *model = NULL;
+        {"web", required_argument, 0, 'w'},        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL;
     long long port = 8001, threads = 4, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
     optind = 1;
     int c, bad = 0;
@@ -50,6 +67,7 @@ int cli_serve(int argc, char **argv) {
         case 'H': host = optarg; break;
         case 'd': data = optarg; break;
         case 'm': model = optarg; break;
+        case 'w': web = optarg; break;
         case 'p': bad = positive("--port", optarg, 65535, &port); break;
         case 't': bad = positive("--threads", optarg, 256, &threads); break;
         case 'i': bad = positive("--infer-threads", optarg, 64, &infer); break;
@@ -72,8 +90,9 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "imgsearch serve: %s\n", err);
         return 2;
     }
+    api_context api = {.engine = e, .web_dir = web ? web : default_web_dir()};
     http_config http = {.host = host, .port = (int)port, .threads = (int)threads, .max_upload = (size_t)max_upload,
-                        .handler = api_handle, .ctx = e};
+                        .handler = api_handle, .ctx = &api};
     int rc = http_serve(&http, err, sizeof err);
     if (rc) fprintf(stderr, "imgsearch serve: %s\n", err);
     engine_close(e);

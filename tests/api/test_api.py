@@ -165,3 +165,20 @@ def test_thumbnails(server, images):
     expect(requests.get(server.url + "/image/1/thumbnail", params={"format": "gif"}), 400, "jpeg or webp")
     expect(requests.get(server.url + "/image/1/thumbnail", params={"size": 5}), 400, "size")
     expect(requests.get(server.url + "/image/9/thumbnail"), 404, "no image with id 9")
+
+
+def test_openapi_and_docs(server):
+    spec = requests.get(server.url + "/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    routes = {("post", "/image/add"), ("get", "/image/{id}"), ("delete", "/image/{id}"), ("post", "/image/search"),
+              ("get", "/image/{id}/similar"), ("get", "/image/{id}/thumbnail"), ("delete", "/image/all/records"),
+              ("get", "/images"), ("get", "/data/{id}"), ("post", "/data/{id}"), ("post", "/data/query"),
+              ("get", "/index/reindex"), ("get", "/index/health"), ("get", "/openapi.json"), ("get", "/docs")}
+    described = {(m, p) for p, ms in spec["paths"].items() for m in ms}
+    assert routes <= described
+    for p, ms in spec["paths"].items():
+        for m, op in ms.items():
+            assert op["summary"] and op["responses"], (m, p)
+    docs = requests.get(server.url + "/docs")
+    assert docs.status_code == 200 and docs.headers["Content-Type"].startswith("text/html")
+    assert "/openapi.json" in docs.text and "http" not in docs.text.split("<script>")[1].split("fetch")[0]
