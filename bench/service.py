@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""bench/service.py — the HTTP service end to end, against named peers measured in the same run.
+
+1. Ingest: images/s over HTTP (POST /image/add, 2 concurrent clients, server with 2 workers)
+   against `imgsearch embed` alone on the same files (2 processes, one per core: the same
+   parallelism, no HTTP, no store). Target ratio >= 0.8.
+2. Search latency at N images (default 10,000) under wrk, concurrency 8: p50 / p99 of
+   POST /image/search?k=10, against the engine's bare inference time for one image (the floor
+   any search pays), measured by bench_embed in the same run.
+
+Usage: /usr/bin/python3 bench/service.py [--images 10000] [--ingest 400] [--seconds 20]
+Needs: build/imgsearch, build/bench_embed, Debian's wrk. Writes bench/out/service.json.
+"""
+import argparse
+import io
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import requests
+from PIL import Image, ImageDraw
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "bench", "out")
+BIN = os.path.join(ROOT, "build", "imgsearch")
+MODEL = os.path.join(ROOT, "models", "efficientnet_lite0.json")
+SKIMAGE = "/usr/lib/python3/dist-packages/skimage/data"
+DARKNET = "/usr/share/darknet/data"
+
+
+def photos():
+    names = [f"{SKIMAGE}/{n}" for n in ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg",
+                                        "motorcycle_left.png", "retina.jpg", "hubble_deep_field.jpg")]
+    names += [f"{DARKNET}/{n}" for n in ("dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg", "kite.jpg",
+                                         "person.jpg", "scream.jpg")]
+    return [Image.open(n).convert("RGB") for n in names]
+
+
+def variants(n, seed, size=(320, 240)):
+    """n distinct JPEGs: random crops of packaged photos with a coloured mark (deterministic)."""
+    rnd, src = random.Random(seed), photos()
+    for i in range(n):
+        im = src[i % len(src)]
+        w, h = im.size
+        cw, ch = rnd.randrange(w // 2, w), rnd.randrange(h // 2, h)
+        x, y = rnd.randrange(0, w - cw + 1), rnd.randrange(0, h - ch + 1)
+        v = im.crop((x, y, x + cw, y + ch)).resize(size)
+        ImageDraw.Draw(v).rectangle((rnd.randrange(size[0]), rnd.randrange(size[1]), size[0] - 1, size[1] - 1),
+                                    fill=(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)))
+        buf = io.BytesIO()
+        v.save(buf, "JPEG", quality=88)
+        yield buf.getvalue()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data_dir, threads):
+    port = free_port()
+    log = open(os.path.join(OUT, "service-server.log"), "ab")
+    p = subprocess.Popen([BIN, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", data_dir,
+                          "--threads", str(threads), "--model", MODEL], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            requests.get(url + "/index/health", timeout=1)
+            return p, url
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def ingest_http(url, blobs, clients=2):
+    chunks = [blobs[i::clients] for i in range(clients)]
+    errors = []
+
+    def run(chunk):
+        s = requests.Session()
+        for b in chunk:
+            r = s.post(url + "/image/add", files={"image": ("b.jpg", b)}, timeout=60)
+            if r.status_code != 201:
+                errors.append(r.text)
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=run, args=(c,)) for c in chunks]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise RuntimeError(errors[0])
+    return len(blobs) / (time.monotonic() - t0)
+
+
+def embed_cli(files, procs=2):
+    t0 = time.monotonic()
+    ps = [subprocess.Popen([BIN, "embed", "--model", MODEL, *files[i::procs]], stdout=subprocess.DEVNULL)
+          for i in range(procs)]
+    for p in ps:
+        if p.wait():
+            raise RuntimeError("imgsearch embed failed")
+    return len(files) / (time.monotonic() - t0)
+
+
+def inference_ms(tensor_file):
+    out = subprocess.run([os.path.join(ROOT, "build", "bench_embed"), "infer", "--model", MODEL, "--threads", "1",
+                          "--batch", "1", "--seconds", "5", "--input", tensor_file], capture_output=True, text=True,
+                         check=True).stdout
+    return 1000.0 / json.loads(out.strip().splitlines()[-1])["images_per_sec"]
+
+
+WRK_LUA = """
+local f = io.open(os.getenv("QUERY_IMAGE"), "rb")
+local img = f:read("*all")
+f:close()
+local b = "imgsearchbenchboundary"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. b
+wrk.body = "--" .. b .. "\\r\\nContent-Disposition: form-data; name=\\"image\\"; filename=\\"q.jpg\\"\\r\\n" ..
+           "Content-Type: image/jpeg\\r\\n\\r\\n" .. img .. "\\r\\n--" .. b .. "--\\r\\n"
+"""
+
+
+def wrk_search(url, query_file, seconds, conns=8):
+    script = os.path.join(OUT, "search.lua")
+    open(script, "w").write(WRK_LUA)
+    env = dict(os.environ, QUERY_IMAGE=query_file)
+    out = subprocess.run(["wrk", "-t", "2", "-c", str(conns), "-d", f"{seconds}s", "--latency", "-s", script,
+                          url + "/image/search?k=10"], capture_output=True, text=True, env=env, check=True).stdout
+    def ms(label):
+        m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"p50_ms": ms("50%"), "p99_ms": ms("99%"), "requests_per_sec": rps,
+            "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=10000)
+    ap.add_argument("--ingest", type=int, default=400, help="images for the ingest comparison")
+    ap.add_argument("--seconds", type=int, default=20)
+    args = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    work = tempfile.mkdtemp(dir=OUT, prefix="service-")
+    try:
+        blobs = list(variants(max(args.images, args.ingest), seed=7))
+        files = []
+        for i, b in enumerate(blobs[:args.ingest]):
+            files.append(os.path.join(work, f"{i}.jpg"))
+            open(files[-1], "wb").write(b)
+        res = {}
+        # 1. ingest: the same files, HTTP (2 clients, 2 workers) vs the CLI (2 processes)
+        res["embed_cli_images_per_sec"] = embed_cli(files)
+        server, url = start_server(os.path.join(work, "ingest"), threads=2)
+        try:
+            res["http_ingest_images_per_sec"] = ingest_http(url, blobs[:args.ingest])
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait()
+        # 2. search latency at N images
+        server, url = start_server(os.path.join(work, "search"), threads=8)
+        try:
+            t0 = time.monotonic()
+            ingest_http(url, blobs[:args.images])
+            res["load_seconds"] = time.monotonic() - t0
+            query = os.path.join(work, "query.jpg")
+            open(query, "wb").write(next(variants(1, seed=99)))
+            res["search"] = wrk_search(url, query, args.seconds)
+            res["collection"] = requests.get(url + "/images", params={"limit": 1}).json()["total"]
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait()
+        tens = os.path.join(work, "t")
+        os.makedirs(tens)
+        subprocess.run([BIN, "embed", "--model", MODEL, "--dump-input", tens, query], stdout=subprocess.DEVNULL,
+                       check=True)
+        res["inference_ms"] = inference_ms(os.path.join(tens, "0.f32"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    ratio = res["http_ingest_images_per_sec"] / res["embed_cli_images_per_sec"]
+    s = res["search"]
+    print(f"imgsearch service bench — {os.cpu_count()} CPUs, EfficientNet-Lite0, 320x240 JPEG inputs\n")
+    print("| what | ours | peer | peer figure | ratio | target |")
+    print("|---|---|---|---|---|---|")
+    print(f"| ingest over HTTP, 2 clients, {args.ingest} images | {res['http_ingest_images_per_sec']:.1f} img/s | "
+          f"`imgsearch embed` alone, 2 processes | {res['embed_cli_images_per_sec']:.1f} img/s | {ratio:.2f} | >= 0.8 |")
+    print(f"| search p50 at {res['collection']} images, wrk -c 8 | {s['p50_ms']:.1f} ms | inference of one image "
+          f"(bench_embed, 1 thread) | {res['inference_ms']:.1f} ms | {s['p50_ms'] / res['inference_ms']:.2f}x | |")
+    print(f"| search p99 at {res['collection']} images, wrk -c 8 | {s['p99_ms']:.1f} ms | same | "
+          f"{res['inference_ms']:.1f} ms | {s['p99_ms'] / res['inference_ms']:.2f}x | |")
+    print(f"| search throughput | {s['requests_per_sec']:.1f} req/s | | | | |")
+    print(f"\nloading {args.images} images took {res['load_seconds']:.0f} s; wrk non-2xx responses: {s['errors']}")
+    res["ingest_ratio"] = ratio
+    json.dump(res, open(os.path.join(OUT, "service.json"), "w"), indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
