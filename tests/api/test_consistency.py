@@ -133,6 +133,7 @@ def test_kill9_during_writes_loses_nothing_acknowledged(make_server):
     sha = [hashlib.sha256(b).hexdigest() for b in imgs]
     s = make_server("crash")
     acked_add, acked_del = {}, set()
+    in_flight_del = set()  # deletes sent but not answered before a kill: outcome unknown until restart
     rnd = random.Random(3)
     for cycle in range(20):
         s.start()
@@ -154,10 +155,13 @@ def test_kill9_during_writes_loses_nothing_acknowledged(make_server):
                             live = [k for k in acked_add if k not in acked_del]
                         if live:
                             v = r2.choice(live)
+                            with lock:
+                                in_flight_del.add(v)
                             r = requests.delete(f"{s.url}/image/{v}", timeout=10)
-                            if r.status_code in (200, 404):  # 404: deleted before a crash, acked now
+                            if r.status_code in (200, 404):  # 404: another writer or a lost answer got it
                                 with lock:
                                     acked_del.add(v)
+                                    in_flight_del.discard(v)
                 except requests.RequestException:
                     return  # the server died under us: whatever was not answered is unknown
 
@@ -172,6 +176,9 @@ def test_kill9_during_writes_loses_nothing_acknowledged(make_server):
 
         s.start()
         present = all_ids(s.url)
+        # an unanswered delete either committed (gone now, and must stay gone) or did not (still here)
+        acked_del |= {v for v in in_flight_del if v not in present}
+        in_flight_del.clear()
         missing = set(acked_add) - acked_del - present
         assert not missing, f"cycle {cycle}: acknowledged adds lost: {sorted(missing)}"
         assert not (acked_del & present), f"cycle {cycle}: deleted images came back"
