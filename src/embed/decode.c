@@ -108,54 +108,76 @@ int decode_probe(const void *buf, size_t len, uint64_t max_pixels, decode_info *
     return IS_OK;
 }
 
-/* Brings any thumbnail libvips produced to 8-bit sRGB with three bands, alpha on white. */
+/* Brings any thumbnail libvips produced to 8-bit sRGB: 3 bands, or 4 when it has alpha. Alpha is
+ * flattened by flatten_white() over pixels in memory, not by vips_flatten: building a flatten runs
+ * a nested pipeline for its background colour, and with libvips 8.14 that nested run was seen to
+ * hang intermittently, which would stall a server worker for good. */
 static int to_srgb8(VipsImage *in, VipsImage **out) {
-    VipsImage *t[4] = {NULL, NULL, NULL, NULL};
-    VipsImage *cur = in;
+    VipsImage *cur = in, *next = NULL;
     g_object_ref(cur);
-    int rc = 0;
-    if (vips_image_get_interpretation(cur) != VIPS_INTERPRETATION_sRGB) {
-        rc = vips_colourspace(cur, &t[0], VIPS_INTERPRETATION_sRGB, NULL);
-        g_object_unref(cur);
-        if (rc) return rc;
-        cur = t[0];
-    }
-    if (vips_image_hasalpha(cur)) {
-        double white[3] = {255, 255, 255};
-        VipsArrayDouble *bg = vips_array_double_new(white, 3);
-        rc = vips_flatten(cur, &t[1], "background", bg, "max_alpha", 255.0, NULL);
-        vips_area_unref(VIPS_AREA(bg));
-        g_object_unref(cur);
-        if (rc) return rc;
-        cur = t[1];
-    }
-    if (vips_image_get_format(cur) != VIPS_FORMAT_UCHAR) {
-        rc = vips_cast(cur, &t[2], VIPS_FORMAT_UCHAR, NULL);
-        g_object_unref(cur);
-        if (rc) return rc;
-        cur = t[2];
-    }
-    if (vips_image_get_bands(cur) < 3) {
-        /* greyscale that colourspace left as one band: replicate it into R, G and B */
-        VipsImage *grey = cur, *rgb[3];
-        if (vips_image_get_bands(cur) == 2) {
-            rc = vips_extract_band(cur, &grey, 0, NULL);
+#define STEP(call)              \
+    do {                        \
+        int rc_ = (call);       \
+        g_object_unref(cur);    \
+        if (rc_) return rc_;    \
+        cur = next;             \
+    } while (0)
+    if (vips_image_get_interpretation(cur) != VIPS_INTERPRETATION_sRGB)
+        STEP(vips_colourspace(cur, &next, VIPS_INTERPRETATION_sRGB, NULL));
+    if (vips_image_get_format(cur) != VIPS_FORMAT_UCHAR) STEP(vips_cast(cur, &next, VIPS_FORMAT_UCHAR, NULL));
+    int bands = vips_image_get_bands(cur);
+    bool alpha = vips_image_hasalpha(cur);
+    if (bands < 3) {
+        /* grey (and alpha) that colourspace left alone: replicate grey into R, G, B */
+        VipsImage *grey = NULL, *parts[4];
+        if (vips_extract_band(cur, &grey, 0, NULL)) {
             g_object_unref(cur);
-            if (rc) return rc;
+            return -1;
         }
-        rgb[0] = rgb[1] = rgb[2] = grey;
-        rc = vips_bandjoin(rgb, &t[3], 3, NULL);
+        VipsImage *a = NULL;
+        if (bands == 2 && vips_extract_band(cur, &a, 1, NULL)) {
+            g_object_unref(grey);
+            g_object_unref(cur);
+            return -1;
+        }
+        parts[0] = parts[1] = parts[2] = grey;
+        parts[3] = a;
+        int rc = vips_bandjoin(parts, &next, a ? 4 : 3, NULL);
         g_object_unref(grey);
-        if (rc) return rc;
-        cur = t[3];
-    } else if (vips_image_get_bands(cur) > 3) {
-        rc = vips_extract_band(cur, &t[3], 0, "n", 3, NULL);
+        if (a) g_object_unref(a);
         g_object_unref(cur);
         if (rc) return rc;
-        cur = t[3];
+        cur = next;
+    } else if (bands > 4 || (bands == 4 && !alpha)) {
+        STEP(vips_extract_band(cur, &next, 0, "n", alpha ? 4 : 3, NULL));
     }
+#undef STEP
     *out = cur;
     return 0;
+}
+
+/* RGBA → RGB on a white background, in place (rgb may alias rgba). */
+static void flatten_white(const unsigned char *rgba, size_t npix, unsigned char *rgb) {
+    for (size_t i = 0; i < npix; i++) {
+        unsigned a = rgba[i * 4 + 3];
+        for (int c = 0; c < 3; c++)
+            rgb[i * 3 + c] = (unsigned char)((rgba[i * 4 + c] * a + 255u * (255u - a) + 127u) / 255u);
+    }
+}
+
+/* Writes an 8-bit sRGB image (3 or 4 bands) to memory as RGB, alpha flattened on white.
+ * Returns a g_malloc'ed buffer of w*h*3 bytes, or NULL. */
+static unsigned char *rgb_pixels(VipsImage *img) {
+    size_t nbytes = 0;
+    int bands = vips_image_get_bands(img);
+    unsigned char *px = vips_image_write_to_memory(img, &nbytes);
+    size_t npix = (size_t)vips_image_get_width(img) * (size_t)vips_image_get_height(img);
+    if (!px || nbytes != npix * (size_t)bands) {
+        g_free(px);
+        return NULL;
+    }
+    if (bands == 4) flatten_white(px, npix, px);
+    return px;
 }
 
 int decode_preprocess(const void *buf, size_t len, const decode_params *p, float *out,
@@ -192,15 +214,10 @@ int decode_preprocess(const void *buf, size_t len, const decode_params *p, float
         return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image");
     }
     g_object_unref(rgb);
-    size_t nbytes = 0;
-    unsigned char *px = vips_image_write_to_memory(crop, &nbytes);
+    unsigned char *px = rgb_pixels(crop);
     g_object_unref(crop);
     if (!px) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels");
     size_t n = (size_t)p->size * (size_t)p->size;
-    if (nbytes != n * 3) {
-        g_free(px);
-        return is_fail(err, errlen, IS_ERR_INTERNAL, "decoded %zu bytes, expected %zu", nbytes, n * 3);
-    }
     float scale[3], shift[3];
     for (int c = 0; c < 3; c++) {
         scale[c] = 1.0f / p->std[c];
@@ -232,11 +249,18 @@ int decode_thumbnail(const void *buf, size_t len, int size, const char *format, 
     rc = to_srgb8(thumb, &rgb);
     g_object_unref(thumb);
     if (rc) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB");
+    int w = vips_image_get_width(rgb), h = vips_image_get_height(rgb);
+    unsigned char *px = rgb_pixels(rgb);
+    g_object_unref(rgb);
+    if (!px) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels");
+    VipsImage *flat = vips_image_new_from_memory(px, (size_t)w * (size_t)h * 3, w, h, 3, VIPS_FORMAT_UCHAR);
     void *enc = NULL;
     size_t enc_len = 0;
-    rc = webp ? vips_webpsave_buffer(rgb, &enc, &enc_len, "Q", 80, NULL)
-              : vips_jpegsave_buffer(rgb, &enc, &enc_len, "Q", 82, "strip", TRUE, NULL);
-    g_object_unref(rgb);
+    rc = !flat ? -1
+         : webp ? vips_webpsave_buffer(flat, &enc, &enc_len, "Q", 80, NULL)
+                : vips_jpegsave_buffer(flat, &enc, &enc_len, "Q", 82, "strip", TRUE, NULL);
+    if (flat) g_object_unref(flat); /* before the pixels it points at */
+    g_free(px);
     if (rc) return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot encode the thumbnail");
     /* hand back malloc'ed memory so callers free it like every other buffer of ours */
     *out = malloc(enc_len ? enc_len : 1);

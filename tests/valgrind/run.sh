@@ -7,7 +7,8 @@ cd "$(dirname "$0")/../.."
 build=${1:-build}
 images="$build/testdata"
 /usr/bin/python3 tests/images/make_images.py "$images"
-vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+# A run that hangs is a failure, not something to wait for: each check gets 10 minutes.
+vg=(timeout 600 valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
     --show-leak-kinds=definite --track-origins=yes
     --suppressions=tests/valgrind/glib.supp)
 # liborc JIT-compiles SIMD code that valgrind cannot follow; libvips runs its C paths instead.
@@ -24,6 +25,7 @@ check() {
     if [ "$rc" -eq 1 ] && [ "$name" = cli-bad ] && ! grep -q "ERROR SUMMARY: [1-9]" "$build/valgrind-$name.log"; then
       passed=$((passed + 1)); echo "valgrind $name: ok"
     else
+      [ "$rc" -eq 124 ] && echo "valgrind $name: timed out after 10 minutes (a hang)"
       failed=$((failed + 1)); echo "valgrind $name: FAILED (exit $rc)"; tail -40 "$build/valgrind-$name.log"
     fi
   fi
