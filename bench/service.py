@@ -9,7 +9,7 @@
    any search pays), measured by bench_embed in the same run.
 
 Usage: /usr/bin/python3 bench/service.py [--images 10000] [--ingest 400] [--seconds 20]
-Needs: build/imgsearch, build/bench_embed, Debian's wrk. Writes bench/out/service.json.
+Needs: build/imgsearch, build/bench/bench_embed, Debian's wrk. Writes bench/out/service.json.
 """
 import argparse
 import io
@@ -114,7 +114,7 @@ def embed_cli(files, procs=2):
 
 
 def inference_ms(tensor_file):
-    out = subprocess.run([os.path.join(ROOT, "build", "bench_embed"), "infer", "--model", MODEL, "--threads", "1",
+    out = subprocess.run([os.path.join(ROOT, "build", "bench", "bench_embed"), "infer", "--model", MODEL, "--threads", "1",
                           "--batch", "1", "--seconds", "5", "--input", tensor_file], capture_output=True, text=True,
                          check=True).stdout
     return 1000.0 / json.loads(out.strip().splitlines()[-1])["images_per_sec"]

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,8 +83,9 @@ int blobs_put(blobs *b, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1
     if (stat(path, &st) == 0 && (size_t)st.st_size == len) return IS_OK; /* already stored */
     snprintf(d1, sizeof d1, "%s/%.2s", b->dir, hex);
     snprintf(d2, sizeof d2, "%s/%.2s/%.2s", b->dir, hex, hex + 2);
-    if (mkdir_p(d1) || mkdir_p(d2))
-        return is_fail(err, errlen, IS_ERR_IO, "cannot create %s: %s", d2, strerror(errno));
+    bool new_d1 = mkdir(d1, 0755) == 0;
+    bool new_d2 = mkdir(d2, 0755) == 0;
+    if (access(d2, F_OK)) return is_fail(err, errlen, IS_ERR_IO, "cannot create %s: %s", d2, strerror(errno));
     snprintf(tmp, sizeof tmp, "%s/tmp/%s.XXXXXX", b->dir, hex);
     int fd = mkstemp(tmp);
     if (fd < 0) return is_fail(err, errlen, IS_ERR_IO, "cannot create a temp file: %s", strerror(errno));
@@ -111,8 +113,8 @@ int blobs_put(blobs *b, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1
         unlink(tmp);
         return is_fail(err, errlen, IS_ERR_IO, "cannot move blob into place: %s", strerror(e));
     }
-    /* the new name must survive a crash too: sync the directories that gained entries */
-    if (fsync_dir(d2) || fsync_dir(d1) || fsync_dir(b->dir))
+    /* the new name must survive a crash too: sync each directory that gained an entry */
+    if (fsync_dir(d2) || (new_d2 && fsync_dir(d1)) || (new_d1 && fsync_dir(b->dir)))
         return is_fail(err, errlen, IS_ERR_IO, "cannot sync blob directory: %s", strerror(errno));
     return IS_OK;
 }
