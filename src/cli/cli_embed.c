@@ -28,18 +28,7 @@ const char *cli_default_model(void) {
     static char path[PATH_MAX];
     const char *env = getenv("IMGSEARCH_MODEL");
     if (env && *env) return env;
-    const char *rel = "models/efficientnet_lite0.json";
-    if (access(rel, R_OK) == 0) return rel;
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
-    if (n > 0) {
-        path[n] = 0;
-        char *slash = strrchr(path, '/');
-        if (slash && (size_t)(slash - path) + 40 < sizeof path) {
-            strcpy(slash, "/../models/efficientnet_lite0.json");
-            if (access(path, R_OK) == 0) return path;
-        }
-    }
-    return rel;
+    return file_find_project("models/efficientnet_lite0.json", NULL, path, sizeof path);
 }
 
 static void print_json_string(const char *s) {

@@ -4,12 +4,12 @@
 #include <stdlib.h>
 #include <limits.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "api/api.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
 #include "http/http.h"
+#include "util/file.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -24,19 +24,6 @@ static void usage(FILE *f) {
             "  --max-pixels N       largest image in pixels (default 100000000)\n"
             "  --web DIR            web assets (default: ./web, else beside the binary: ../web)\n",
             cli_default_model());
-}
-
-/* ./web when run from the source tree, else ../web beside the binary (build/imgsearch). */
-static const char *default_web_dir(void) {
-    static char path[PATH_MAX];
-    if (access("web/openapi.json", R_OK) == 0) return "web";
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
-    if (n <= 0) return "web";
-    path[n] = 0;
-    char *slash = strrchr(path, '/');
-    if (!slash) return "web";
-    strcpy(slash, "/../web");
-    return path;
 }
 
 static int positive(const char *opt, const char *v, long long max, long long *out) {
@@ -90,7 +77,9 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "imgsearch serve: %s\n", err);
         return 2;
     }
-    api_context api = {.engine = e, .web_dir = web ? web : default_web_dir()};
+    char web_default[PATH_MAX]; /* ./web in the source tree, else ../web beside the binary */
+    api_context api = {.engine = e,
+                       .web_dir = web ? web : file_find_project("web", "openapi.json", web_default, sizeof web_default)};
     http_config http = {.host = host, .port = (int)port, .threads = (int)threads, .max_upload = (size_t)max_upload,
                         .handler = api_handle, .ctx = &api};
     int rc = http_serve(&http, err, sizeof err);

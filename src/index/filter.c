@@ -8,6 +8,7 @@
 
 /* Hostile filters could nest without end; real ones are a few levels deep. */
 #define FILTER_MAX_DEPTH 32
+#define FILTER_MAX_DEPTH_TEXT "32" /* the same number, for messages */
 
 typedef enum { N_ALL, N_AND, N_OR, N_NOT, N_FIELD } node_kind;
 typedef enum { OP_EQ, OP_NE, OP_GT, OP_GTE, OP_LT, OP_LTE, OP_IN, OP_NIN, OP_EXISTS } op_kind;
@@ -223,7 +224,7 @@ static int compile_combinator(compiler *c, const char *key, const json_t *value,
 
 static int compile_object(compiler *c, const json_t *spec, int depth, filter **out) {
     *out = NULL;
-    if (depth > FILTER_MAX_DEPTH) return fail_at(c, "nested too deeply (at most %s levels)", "32", NULL);
+    if (depth > FILTER_MAX_DEPTH) return fail_at(c, "nested too deeply (at most " FILTER_MAX_DEPTH_TEXT " levels)", NULL, NULL);
     if (!json_is_object(spec)) return fail_at(c, "must be a JSON object, not %s", type_name(spec), NULL);
     filter *all = node_new(json_object_size(spec) ? N_AND : N_ALL);
     if (!all) return is_fail(c->err, c->errlen, IS_ERR_NOMEM, "out of memory");

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "util/status.h"
 
@@ -43,4 +44,25 @@ int file_read_all(const char *path, size_t max_bytes, unsigned char **out, size_
     *out = buf;
     *len = size;
     return IS_OK;
+}
+
+const char *file_find_project(const char *rel, const char *probe, char *out, size_t outlen) {
+    snprintf(out, outlen, "%s%s%s", rel, probe ? "/" : "", probe ? probe : "");
+    if (access(out, R_OK) == 0) {
+        snprintf(out, outlen, "%s", rel);
+        return out;
+    }
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = n > 0 ? (exe[n] = 0, strrchr(exe, '/')) : NULL;
+    if (slash) {
+        *slash = 0;
+        snprintf(out, outlen, "%s/../%s%s%s", exe, rel, probe ? "/" : "", probe ? probe : "");
+        if (access(out, R_OK) == 0) {
+            snprintf(out, outlen, "%s/../%s", exe, rel);
+            return out;
+        }
+    }
+    snprintf(out, outlen, "%s", rel);
+    return out;
 }

@@ -10,4 +10,9 @@
 int file_read_all(const char *path, size_t max_bytes, unsigned char **out, size_t *len,
                   char *err, size_t errlen);
 
+/* Finds a project file: rel in the working directory if it exists there (probe, a file inside
+ * it, tells), else ../rel beside the running executable (build/imgsearch → ./rel). Writes the
+ * path into out and returns out; falls back to rel when neither exists. Thread-safe. */
+const char *file_find_project(const char *rel, const char *probe, char *out, size_t outlen);
+
 #endif
