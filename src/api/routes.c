@@ -8,11 +8,13 @@
 #include "api/api.h"
 #include "util/status.h"
 
-/* Splits "/a/b/c" into at most 4 segments (pointers into a copy). */
+/* Splits "/a/b/c" into at most 4 segments (pointers into a copy). strtok_r, never strtok: handlers run
+ * on several threads at once (strtok's hidden state once turned "/image/add" into a 404 under load). */
 static int split(const char *path, char *copy, size_t copylen, char *seg[4]) {
     snprintf(copy, copylen, "%s", path);
     int n = 0;
-    for (char *p = strtok(copy, "/"); p; p = strtok(NULL, "/")) {
+    char *save = NULL;
+    for (char *p = strtok_r(copy, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
         if (n == 4) return 5;
         seg[n++] = p;
     }
