@@ -26,14 +26,6 @@ static int is_hex_name(const char *s) {
     return 1;
 }
 
-static int fsync_dir(const char *path) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 static int mkdir_p(const char *path) { return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1; }
 
 int blobs_open(const char *dir, blobs **out, char *err, size_t errlen) {
@@ -114,7 +106,7 @@ int blobs_put(blobs *b, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1
         return is_fail(err, errlen, IS_ERR_IO, "cannot move blob into place: %s", strerror(e));
     }
     /* the new name must survive a crash too: sync each directory that gained an entry */
-    if (fsync_dir(d2) || (new_d2 && fsync_dir(d1)) || (new_d1 && fsync_dir(b->dir)))
+    if (file_sync_dir(d2) || (new_d2 && file_sync_dir(d1)) || (new_d1 && file_sync_dir(b->dir)))
         return is_fail(err, errlen, IS_ERR_IO, "cannot sync blob directory: %s", strerror(errno));
     return IS_OK;
 }

@@ -1,6 +1,7 @@
 #include "util/file.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,4 +66,12 @@ const char *file_find_project(const char *rel, const char *probe, char *out, siz
     }
     snprintf(out, outlen, "%s", rel);
     return out;
+}
+
+int file_sync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
 }

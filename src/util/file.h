@@ -1,4 +1,4 @@
-/* file.h — whole-file reads. Thread-safe. */
+/* file.h — whole-file reads and directory syncs. Thread-safe. */
 #ifndef IMGSEARCH_FILE_H
 #define IMGSEARCH_FILE_H
 
@@ -9,6 +9,9 @@
  * IS_ERR_TOO_LARGE before anything is read. Returns an is_status. */
 int file_read_all(const char *path, size_t max_bytes, unsigned char **out, size_t *len,
                   char *err, size_t errlen);
+
+/* fsyncs a directory so that entries created or renamed in it survive a crash. 0 or -1 (errno). */
+int file_sync_dir(const char *dir);
 
 /* Finds a project file: rel in the working directory if it exists there (probe, a file inside
  * it, tells), else ../rel beside the running executable (build/imgsearch → ./rel). Writes the

@@ -20,6 +20,7 @@ static const struct {
     {IS_ERR_NOMEM, "out_of_memory", 503},
     {IS_ERR_MODEL, "model_error", 500},
     {IS_ERR_INTERNAL, "internal_error", 500},
+    {IS_ERR_CORRUPT, "corrupt_data", 500},
 };
 
 const char *is_status_name(int status) {

@@ -1,0 +1,828 @@
+/* hnsw.c — the HNSW graph: insert, search, delete and repair (see hnsw.h for the contract).
+ *
+ * The algorithm is Malkov & Yashunin's (layers, greedy descent, beam search with ef, the
+ * neighbour-selection heuristic). What is ours: the single-writer publish protocol (compute
+ * without locks, publish under the write lock), marked deletes repaired in batches, filters
+ * evaluated inside the beam search, and int8 storage with exact re-ranking. */
+#include "index/hnsw_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index/distance.h"
+#include "util/status.h"
+
+/* ---- layout -------------------------------------------------------------------------------- */
+
+void hnsw_params_default(hnsw_params *p, int dims) {
+    *p = (hnsw_params){.dims = dims, .m = 16, .ef_construction = 200, .ef_search = 64,
+                       .storage = HNSW_FLOAT32, .seed = 0x5eed};
+}
+
+bool hnsw_layout(hnsw_index *h, const hnsw_params *p) {
+    if (p->dims < 1 || p->dims > (1 << 16) || p->m < 2 || p->m > 64 || p->ef_construction < 1 ||
+        p->ef_construction > 4096 || p->ef_search < 1 || p->ef_search > 4096 ||
+        (p->storage != HNSW_FLOAT32 && p->storage != HNSW_INT8))
+        return false;
+    h->p = *p;
+    h->m0 = 2 * p->m;
+    h->l0_offset = sizeof(hnsw_node);
+    h->vec_offset = h->l0_offset + sizeof(uint32_t) * (size_t)(1 + h->m0);
+    h->vec_bytes = (size_t)p->dims * (p->storage == HNSW_INT8 ? 1 : sizeof(float));
+    h->rec_size = (h->vec_offset + h->vec_bytes + 7) & ~(size_t)7;
+    h->level_mult = 1.0 / log((double)p->m);
+    return true;
+}
+
+int hnsw_reserve(hnsw_index *h, uint32_t s) {
+    size_t need = ((size_t)s >> HNSW_CHUNK_BITS) + 1;
+    if (need <= h->nchunks) return IS_OK;
+    if (need > h->chunks_cap) {
+        size_t cap = h->chunks_cap ? h->chunks_cap * 2 : 16;
+        while (cap < need) cap *= 2;
+        uint8_t **t = realloc(h->chunks, cap * sizeof *t);
+        if (!t) return IS_ERR_NOMEM;
+        h->chunks = t;
+        h->chunks_cap = cap;
+    }
+    while (h->nchunks < need) {
+        uint8_t *c = calloc(HNSW_CHUNK_SLOTS, h->rec_size);
+        if (!c) return IS_ERR_NOMEM;
+        h->chunks[h->nchunks++] = c;
+    }
+    return IS_OK;
+}
+
+hnsw_index *hnsw_new(const hnsw_params *p) {
+    hnsw_index *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    if (!hnsw_layout(h, p)) {
+        free(h);
+        return NULL;
+    }
+    h->entry = HNSW_NONE;
+    h->max_level = -1;
+    h->rng = p->seed ? p->seed : 1;
+    idmap_init(&h->where);
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* a steady stream of searches must not starve the writer's short publish steps */
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&h->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&h->pool_lock, NULL);
+    return h;
+}
+
+/* ---- scratch buffers: one per concurrent search, pooled ------------------------------------ */
+
+typedef struct {
+    float d;
+    uint32_t s;
+} cand;
+
+struct search_buf {
+    uint32_t *tags; /* visited marks: tags[s] == gen */
+    size_t ntags;
+    uint32_t gen;
+    cand *near;     /* candidates to expand: min-heap */
+    size_t nnear, cap_near;
+    cand *best;     /* results: max-heap of at most ef */
+    size_t nbest, cap_best;
+    int8_t *q8;     /* the query encoded for int8 storage */
+    search_buf *next;
+};
+
+static void buf_free(search_buf *b) {
+    if (!b) return;
+    free(b->tags);
+    free(b->near);
+    free(b->best);
+    free(b->q8);
+    free(b);
+}
+
+static search_buf *buf_acquire(hnsw_index *h) {
+    pthread_mutex_lock(&h->pool_lock);
+    search_buf *b = h->pool;
+    if (b) h->pool = b->next;
+    pthread_mutex_unlock(&h->pool_lock);
+    if (!b && !(b = calloc(1, sizeof *b))) return NULL;
+    size_t want = h->nchunks * HNSW_CHUNK_SLOTS;
+    if (b->ntags < want) {
+        uint32_t *t = realloc(b->tags, want * sizeof *t);
+        if (!t) {
+            buf_free(b);
+            return NULL;
+        }
+        memset(t, 0, want * sizeof *t);
+        b->tags = t;
+        b->ntags = want;
+        b->gen = 0;
+    }
+    if (!b->q8 && h->p.storage == HNSW_INT8 && !(b->q8 = malloc((size_t)h->p.dims))) {
+        buf_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+static void buf_release(hnsw_index *h, search_buf *b) {
+    pthread_mutex_lock(&h->pool_lock);
+    b->next = h->pool;
+    h->pool = b;
+    pthread_mutex_unlock(&h->pool_lock);
+}
+
+static void buf_new_visit(search_buf *b) {
+    if (++b->gen == 0) { /* wrapped: forget every old mark */
+        memset(b->tags, 0, b->ntags * sizeof *b->tags);
+        b->gen = 1;
+    }
+    b->nnear = b->nbest = 0;
+}
+
+static bool visit(search_buf *b, uint32_t s) {
+    if (b->tags[s] == b->gen) return false;
+    b->tags[s] = b->gen;
+    return true;
+}
+
+/* Binary heaps of candidates: near is a min-heap, best a max-heap on distance. */
+static bool heap_push(cand **a, size_t *n, size_t *cap, cand c, bool max) {
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        cand *g = realloc(*a, nc * sizeof *g);
+        if (!g) return false;
+        *a = g;
+        *cap = nc;
+    }
+    cand *h = *a;
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (max ? h[p].d >= c.d : h[p].d <= c.d) break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = c;
+    return true;
+}
+
+static cand heap_pop(cand *h, size_t *n, bool max) {
+    cand top = h[0], last = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, w = l;
+        if (l >= *n) break;
+        if (r < *n && (max ? h[r].d > h[l].d : h[r].d < h[l].d)) w = r;
+        if (max ? last.d >= h[w].d : last.d <= h[w].d) break;
+        h[i] = h[w];
+        i = w;
+    }
+    if (*n) h[i] = last;
+    return top;
+}
+
+/* ---- distances ----------------------------------------------------------------------------- */
+
+/* A query in the index's storage encoding. */
+typedef struct {
+    const float *f;
+    const int8_t *q8;
+    float scale;
+} enc_query;
+
+static float encode_i8(const float *v, int dims, int8_t *out) {
+    float amax = 0;
+    for (int i = 0; i < dims; i++) amax = fmaxf(amax, fabsf(v[i]));
+    float scale = amax > 0 ? amax / 127.0f : 0.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < dims; i++) {
+        long q = lrintf(v[i] * inv);
+        out[i] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+    }
+    return scale;
+}
+
+static float dist_q(const hnsw_index *h, const enc_query *q, uint32_t s) {
+    if (h->p.storage == HNSW_FLOAT32) return 1.0f - dot_f32(q->f, hnsw_vec(h, s), (size_t)h->p.dims);
+    return 1.0f - q->scale * hnsw_node_at(h, s)->scale * (float)dot_i8(q->q8, hnsw_vec(h, s), (size_t)h->p.dims);
+}
+
+static enc_query stored_query(const hnsw_index *h, uint32_t s) {
+    enc_query q = {0};
+    if (h->p.storage == HNSW_FLOAT32) q.f = hnsw_vec(h, s);
+    else {
+        q.q8 = hnsw_vec(h, s);
+        q.scale = hnsw_node_at(h, s)->scale;
+    }
+    return q;
+}
+
+/* The distance between two slots, where `virt` (the node being inserted, not yet written)
+ * is represented by its encoded query. */
+static float dist_pair(const hnsw_index *h, uint32_t a, uint32_t b, uint32_t virt, const enc_query *vq) {
+    if (a == virt) return dist_q(h, vq, b);
+    if (b == virt) return dist_q(h, vq, a);
+    enc_query q = stored_query(h, a);
+    return dist_q(h, &q, b);
+}
+
+/* ---- search -------------------------------------------------------------------------------- */
+
+typedef struct {
+    index_accept_fn accept;
+    void *ctx;
+    uint32_t exclude; /* a slot never admitted (the node being repaired) */
+} admit_rule;
+
+static bool admitted(const hnsw_index *h, uint32_t s, const admit_rule *r) {
+    const hnsw_node *n = hnsw_node_at(h, s);
+    if (n->state != SLOT_LIVE || s == r->exclude) return false;
+    return !r->accept || r->accept(n->id, r->ctx);
+}
+
+/* Greedy walk on one upper layer: moves *cur to a local minimum of the distance. */
+static void greedy(const hnsw_index *h, const enc_query *q, int level, uint32_t *cur, float *d) {
+    for (bool moved = true; moved;) {
+        moved = false;
+        const uint32_t *l = hnsw_links(h, *cur, level);
+        for (uint32_t i = 1; i <= l[0]; i++) {
+            float dn = dist_q(h, q, l[i]);
+            if (dn < *d) {
+                *d = dn;
+                *cur = l[i];
+                moved = true;
+            }
+        }
+    }
+}
+
+/* Beam search on one layer from ep; leaves at most ef admitted nodes in b->best (a max-heap).
+ * Every node is traversed, admitted or not, so filters and marked deletes cost recall nothing
+ * as long as the graph stays connected. false when memory runs out. */
+static bool search_layer(const hnsw_index *h, const enc_query *q, uint32_t ep, float ep_d, size_t ef, int level,
+                         const admit_rule *rule, search_buf *b) {
+    buf_new_visit(b);
+    visit(b, ep);
+    if (!heap_push(&b->near, &b->nnear, &b->cap_near, (cand){ep_d, ep}, false)) return false;
+    if (admitted(h, ep, rule) && !heap_push(&b->best, &b->nbest, &b->cap_best, (cand){ep_d, ep}, true)) return false;
+    while (b->nnear) {
+        cand c = heap_pop(b->near, &b->nnear, false);
+        if (b->nbest >= ef && c.d > b->best[0].d) break;
+        const uint32_t *l = hnsw_links(h, c.s, level);
+        for (uint32_t i = 1; i <= l[0]; i++) {
+            uint32_t n = l[i];
+            if (!visit(b, n)) continue;
+            float d = dist_q(h, q, n);
+            if (b->nbest >= ef && d >= b->best[0].d) continue;
+            if (!heap_push(&b->near, &b->nnear, &b->cap_near, (cand){d, n}, false)) return false;
+            if (admitted(h, n, rule)) {
+                if (!heap_push(&b->best, &b->nbest, &b->cap_best, (cand){d, n}, true)) return false;
+                if (b->nbest > ef) heap_pop(b->best, &b->nbest, true);
+            }
+        }
+    }
+    return true;
+}
+
+static int cmp_cand(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    return (x->d > y->d) - (x->d < y->d);
+}
+
+/* Malkov's heuristic: keep a candidate only if it is nearer to the base than to every neighbour
+ * kept so far, which spreads links over directions. c is sorted nearest first. */
+static int select_neighbours(const hnsw_index *h, const cand *c, int nc, int max, uint32_t *out, uint32_t virt,
+                             const enc_query *vq) {
+    int n = 0;
+    for (int i = 0; i < nc && n < max; i++) {
+        bool keep = true;
+        for (int j = 0; j < n && keep; j++)
+            if (dist_pair(h, c[i].s, out[j], virt, vq) < c[i].d) keep = false;
+        if (keep) out[n++] = c[i].s;
+    }
+    return n;
+}
+
+/* From the entry point down to `level`, greedily; returns the slot to start the beam from. */
+static uint32_t descend(const hnsw_index *h, const enc_query *q, int level, float *d) {
+    uint32_t cur = h->entry;
+    *d = dist_q(h, q, cur);
+    for (int l = h->max_level; l > level; l--) greedy(h, q, l, &cur, d);
+    return cur;
+}
+
+static void encode_query(const hnsw_index *h, const float *v, search_buf *b, enc_query *q) {
+    q->f = v;
+    if (h->p.storage == HNSW_INT8) {
+        q->scale = encode_i8(v, h->p.dims, b->q8);
+        q->q8 = b->q8;
+    }
+}
+
+/* int8: re-orders candidates by exact distance (vectors from the caller) into out. */
+static int rerank(const hnsw_index *h, const float *query, const index_hit *cands, int nc, int k,
+                  hnsw_vector_fn exact, void *ctx, index_hit *out, int *nout) {
+    float *v = malloc(sizeof(float) * (size_t)h->p.dims);
+    if (!v) return IS_ERR_NOMEM;
+    topk t;
+    topk_init(&t, out, k);
+    for (int i = 0; i < nc; i++) {
+        float d = cands[i].dist;
+        if (exact) {
+            if (!exact(cands[i].id, v, ctx)) continue; /* gone from the store since */
+            d = 1.0f - dot_f32(query, v, (size_t)h->p.dims);
+        }
+        topk_push(&t, (index_hit){cands[i].id, d});
+    }
+    free(v);
+    *nout = topk_finish(&t);
+    return IS_OK;
+}
+
+int hnsw_search(hnsw_index *h, const float *query, const hnsw_query *q, index_hit *out, int *nout) {
+    *nout = 0;
+    if (q->k < 1) return IS_ERR_INVALID;
+    bool i8 = h->p.storage == HNSW_INT8;
+    int keep = q->k;
+    if (i8) keep = q->rerank > 0 ? q->rerank : (2 * q->k > q->k + 16 ? 2 * q->k : q->k + 16);
+    if (keep < q->k) keep = q->k;
+    size_t ef = (size_t)(q->ef > 0 ? q->ef : h->p.ef_search);
+    if (ef < (size_t)keep) ef = (size_t)keep;
+    index_hit *cands = i8 ? malloc(sizeof *cands * (size_t)keep) : out;
+    if (!cands) return IS_ERR_NOMEM;
+    int rc = IS_OK, n = 0;
+    pthread_rwlock_rdlock(&h->lock);
+    search_buf *b = h->entry == HNSW_NONE ? NULL : buf_acquire(h);
+    if (h->entry != HNSW_NONE && !b) rc = IS_ERR_NOMEM;
+    if (b) {
+        enc_query eq;
+        encode_query(h, query, b, &eq);
+        float d;
+        uint32_t ep = descend(h, &eq, 0, &d);
+        admit_rule rule = {q->accept, q->accept_ctx, HNSW_NONE};
+        if (!search_layer(h, &eq, ep, d, ef, 0, &rule, b)) rc = IS_ERR_NOMEM;
+        topk t;
+        topk_init(&t, cands, keep);
+        for (size_t i = 0; !rc && i < b->nbest; i++)
+            topk_push(&t, (index_hit){hnsw_node_at(h, b->best[i].s)->id, b->best[i].d});
+        n = topk_finish(&t);
+        buf_release(h, b);
+    }
+    pthread_rwlock_unlock(&h->lock);
+    if (i8) { /* outside the lock: the exact vectors may come from a slow store */
+        if (!rc) rc = rerank(h, query, cands, n, q->k, q->exact, q->exact_ctx, out, nout);
+        free(cands);
+    } else {
+        *nout = n;
+    }
+    return rc;
+}
+
+int hnsw_search_ids(hnsw_index *h, const float *query, const int64_t *ids, size_t nids, int k,
+                    hnsw_vector_fn exact, void *exact_ctx, index_hit *out, int *nout) {
+    *nout = 0;
+    if (k < 1) return IS_ERR_INVALID;
+    bool i8 = h->p.storage == HNSW_INT8;
+    int keep = i8 ? (2 * k > k + 16 ? 2 * k : k + 16) : k;
+    index_hit *cands = i8 ? malloc(sizeof *cands * (size_t)keep) : out;
+    int8_t *q8 = i8 ? malloc((size_t)h->p.dims) : NULL;
+    if (!cands || (i8 && !q8)) {
+        if (i8) free(cands);
+        free(q8);
+        return IS_ERR_NOMEM;
+    }
+    enc_query eq = {.f = query, .q8 = q8};
+    if (i8) eq.scale = encode_i8(query, h->p.dims, q8);
+    topk t;
+    topk_init(&t, cands, keep);
+    pthread_rwlock_rdlock(&h->lock);
+    for (size_t i = 0; i < nids; i++) {
+        uint32_t s;
+        if (idmap_get(&h->where, ids[i], &s)) topk_push(&t, (index_hit){ids[i], dist_q(h, &eq, s)});
+    }
+    pthread_rwlock_unlock(&h->lock);
+    int n = topk_finish(&t), rc = IS_OK;
+    if (i8) {
+        rc = rerank(h, query, cands, n, k, exact, exact_ctx, out, nout);
+        free(cands);
+    } else {
+        *nout = n;
+    }
+    free(q8);
+    return rc;
+}
+
+/* ---- insert -------------------------------------------------------------------------------- */
+
+/* A link list computed by the writer, applied at publish. */
+typedef struct {
+    uint32_t slot;
+    int level;
+    int n;
+    uint32_t links[128]; /* 2m <= 128 */
+} planned_list;
+
+typedef struct {
+    planned_list *v;
+    size_t n, cap;
+} plan;
+
+static planned_list *plan_next(plan *p) {
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 32;
+        planned_list *g = realloc(p->v, cap * sizeof *g);
+        if (!g) return NULL;
+        p->v = g;
+        p->cap = cap;
+    }
+    return &p->v[p->n++];
+}
+
+static void plan_apply(hnsw_index *h, const plan *p) {
+    for (size_t i = 0; i < p->n; i++) {
+        uint32_t *l = hnsw_links(h, p->v[i].slot, p->v[i].level);
+        memcpy(l + 1, p->v[i].links, sizeof(uint32_t) * (size_t)p->v[i].n);
+        l[0] = (uint32_t)p->v[i].n;
+    }
+}
+
+static int random_level(hnsw_index *h) {
+    /* xorshift64*: the writer's own generator, so builds are reproducible */
+    h->rng ^= h->rng >> 12;
+    h->rng ^= h->rng << 25;
+    h->rng ^= h->rng >> 27;
+    uint64_t r = h->rng * 0x2545F4914F6CDD1DULL;
+    double u = ((double)(r >> 11) + 0.5) / 9007199254740992.0;
+    int level = (int)(-log(u) * h->level_mult);
+    return level < HNSW_MAX_LEVEL ? level : HNSW_MAX_LEVEL;
+}
+
+/* Plans adding `virt` to the list of s on level (shrinking it with the heuristic when full). */
+static bool plan_backlink(const hnsw_index *h, plan *p, uint32_t s, int level, uint32_t virt, float d,
+                          const enc_query *vq) {
+    const uint32_t *l = hnsw_links(h, s, level);
+    int max = hnsw_max_links(h, level);
+    planned_list *pl = plan_next(p);
+    if (!pl) return false;
+    pl->slot = s;
+    pl->level = level;
+    if ((int)l[0] < max) {
+        memcpy(pl->links, l + 1, sizeof(uint32_t) * l[0]);
+        pl->links[l[0]] = virt;
+        pl->n = (int)l[0] + 1;
+        return true;
+    }
+    cand c[129];
+    enc_query sq = stored_query(h, s);
+    int nc = 0;
+    for (uint32_t i = 1; i <= l[0]; i++) c[nc++] = (cand){dist_q(h, &sq, l[i]), l[i]};
+    c[nc++] = (cand){d, virt};
+    qsort(c, (size_t)nc, sizeof *c, cmp_cand);
+    pl->n = select_neighbours(h, c, nc, max, pl->links, virt, vq);
+    return true;
+}
+
+static int grow_free_list(hnsw_index *h) {
+    if (h->nfree < h->free_cap) return IS_OK;
+    size_t cap = h->free_cap ? h->free_cap * 2 : 64;
+    uint32_t *f = realloc(h->free_slots, cap * sizeof *f);
+    if (!f) return IS_ERR_NOMEM;
+    h->free_slots = f;
+    h->free_cap = cap;
+    return IS_OK;
+}
+
+int hnsw_add(hnsw_index *h, int64_t id, const float *vec) {
+    uint32_t slot;
+    if (idmap_get(&h->where, id, &slot)) return IS_ERR_INVALID;
+    if (!h->nfree && h->nslots == HNSW_NONE - 1) return IS_ERR_NOMEM;
+    slot = h->nfree ? h->free_slots[h->nfree - 1] : h->nslots;
+    int level = random_level(h), rc = IS_OK;
+    pthread_rwlock_wrlock(&h->lock); /* the chunk table may move */
+    rc = hnsw_reserve(h, slot);
+    pthread_rwlock_unlock(&h->lock);
+    if (rc) return rc;
+    search_buf *b = buf_acquire(h);
+    uint32_t *upper = level ? calloc((size_t)level * (size_t)(1 + h->p.m), sizeof(uint32_t)) : NULL;
+    int8_t *q8 = h->p.storage == HNSW_INT8 ? malloc((size_t)h->p.dims) : NULL;
+    plan own = {0}, back = {0};
+    if (!b || (level && !upper) || (h->p.storage == HNSW_INT8 && !q8)) rc = IS_ERR_NOMEM;
+    enc_query vq = {.f = vec, .q8 = q8};
+    if (q8) vq.scale = encode_i8(vec, h->p.dims, q8);
+
+    /* 1. compute, without blocking readers: only this writer changes the graph */
+    if (!rc && h->entry != HNSW_NONE) {
+        float d;
+        int top = level < h->max_level ? level : h->max_level;
+        uint32_t ep = descend(h, &vq, top, &d);
+        admit_rule live = {NULL, NULL, HNSW_NONE};
+        for (int l = top; !rc && l >= 0; l--) {
+            if (!search_layer(h, &vq, ep, d, (size_t)h->p.ef_construction, l, &live, b)) {
+                rc = IS_ERR_NOMEM;
+                break;
+            }
+            int nc = (int)b->nbest;
+            cand *c = b->best;
+            qsort(c, (size_t)nc, sizeof *c, cmp_cand);
+            planned_list *mine = plan_next(&own);
+            if (!mine) {
+                rc = IS_ERR_NOMEM;
+                break;
+            }
+            mine->slot = slot;
+            mine->level = l;
+            mine->n = select_neighbours(h, c, nc, hnsw_max_links(h, l), mine->links, slot, &vq);
+            for (int i = 0; i < mine->n && !rc; i++) {
+                float dn = 0;
+                for (int j = 0; j < nc; j++)
+                    if (c[j].s == mine->links[i]) dn = c[j].d;
+                if (!plan_backlink(h, &back, mine->links[i], l, slot, dn, &vq)) rc = IS_ERR_NOMEM;
+            }
+            if (nc) {
+                ep = c[0].s;
+                d = c[0].d;
+            }
+        }
+    }
+    if (b) buf_release(h, b);
+
+    /* 2. publish */
+    if (!rc) {
+        pthread_rwlock_wrlock(&h->lock);
+        if (idmap_put(&h->where, id, slot)) rc = IS_ERR_NOMEM;
+        else {
+            hnsw_node *n = hnsw_node_at(h, slot);
+            n->id = id;
+            n->upper = upper;
+            n->level = (uint8_t)level;
+            n->state = SLOT_LIVE;
+            if (h->p.storage == HNSW_INT8) {
+                n->scale = vq.scale;
+                memcpy(hnsw_vec(h, slot), q8, (size_t)h->p.dims);
+            } else {
+                n->scale = 1.0f;
+                memcpy(hnsw_vec(h, slot), vec, sizeof(float) * (size_t)h->p.dims);
+            }
+            hnsw_links(h, slot, 0)[0] = 0;
+            plan_apply(h, &own);
+            plan_apply(h, &back);
+            if (h->nfree && h->free_slots[h->nfree - 1] == slot) h->nfree--;
+            else h->nslots++;
+            h->count++;
+            h->upper_bytes += level ? (size_t)level * (size_t)(1 + h->p.m) * sizeof(uint32_t) : 0;
+            if (level > h->max_level) {
+                h->max_level = level;
+                h->entry = slot;
+            }
+            upper = NULL; /* owned by the node now */
+        }
+        pthread_rwlock_unlock(&h->lock);
+    }
+    free(upper);
+    free(q8);
+    free(own.v);
+    free(back.v);
+    return rc;
+}
+
+/* ---- delete and repair --------------------------------------------------------------------- */
+
+int hnsw_remove(hnsw_index *h, int64_t id) {
+    uint32_t s;
+    if (!idmap_get(&h->where, id, &s)) return IS_ERR_NOT_FOUND;
+    pthread_rwlock_wrlock(&h->lock);
+    hnsw_node_at(h, s)->state = SLOT_DEAD;
+    idmap_remove(&h->where, id);
+    h->count--;
+    h->ndead++;
+    pthread_rwlock_unlock(&h->lock);
+    /* batches keep the cost per delete small: one pass over the graph per 2% deleted */
+    size_t total = h->count + h->ndead;
+    if (h->ndead >= (total / 50 > 0 ? total / 50 : 1))
+        hnsw_repair(h); /* the delete stands either way; a failed repair is retried next time */
+    return IS_OK;
+}
+
+/* Collects live nodes reachable on `level` through marked ones (two hops at most). */
+static int gather_through_dead(const hnsw_index *h, uint32_t dead, int level, int hops, uint32_t self,
+                               search_buf *b, cand *c, int nc, int cap) {
+    if (hnsw_node_at(h, dead)->level < level) return nc;
+    const uint32_t *l = hnsw_links(h, dead, level);
+    for (uint32_t i = 1; i <= l[0] && nc < cap; i++) {
+        uint32_t n = l[i];
+        if (n == self || !visit(b, n)) continue;
+        uint8_t st = hnsw_node_at(h, n)->state;
+        if (st == SLOT_LIVE) c[nc++] = (cand){0, n};
+        else if (st == SLOT_DEAD && hops > 1) nc = gather_through_dead(h, n, level, hops - 1, self, b, c, nc, cap);
+    }
+    return nc;
+}
+
+/* New links for slot x on level, replacing the marked ones; false when memory runs out. */
+static bool plan_repair(hnsw_index *h, uint32_t x, int level, search_buf *b, cand *c, int cap, plan *p) {
+    const uint32_t *l = hnsw_links(h, x, level);
+    buf_new_visit(b);
+    visit(b, x);
+    int nc = 0;
+    for (uint32_t i = 1; i <= l[0]; i++)
+        if (hnsw_node_at(h, l[i])->state == SLOT_LIVE && visit(b, l[i])) c[nc++] = (cand){0, l[i]};
+    for (uint32_t i = 1; i <= l[0]; i++)
+        if (hnsw_node_at(h, l[i])->state != SLOT_LIVE) nc = gather_through_dead(h, l[i], level, 2, x, b, c, nc, cap);
+    enc_query xq = stored_query(h, x);
+    if (nc == 0 && h->entry != HNSW_NONE && h->entry != x) {
+        /* every neighbour was deleted: find new ones by searching from the entry point */
+        float d;
+        uint32_t ep = descend(h, &xq, level, &d);
+        admit_rule live = {NULL, NULL, x};
+        if (!search_layer(h, &xq, ep, d, (size_t)h->p.ef_construction, level, &live, b)) return false;
+        for (size_t i = 0; i < b->nbest && nc < cap; i++) c[nc++] = b->best[i];
+    }
+    for (int i = 0; i < nc; i++) c[i].d = dist_q(h, &xq, c[i].s);
+    qsort(c, (size_t)nc, sizeof *c, cmp_cand);
+    planned_list *pl = plan_next(p);
+    if (!pl) return false;
+    pl->slot = x;
+    pl->level = level;
+    pl->n = select_neighbours(h, c, nc, hnsw_max_links(h, level), pl->links, HNSW_NONE, NULL);
+    return true;
+}
+
+static bool has_dead_link(const hnsw_index *h, uint32_t x, int level) {
+    const uint32_t *l = hnsw_links(h, x, level);
+    for (uint32_t i = 1; i <= l[0]; i++)
+        if (hnsw_node_at(h, l[i])->state != SLOT_LIVE) return true;
+    return false;
+}
+
+int hnsw_repair(hnsw_index *h) {
+    if (!h->ndead) return IS_OK;
+    /* a live entry point first: the fallback searches below start there */
+    uint32_t entry = HNSW_NONE;
+    int max_level = -1;
+    for (uint32_t s = 0; s < h->nslots; s++) {
+        hnsw_node *n = hnsw_node_at(h, s);
+        if (n->state == SLOT_LIVE && (int)n->level > max_level) {
+            max_level = n->level;
+            entry = s;
+        }
+    }
+    if (h->entry == HNSW_NONE || hnsw_node_at(h, h->entry)->state != SLOT_LIVE) {
+        pthread_rwlock_wrlock(&h->lock);
+        h->entry = entry;
+        h->max_level = max_level;
+        pthread_rwlock_unlock(&h->lock);
+    }
+    int cap = h->m0 * (1 + h->m0) * 2 + h->p.ef_construction;
+    cand *c = malloc(sizeof *c * (size_t)cap);
+    search_buf *b = buf_acquire(h);
+    plan p = {0};
+    int rc = c && b ? IS_OK : IS_ERR_NOMEM;
+    for (uint32_t s = 0; !rc && s < h->nslots; s++) {
+        hnsw_node *n = hnsw_node_at(h, s);
+        if (n->state != SLOT_LIVE) continue;
+        for (int l = 0; l <= n->level && !rc; l++)
+            if (has_dead_link(h, s, l) && !plan_repair(h, s, l, b, c, cap, &p)) rc = IS_ERR_NOMEM;
+        if (p.n >= 1024 || (s + 1 == h->nslots && p.n)) { /* publish in batches: each is a valid graph */
+            pthread_rwlock_wrlock(&h->lock);
+            plan_apply(h, &p);
+            pthread_rwlock_unlock(&h->lock);
+            p.n = 0;
+        }
+    }
+    if (!rc && p.n) {
+        pthread_rwlock_wrlock(&h->lock);
+        plan_apply(h, &p);
+        pthread_rwlock_unlock(&h->lock);
+    }
+    /* no live node links to a marked one now: free them */
+    pthread_rwlock_wrlock(&h->lock);
+    for (uint32_t s = 0; !rc && s < h->nslots; s++) {
+        hnsw_node *n = hnsw_node_at(h, s);
+        if (n->state != SLOT_DEAD) continue;
+        if (grow_free_list(h)) {
+            rc = IS_ERR_NOMEM;
+            break;
+        }
+        h->upper_bytes -= (size_t)n->level * (size_t)(1 + h->p.m) * sizeof(uint32_t);
+        free(n->upper);
+        memset(n, 0, h->rec_size);
+        n->state = SLOT_FREE;
+        h->free_slots[h->nfree++] = s;
+        h->ndead--;
+    }
+    pthread_rwlock_unlock(&h->lock);
+    if (b) buf_release(h, b);
+    free(c);
+    free(p.v);
+    return rc;
+}
+
+/* ---- readers ------------------------------------------------------------------------------- */
+
+const hnsw_params *hnsw_get_params(const hnsw_index *h) { return &h->p; }
+
+size_t hnsw_count(hnsw_index *h) {
+    pthread_rwlock_rdlock(&h->lock);
+    size_t n = h->count;
+    pthread_rwlock_unlock(&h->lock);
+    return n;
+}
+
+size_t hnsw_memory_bytes(hnsw_index *h) {
+    pthread_rwlock_rdlock(&h->lock);
+    size_t bytes = sizeof *h + h->nchunks * HNSW_CHUNK_SLOTS * h->rec_size + h->chunks_cap * sizeof(void *) +
+                   h->upper_bytes + h->free_cap * sizeof(uint32_t) +
+                   h->where.cap * (sizeof(int64_t) + sizeof(uint32_t) + sizeof(bool));
+    pthread_mutex_lock(&h->pool_lock);
+    for (search_buf *b = h->pool; b; b = b->next)
+        bytes += sizeof *b + b->ntags * sizeof(uint32_t) + (b->cap_near + b->cap_best) * sizeof(cand);
+    pthread_mutex_unlock(&h->pool_lock);
+    pthread_rwlock_unlock(&h->lock);
+    return bytes;
+}
+
+bool hnsw_contains(hnsw_index *h, int64_t id) {
+    uint32_t s;
+    pthread_rwlock_rdlock(&h->lock);
+    bool found = idmap_get(&h->where, id, &s);
+    pthread_rwlock_unlock(&h->lock);
+    return found;
+}
+
+bool hnsw_get(hnsw_index *h, int64_t id, float *out) {
+    uint32_t s;
+    pthread_rwlock_rdlock(&h->lock);
+    bool found = idmap_get(&h->where, id, &s);
+    if (found && h->p.storage == HNSW_FLOAT32) memcpy(out, hnsw_vec(h, s), sizeof(float) * (size_t)h->p.dims);
+    else if (found) {
+        const int8_t *q = hnsw_vec(h, s);
+        float scale = hnsw_node_at(h, s)->scale;
+        for (int i = 0; i < h->p.dims; i++) out[i] = (float)q[i] * scale;
+    }
+    pthread_rwlock_unlock(&h->lock);
+    return found;
+}
+
+bool hnsw_matches(hnsw_index *h, int64_t id, const float *vec) {
+    int8_t *q8 = h->p.storage == HNSW_INT8 ? malloc((size_t)h->p.dims) : NULL;
+    if (h->p.storage == HNSW_INT8 && !q8) return false;
+    float scale = q8 ? encode_i8(vec, h->p.dims, q8) : 1.0f;
+    uint32_t s;
+    pthread_rwlock_rdlock(&h->lock);
+    bool same = idmap_get(&h->where, id, &s);
+    if (same && q8) same = hnsw_node_at(h, s)->scale == scale && !memcmp(hnsw_vec(h, s), q8, (size_t)h->p.dims);
+    else if (same) same = !memcmp(hnsw_vec(h, s), vec, sizeof(float) * (size_t)h->p.dims);
+    pthread_rwlock_unlock(&h->lock);
+    free(q8);
+    return same;
+}
+
+int hnsw_ids(hnsw_index *h, int64_t **ids, size_t *n) {
+    pthread_rwlock_rdlock(&h->lock);
+    int64_t *v = malloc(sizeof *v * (h->count ? h->count : 1));
+    size_t m = 0;
+    for (uint32_t s = 0; v && s < h->nslots; s++) {
+        const hnsw_node *node = hnsw_node_at(h, s);
+        if (node->state == SLOT_LIVE) v[m++] = node->id;
+    }
+    pthread_rwlock_unlock(&h->lock);
+    *ids = v;
+    *n = m;
+    return v ? IS_OK : IS_ERR_NOMEM;
+}
+
+size_t hnsw_sample_ids(hnsw_index *h, uint64_t seed, size_t n, int64_t *out) {
+    size_t got = 0;
+    uint64_t x = seed | 1;
+    pthread_rwlock_rdlock(&h->lock);
+    /* random probes; a full collection answers in about n probes, a sparse one gives up */
+    for (size_t tries = 0; h->nslots && got < n && tries < 4 * n; tries++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const hnsw_node *node = hnsw_node_at(h, (uint32_t)(x % h->nslots));
+        if (node->state == SLOT_LIVE) out[got++] = node->id;
+    }
+    pthread_rwlock_unlock(&h->lock);
+    return got;
+}
+
+void hnsw_free(hnsw_index *h) {
+    if (!h) return;
+    for (uint32_t s = 0; s < h->nslots; s++) free(hnsw_node_at(h, s)->upper);
+    for (size_t i = 0; i < h->nchunks; i++) free(h->chunks[i]);
+    free(h->chunks);
+    free(h->free_slots);
+    idmap_destroy(&h->where);
+    while (h->pool) {
+        search_buf *b = h->pool;
+        h->pool = b->next;
+        buf_free(b);
+    }
+    pthread_rwlock_destroy(&h->lock);
+    pthread_mutex_destroy(&h->pool_lock);
+    free(h);
+}

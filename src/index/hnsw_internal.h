@@ -1,0 +1,78 @@
+/* hnsw_internal.h — the HNSW layout shared by the graph code (hnsw.c) and the snapshot file
+ * (hnsw_file.c). Not for other users: the public contract is hnsw.h.
+ *
+ * Nodes live in fixed-size records inside chunks of 4096 slots, so growing the index never
+ * moves a vector a reader may be looking at. A record is:
+ *   hnsw_node (24 bytes) | layer-0 links: uint32 count + 2m slots | vector (dims float or int8)
+ * Upper-layer links (levels 1..level, each uint32 count + m slots) are one allocation per node;
+ * most nodes (1 - 1/m of them) have none. */
+#ifndef IMGSEARCH_HNSW_INTERNAL_H
+#define IMGSEARCH_HNSW_INTERNAL_H
+
+#include <pthread.h>
+
+#include "index/hnsw.h"
+#include "util/idmap.h"
+
+#define HNSW_CHUNK_BITS 12
+#define HNSW_CHUNK_SLOTS (1u << HNSW_CHUNK_BITS)
+#define HNSW_MAX_LEVEL 16
+#define HNSW_NONE UINT32_MAX
+
+enum { SLOT_FREE = 0, SLOT_LIVE = 1, SLOT_DEAD = 2 };
+
+typedef struct {
+    int64_t id;
+    uint32_t *upper; /* levels 1..level, (1 + m) uint32 each; NULL at level 0 */
+    float scale;     /* int8 storage: component = value × scale */
+    uint8_t level;
+    uint8_t state;   /* SLOT_* */
+    uint16_t unused;
+} hnsw_node;
+
+typedef struct search_buf search_buf;
+
+struct hnsw_index {
+    hnsw_params p;
+    int m0;                 /* layer-0 links: 2m */
+    size_t rec_size, l0_offset, vec_offset, vec_bytes;
+    uint8_t **chunks;       /* chunk table; grows under the write lock */
+    size_t nchunks, chunks_cap;
+    uint32_t nslots;        /* slots ever handed out (high-water mark) */
+    uint32_t *free_slots;   /* slots of repaired deletes, reused first */
+    size_t nfree, free_cap;
+    size_t count, ndead;    /* live and marked-deleted nodes */
+    uint32_t entry;         /* HNSW_NONE when the graph is empty */
+    int max_level;
+    idmap where;            /* id → slot, live nodes only */
+    uint64_t rng;           /* writer only */
+    double level_mult;
+    size_t upper_bytes;
+    pthread_rwlock_t lock;  /* readers vs the writer's publish steps */
+    pthread_mutex_t pool_lock;
+    search_buf *pool;       /* idle per-search scratch buffers */
+};
+
+static inline hnsw_node *hnsw_node_at(const hnsw_index *h, uint32_t s) {
+    return (hnsw_node *)(h->chunks[s >> HNSW_CHUNK_BITS] + (size_t)(s & (HNSW_CHUNK_SLOTS - 1)) * h->rec_size);
+}
+
+/* The link list of slot s on level: [0] = count, then the slots. */
+static inline uint32_t *hnsw_links(const hnsw_index *h, uint32_t s, int level) {
+    hnsw_node *n = hnsw_node_at(h, s);
+    if (level == 0) return (uint32_t *)((uint8_t *)n + h->l0_offset);
+    return n->upper + (size_t)(level - 1) * (size_t)(1 + h->p.m);
+}
+
+static inline void *hnsw_vec(const hnsw_index *h, uint32_t s) {
+    return (uint8_t *)hnsw_node_at(h, s) + h->vec_offset;
+}
+
+static inline int hnsw_max_links(const hnsw_index *h, int level) { return level ? h->p.m : h->m0; }
+
+/* Validates parameters and fills the derived layout fields; false when out of range. */
+bool hnsw_layout(hnsw_index *h, const hnsw_params *p);
+/* Allocates chunks until slot s has a home (caller holds the write lock or is sole owner). */
+int hnsw_reserve(hnsw_index *h, uint32_t s);
+
+#endif
