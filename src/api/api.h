@@ -37,6 +37,7 @@ void api_data_set(engine *e, int64_t id, const http_request *req, http_response 
 void api_data_query(engine *e, const http_request *req, http_response *res);
 void api_index_reindex(engine *e, http_response *res);
 void api_index_health(engine *e, http_response *res);
+void api_index_status(engine *e, http_response *res);
 
 /* shared helpers (routes.c) */
 /* An integer query argument in lo..hi, or def when absent; false (400 written) when invalid. */

@@ -111,25 +111,25 @@ static const char *filter_of(const http_request *req) {
 }
 
 void api_image_search(engine *e, const http_request *req, http_response *res) {
-    long long k;
-    if (!api_int_arg(req, "k", 10, 1, 1000, &k, res)) return;
+    long long k, ef;
+    if (!api_int_arg(req, "k", 10, 1, 1000, &k, res) || !api_int_arg(req, "ef", 0, 0, 4096, &ef, res)) return;
     const http_field *img = image_field(req, res);
     if (!img) return;
     engine_hit *hits;
     int n;
     char err[512];
-    int rc = engine_search(e, img->data, img->len, (int)k, filter_of(req), &hits, &n, err, sizeof err);
+    int rc = engine_search(e, img->data, img->len, (int)k, (int)ef, filter_of(req), &hits, &n, err, sizeof err);
     if (rc) http_fail(res, rc, err);
     else send_hits(res, hits, n);
 }
 
 void api_image_similar(engine *e, int64_t id, const http_request *req, http_response *res) {
-    long long k;
-    if (!api_int_arg(req, "k", 10, 1, 1000, &k, res)) return;
+    long long k, ef;
+    if (!api_int_arg(req, "k", 10, 1, 1000, &k, res) || !api_int_arg(req, "ef", 0, 0, 4096, &ef, res)) return;
     engine_hit *hits;
     int n;
     char err[512];
-    int rc = engine_similar(e, id, (int)k, filter_of(req), &hits, &n, err, sizeof err);
+    int rc = engine_similar(e, id, (int)k, (int)ef, filter_of(req), &hits, &n, err, sizeof err);
     if (rc) http_fail(res, rc, err);
     else send_hits(res, hits, n);
 }

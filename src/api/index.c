@@ -1,4 +1,4 @@
-/* /index/...: rebuild the index, report its health. */
+/* /index/...: rebuild the index, report its health and status. */
 #include "api/api.h"
 #include "util/status.h"
 
@@ -15,4 +15,16 @@ void api_index_health(engine *e, http_response *res) {
     int rc = engine_health(e, &healthy, msg, sizeof msg);
     if (rc) http_fail(res, rc, msg);
     else http_result(res, 200, json_boolean(healthy), msg);
+}
+
+void api_index_status(engine *e, http_response *res) {
+    engine_status_info st;
+    engine_status(e, &st);
+    json_t *o = json_pack("{s:I,s:I,s:s,s:{s:b,s:I,s:I},s:I,s:{s:i,s:i,s:i,s:s,s:I}}", "count", (json_int_t)st.count,
+                          "seq", (json_int_t)st.seq, "kind", st.kind, "reindex", "running", st.building, "done",
+                          (json_int_t)st.build_done, "total", (json_int_t)st.build_total, "threshold",
+                          (json_int_t)st.threshold, "hnsw", "m", st.m, "ef_construction", st.ef_construction,
+                          "ef_search", st.ef_search, "storage", st.storage, "memory_bytes",
+                          (json_int_t)st.memory_bytes);
+    http_result(res, 200, o, st.building ? "building" : "ready");
 }

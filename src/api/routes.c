@@ -144,6 +144,8 @@ void api_handle(void *ctx, const http_request *req, http_response *res) {
         if (get) { api_static(api->web_dir, "docs.html", "text/html; charset=utf-8", res); return; }
     } else if (n == 2 && IS(0, "index") && IS(1, "health")) {
         if (get) { api_index_health(e, res); return; }
+    } else if (n == 2 && IS(0, "index") && IS(1, "status")) {
+        if (get) { api_index_status(e, res); return; }
     } else {
         { no_route(req, res, false); return; }
     }

@@ -22,7 +22,12 @@ static void usage(FILE *f) {
             "  --infer-threads N    threads per inference (default 1)\n"
             "  --max-upload BYTES   largest request body (default 52428800 = 50 MB)\n"
             "  --max-pixels N       largest image in pixels (default 100000000)\n"
-            "  --web DIR            web assets (default: ./web, else beside the binary: ../web)\n",
+            "  --web DIR            web assets (default: ./web, else beside the binary: ../web)\n"
+            "  --hnsw-threshold N   exact scan up to N images, HNSW above (default 10000; 0 = always HNSW)\n"
+            "  --hnsw-m N           HNSW links per node (default 16; 2m on the bottom layer)\n"
+            "  --hnsw-ef-construction N  candidates while inserting (default 200)\n"
+            "  --hnsw-ef-search N   default candidates while searching (default 64; per query: ?ef=)\n"
+            "  --hnsw-int8          store HNSW vectors as int8 (4x smaller), re-ranked exactly from the store\n",
             cli_default_model());
 }
 
@@ -44,9 +49,14 @@ int cli_serve(int argc, char **argv) {
         {"threads", required_argument, 0, 't'},    {"infer-threads", required_argument, 0, 'i'},
         {"max-upload", required_argument, 0, 'u'}, {"max-pixels", required_argument, 0, 'x'},
         {"web", required_argument, 0, 'w'},        {"help", no_argument, 0, 'h'},
+        {"hnsw-threshold", required_argument, 0, 'T'}, {"hnsw-m", required_argument, 0, 'M'},
+        {"hnsw-ef-construction", required_argument, 0, 'C'}, {"hnsw-ef-search", required_argument, 0, 'S'},
+        {"hnsw-int8", no_argument, 0, '8'},
         {0, 0, 0, 0}};
     const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL;
     long long port = 8001, threads = 4, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
+    long long threshold = 10000, hnsw_m = 16, ef_construction = 200, ef_search = 64;
+    bool int8 = false;
     optind = 1;
     int c, bad = 0;
     while (!bad && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -60,6 +70,14 @@ int cli_serve(int argc, char **argv) {
         case 'i': bad = positive("--infer-threads", optarg, 64, &infer); break;
         case 'u': bad = positive("--max-upload", optarg, 1ll << 32, &max_upload); break;
         case 'x': bad = positive("--max-pixels", optarg, 1ll << 40, &max_pixels); break;
+        case 'T':
+            if (!strcmp(optarg, "0")) threshold = 0;
+            else bad = positive("--hnsw-threshold", optarg, 1ll << 40, &threshold);
+            break;
+        case 'M': bad = positive("--hnsw-m", optarg, 64, &hnsw_m); break;
+        case 'C': bad = positive("--hnsw-ef-construction", optarg, 4096, &ef_construction); break;
+        case 'S': bad = positive("--hnsw-ef-search", optarg, 4096, &ef_search); break;
+        case '8': int8 = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -72,7 +90,10 @@ int cli_serve(int argc, char **argv) {
     char err[512];
     engine *e;
     engine_config cfg = {.data_dir = data, .model_config = model ? model : cli_default_model(),
-                         .infer_threads = (int)infer, .max_pixels = (uint64_t)max_pixels};
+                         .infer_threads = (int)infer, .max_pixels = (uint64_t)max_pixels,
+                         .hnsw_threshold = threshold ? threshold : -1, .hnsw_m = (int)hnsw_m,
+                         .hnsw_ef_construction = (int)ef_construction, .hnsw_ef_search = (int)ef_search,
+                         .hnsw_int8 = int8};
     if (engine_open(&cfg, &e, err, sizeof err)) {
         fprintf(stderr, "imgsearch serve: %s\n", err);
         return 2;

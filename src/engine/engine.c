@@ -9,34 +9,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "embed/embed.h"
-#include "index/filter.h"
-#include "index/flat.h"
-#include "store/blobs.h"
+#include "engine/engine_internal.h"
 #include "util/status.h"
 
 #define ENGINE_MAX_K 1000
-#define HEALTH_SAMPLE 64
-
-/* The searchable state: vectors plus each image's parsed metadata for filtering. Replaced whole
- * by reindex; changed in place by writes under the index write lock. */
-typedef struct {
-    flat_index *vectors;
-    json_t *meta;        /* object: decimal id → metadata object */
-    int64_t applied_seq; /* last store change reflected here */
-} index_state;
-
-struct engine {
-    embed_engine *model;
-    int infer_threads;
-    uint64_t max_pixels;
-    pthread_key_t session_key;
-    store *db;
-    blobs *files;
-    pthread_mutex_t write_lock;   /* one writer at a time across blobs, store and index */
-    pthread_rwlock_t index_lock;  /* searches read, writes and swaps write */
-    index_state idx;
-};
 
 static void session_destroy(void *s) { embed_session_free(s); }
 
@@ -46,47 +22,6 @@ static embed_session *thread_session(engine *e, char *err, size_t errlen) {
     if (embed_session_new(e->model, e->infer_threads, &s, err, errlen)) return NULL;
     pthread_setspecific(e->session_key, s);
     return s;
-}
-
-static void id_key(int64_t id, char key[24]) { snprintf(key, 24, "%lld", (long long)id); }
-
-static void index_state_free(index_state *st) {
-    flat_free(st->vectors);
-    json_decref(st->meta);
-    memset(st, 0, sizeof *st);
-}
-
-/* Adds one row to an index under construction or under the write lock. */
-static int index_put(index_state *st, int64_t id, const float *vec, const char *data) {
-    json_t *doc = json_loads(data ? data : "{}", 0, NULL);
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        doc = json_object();
-    }
-    char key[24];
-    id_key(id, key);
-    if (!doc || json_object_set_new(st->meta, key, doc)) return IS_ERR_NOMEM;
-    return flat_add(st->vectors, id, vec);
-}
-
-static int build_row(const store_image *img, void *ctx) {
-    return index_put(ctx, img->id, img->vector, img->data);
-}
-
-/* A fresh index from every row of the store (the caller holds the write lock, so no change can
- * slip between the walk and the sequence read). */
-static int index_build(engine *e, index_state *st, char *err, size_t errlen) {
-    memset(st, 0, sizeof *st);
-    st->vectors = flat_new(embed_dims(e->model));
-    st->meta = json_object();
-    if (!st->vectors || !st->meta) {
-        index_state_free(st);
-        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory building the index");
-    }
-    int rc = store_each(e->db, true, build_row, st, err, errlen);
-    if (!rc) rc = store_last_seq(e->db, &st->applied_seq);
-    if (rc) index_state_free(st);
-    return rc;
 }
 
 typedef struct {
@@ -109,9 +44,13 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     if (!e) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     e->infer_threads = cfg->infer_threads > 0 ? cfg->infer_threads : 1;
     e->max_pixels = cfg->max_pixels;
+    e->hnsw_threshold = cfg->hnsw_threshold < 0 ? 0 : cfg->hnsw_threshold ? (size_t)cfg->hnsw_threshold : 10000;
     pthread_key_create(&e->session_key, session_destroy);
     pthread_mutex_init(&e->write_lock, NULL);
     pthread_rwlock_init(&e->index_lock, NULL);
+    pthread_mutex_init(&e->rebuild_lock, NULL);
+    pthread_mutex_init(&e->maint_mu, NULL);
+    pthread_cond_init(&e->maint_cv, NULL);
     char path[PATH_MAX];
     int rc = embed_engine_new(cfg->model_config, &e->model, err, errlen);
     if (!rc && mkdir(cfg->data_dir, 0755) && errno != EEXIST)
@@ -124,7 +63,19 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
         snprintf(path, sizeof path, "%s/blobs", cfg->data_dir);
         rc = blobs_open(path, &e->files, err, errlen);
     }
-    if (!rc) rc = index_build(e, &e->idx, err, errlen);
+    if (!rc) {
+        hnsw_params_default(&e->hnsw, embed_dims(e->model));
+        if (cfg->hnsw_m) e->hnsw.m = cfg->hnsw_m;
+        if (cfg->hnsw_ef_construction) e->hnsw.ef_construction = cfg->hnsw_ef_construction;
+        if (cfg->hnsw_ef_search) e->hnsw.ef_search = cfg->hnsw_ef_search;
+        e->hnsw.storage = cfg->hnsw_int8 ? HNSW_INT8 : HNSW_FLOAT32;
+        hnsw_index *probe = hnsw_new(&e->hnsw);
+        if (!probe)
+            rc = is_fail(err, errlen, IS_ERR_INVALID, "HNSW settings out of range (m 2..64, ef 1..4096)");
+        hnsw_free(probe);
+        snprintf(e->snapshot_path, sizeof e->snapshot_path, "%s/index.hnsw", cfg->data_dir);
+    }
+    if (!rc) rc = index_open(e, err, errlen);
     if (!rc) {
         /* a crash between writing a blob and committing its row leaves the blob unnamed */
         orphan_ctx o = {e, 0};
@@ -141,6 +92,7 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
 
 void engine_close(engine *e) {
     if (!e) return;
+    index_maintenance_stop(e);
     embed_session_free(pthread_getspecific(e->session_key));
     pthread_setspecific(e->session_key, NULL);
     pthread_key_delete(e->session_key);
@@ -150,6 +102,9 @@ void engine_close(engine *e) {
     embed_engine_free(e->model);
     pthread_mutex_destroy(&e->write_lock);
     pthread_rwlock_destroy(&e->index_lock);
+    pthread_mutex_destroy(&e->rebuild_lock);
+    pthread_mutex_destroy(&e->maint_mu);
+    pthread_cond_destroy(&e->maint_cv);
     free(e);
 }
 
@@ -205,11 +160,16 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
     rc = blobs_put(e->files, bytes, len, row.sha256, err, errlen);
     if (!rc) rc = store_add(e->db, &row, &seq, err, errlen);
     if (!rc) {
+        /* metadata first: a search that meets the new vector can already filter on it */
         pthread_rwlock_wrlock(&e->index_lock);
-        rc = index_put(&e->idx, row.id, vec, data);
+        rc = index_put_meta(&e->idx, row.id, data);
+        pthread_rwlock_unlock(&e->index_lock);
+        if (!rc) rc = index_add_vector(e, &e->idx, row.id, vec);
+        pthread_rwlock_wrlock(&e->index_lock);
         e->idx.applied_seq = seq;
         pthread_rwlock_unlock(&e->index_lock);
         if (rc) rc = is_fail(err, errlen, rc, "stored image %lld but could not index it; reindex", (long long)row.id);
+        index_after_write(e);
     }
     pthread_mutex_unlock(&e->write_lock);
     if (!rc) *id = row.id;
@@ -253,13 +213,12 @@ int engine_delete(engine *e, int64_t id, char *err, size_t errlen) {
     pthread_mutex_lock(&e->write_lock);
     int rc = store_delete(e->db, id, sha, &in_use, &seq, err, errlen);
     if (!rc) {
-        char key[24];
-        id_key(id, key);
+        index_remove_vector(e, &e->idx, id); /* the vector first: no search returns it from here on */
         pthread_rwlock_wrlock(&e->index_lock);
-        flat_remove(e->idx.vectors, id);
-        json_object_del(e->idx.meta, key);
+        index_drop_meta(&e->idx, id);
         e->idx.applied_seq = seq;
         pthread_rwlock_unlock(&e->index_lock);
+        index_after_write(e);
         /* under the write lock, so no add of the same bytes can race the unlink */
         if (!in_use) blobs_unlink(e->files, sha, NULL, 0);
     }
@@ -277,11 +236,12 @@ int engine_delete_all(engine *e, int64_t *count, char *err, size_t errlen) {
     pthread_mutex_lock(&e->write_lock);
     int rc = store_delete_all(e->db, count, &seq, err, errlen);
     if (!rc) {
-        index_state fresh = {.vectors = flat_new(embed_dims(e->model)), .meta = json_object(), .applied_seq = seq};
-        if (!fresh.vectors || !fresh.meta) {
-            index_state_free(&fresh);
+        index_state fresh;
+        if (index_state_empty(e, index_wants_hnsw(e, 0), &fresh, NULL, 0)) {
             rc = is_fail(err, errlen, IS_ERR_NOMEM, "deleted every image but could not reset the index; reindex");
         } else {
+            fresh.applied_seq = seq;
+            index_forget_snapshot(e);
             pthread_rwlock_wrlock(&e->index_lock);
             index_state old = e->idx;
             e->idx = fresh;
@@ -302,14 +262,12 @@ int engine_set_data(engine *e, int64_t id, const char *data_json, char *err, siz
     pthread_mutex_lock(&e->write_lock);
     rc = store_set_data(e->db, id, data, &seq, err, errlen);
     if (!rc) {
-        json_t *doc = json_loads(data, 0, NULL);
-        char key[24];
-        id_key(id, key);
         pthread_rwlock_wrlock(&e->index_lock);
-        if (doc) json_object_set_new(e->idx.meta, key, doc);
+        rc = index_put_meta(&e->idx, id, data);
         e->idx.applied_seq = seq;
         pthread_rwlock_unlock(&e->index_lock);
-        if (!doc) rc = is_fail(err, errlen, IS_ERR_NOMEM, "saved, but the index kept the old metadata; reindex");
+        if (rc) rc = is_fail(err, errlen, IS_ERR_NOMEM, "saved, but the index kept the old metadata; reindex");
+        index_after_write(e);
     }
     pthread_mutex_unlock(&e->write_lock);
     free(data);
@@ -318,36 +276,33 @@ int engine_set_data(engine *e, int64_t id, const char *data_json, char *err, siz
 
 /* ---- search ------------------------------------------------------------------------------- */
 
-typedef struct {
-    const filter *f;
-    const json_t *meta;
-    int64_t exclude;
-} accept_ctx;
-
-static bool accept_hit(int64_t id, void *ctx) {
-    accept_ctx *a = ctx;
-    if (id == a->exclude) return false;
-    if (!a->f) return true;
-    char key[24];
-    id_key(id, key);
-    return filter_match(a->f, json_object_get(a->meta, key));
-}
-
 static int compile_filter(const char *filter_json, filter **f, char *err, size_t errlen) {
     *f = NULL;
     if (!filter_json || !*filter_json) return IS_OK;
-    return filter_compile_text(filter_json, strlen(filter_json), f, err, errlen);
+    int rc = filter_compile_text(filter_json, strlen(filter_json), f, err, errlen);
+    if (!rc && filter_is_all(*f)) { /* {} matches everything: no filter at all */
+        filter_free(*f);
+        *f = NULL;
+    }
+    return rc;
+}
+
+static int check_k_ef(int k, int ef, char *err, size_t errlen) {
+    if (k < 1 || k > ENGINE_MAX_K)
+        return is_fail(err, errlen, IS_ERR_INVALID, "k must be between 1 and %d, not %d", ENGINE_MAX_K, k);
+    if (ef && (ef < k || ef > 4096))
+        return is_fail(err, errlen, IS_ERR_INVALID, "ef must be between k (%d) and 4096, not %d", k, ef);
+    return IS_OK;
 }
 
 /* Nearest neighbours of vec, then names and data from the store. */
-static int search_vector(engine *e, const float *vec, int k, const char *filter_json, int64_t exclude,
+static int search_vector(engine *e, const float *vec, int k, int ef, const char *filter_json, int64_t exclude,
                          engine_hit **hits, int *n, char *err, size_t errlen) {
     *hits = NULL;
     *n = 0;
-    if (k < 1 || k > ENGINE_MAX_K)
-        return is_fail(err, errlen, IS_ERR_INVALID, "k must be between 1 and %d, not %d", ENGINE_MAX_K, k);
-    filter *f;
-    int rc = compile_filter(filter_json, &f, err, errlen);
+    int rc = check_k_ef(k, ef, err, errlen);
+    filter *f = NULL;
+    if (!rc) rc = compile_filter(filter_json, &f, err, errlen);
     if (rc) return rc;
     index_hit *raw = malloc(sizeof *raw * (size_t)k);
     engine_hit *out = calloc((size_t)k, sizeof *out);
@@ -355,8 +310,7 @@ static int search_vector(engine *e, const float *vec, int k, const char *filter_
     if (!raw || !out) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     if (!rc) {
         pthread_rwlock_rdlock(&e->index_lock);
-        accept_ctx a = {f && !filter_is_all(f) ? f : NULL, e->idx.meta, exclude};
-        rc = flat_search(e->idx.vectors, vec, k, a.f || exclude ? accept_hit : NULL, &a, raw, &found);
+        rc = index_search(e, vec, k, ef, f, exclude, raw, &found, err, errlen);
         pthread_rwlock_unlock(&e->index_lock);
     }
     int m = 0;
@@ -379,14 +333,13 @@ static int search_vector(engine *e, const float *vec, int k, const char *filter_
     return IS_OK;
 }
 
-int engine_search(engine *e, const void *bytes, size_t len, int k, const char *filter_json,
+int engine_search(engine *e, const void *bytes, size_t len, int k, int ef, const char *filter_json,
                   engine_hit **hits, int *n, char *err, size_t errlen) {
     *hits = NULL;
     *n = 0;
-    if (k < 1 || k > ENGINE_MAX_K)
-        return is_fail(err, errlen, IS_ERR_INVALID, "k must be between 1 and %d, not %d", ENGINE_MAX_K, k);
-    filter *check; /* refuse a bad filter before spending inference on the image */
-    int rc = compile_filter(filter_json, &check, err, errlen);
+    filter *check = NULL; /* refuse bad arguments before spending inference on the image */
+    int rc = check_k_ef(k, ef, err, errlen);
+    if (!rc) rc = compile_filter(filter_json, &check, err, errlen);
     filter_free(check);
     if (rc) return rc;
     embed_session *s = thread_session(e, err, errlen);
@@ -394,19 +347,19 @@ int engine_search(engine *e, const void *bytes, size_t len, int k, const char *f
     float *vec = malloc(sizeof(float) * (size_t)embed_dims(e->model));
     if (!vec) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     rc = embed_image(s, bytes, len, e->max_pixels, vec, NULL, NULL, err, errlen);
-    if (!rc) rc = search_vector(e, vec, k, filter_json, INT64_MIN, hits, n, err, errlen);
+    if (!rc) rc = search_vector(e, vec, k, ef, filter_json, INT64_MIN, hits, n, err, errlen);
     free(vec);
     return rc;
 }
 
-int engine_similar(engine *e, int64_t id, int k, const char *filter_json, engine_hit **hits, int *n,
+int engine_similar(engine *e, int64_t id, int k, int ef, const char *filter_json, engine_hit **hits, int *n,
                    char *err, size_t errlen) {
     *hits = NULL;
     *n = 0;
     store_image row;
     int rc = store_get(e->db, id, true, &row, err, errlen);
     if (rc) return rc;
-    rc = search_vector(e, row.vector, k, filter_json, id, hits, n, err, errlen);
+    rc = search_vector(e, row.vector, k, ef, filter_json, id, hits, n, err, errlen);
     store_image_clear(&row);
     return rc;
 }
@@ -419,7 +372,7 @@ void engine_hits_free(engine_hit *hits, int n) {
     free(hits);
 }
 
-/* ---- query, health, reindex --------------------------------------------------------------- */
+/* ---- query --------------------------------------------------------------------------------- */
 
 static int cmp_id(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -438,14 +391,13 @@ int engine_query(engine *e, const char *filter_json, int64_t offset, int limit, 
     int rc = compile_filter(filter_json, &f, err, errlen);
     if (rc) return rc;
     pthread_rwlock_rdlock(&e->index_lock);
-    size_t count = flat_count(e->idx.vectors), m = 0;
+    size_t count = json_object_size(e->idx.meta), m = 0;
     int64_t *ids = malloc(sizeof *ids * (count ? count : 1));
+    const char *key;
+    json_t *doc;
     if (ids)
-        for (size_t i = 0; i < count; i++) {
-            int64_t id = flat_id_at(e->idx.vectors, i);
-            char key[24];
-            id_key(id, key);
-            if (!f || filter_match(f, json_object_get(e->idx.meta, key))) ids[m++] = id;
+        json_object_foreach(e->idx.meta, key, doc) {
+            if (!f || filter_match(f, doc)) ids[m++] = strtoll(key, NULL, 10);
         }
     pthread_rwlock_unlock(&e->index_lock);
     filter_free(f);
@@ -466,67 +418,4 @@ int engine_query(engine *e, const char *filter_json, int64_t offset, int limit, 
 void engine_rows_free(store_image *rows, int n) {
     for (int i = 0; rows && i < n; i++) store_image_clear(&rows[i]);
     free(rows);
-}
-
-typedef struct {
-    engine *e;
-    int64_t seen, every, checked, mismatched;
-    int64_t first_bad;
-} sample_ctx;
-
-/* Compares every n-th stored vector with the index's copy, bit for bit. */
-static int sample_row(const store_image *img, void *ctx) {
-    sample_ctx *s = ctx;
-    if (s->seen++ % s->every) return 0;
-    s->checked++;
-    const float *v = flat_get(s->e->idx.vectors, img->id);
-    if (!v || memcmp(v, img->vector, sizeof(float) * (size_t)img->dims)) {
-        if (!s->mismatched++) s->first_bad = img->id;
-    }
-    return 0;
-}
-
-int engine_health(engine *e, bool *healthy, char *msg, size_t msglen) {
-    int64_t count = 0, seq = 0;
-    /* the write lock keeps store and index still while they are compared */
-    pthread_mutex_lock(&e->write_lock);
-    int rc = store_count(e->db, &count);
-    if (!rc) rc = store_last_seq(e->db, &seq);
-    size_t icount = flat_count(e->idx.vectors);
-    int64_t iseq = e->idx.applied_seq;
-    sample_ctx s = {e, 0, count > HEALTH_SAMPLE ? count / HEALTH_SAMPLE : 1, 0, 0, 0};
-    if (!rc) rc = store_each(e->db, true, sample_row, &s, NULL, 0);
-    pthread_mutex_unlock(&e->write_lock);
-    if (rc) {
-        *healthy = false;
-        return is_fail(msg, msglen, rc, "cannot read the store");
-    }
-    *healthy = (int64_t)icount == count && iseq == seq && s.mismatched == 0;
-    if (*healthy)
-        snprintf(msg, msglen, "index holds all %lld images at change %lld; %lld sampled vectors match",
-                 (long long)count, (long long)seq, (long long)s.checked);
-    else if ((int64_t)icount != count)
-        snprintf(msg, msglen, "index holds %zu images, the store %lld", icount, (long long)count);
-    else if (iseq != seq)
-        snprintf(msg, msglen, "index is at change %lld, the store at %lld", (long long)iseq, (long long)seq);
-    else
-        snprintf(msg, msglen, "%lld of %lld sampled vectors differ (first: image %lld)", (long long)s.mismatched,
-                 (long long)s.checked, (long long)s.first_bad);
-    return IS_OK;
-}
-
-int engine_reindex(engine *e, char *err, size_t errlen) {
-    index_state fresh;
-    /* writes wait while the store is read; searches go on against the old index */
-    pthread_mutex_lock(&e->write_lock);
-    int rc = index_build(e, &fresh, err, errlen);
-    if (!rc) {
-        pthread_rwlock_wrlock(&e->index_lock);
-        index_state old = e->idx;
-        e->idx = fresh;
-        pthread_rwlock_unlock(&e->index_lock);
-        index_state_free(&old);
-    }
-    pthread_mutex_unlock(&e->write_lock);
-    return rc;
 }

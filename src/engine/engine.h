@@ -25,7 +25,24 @@ typedef struct {
     const char *model_config; /* models/<name>.json */
     int infer_threads;        /* threads per inference session (1 = the calling thread) */
     uint64_t max_pixels;      /* 0 = decoder default (100 MP) */
+    /* the index: an exact scan up to hnsw_threshold images, an HNSW graph above (built in the
+     * background; snapshot in <data_dir>/index.hnsw). 0 fields take the defaults. */
+    int64_t hnsw_threshold;   /* default 10000; < 0 = always HNSW */
+    int hnsw_m;               /* default 16 */
+    int hnsw_ef_construction; /* default 200 */
+    int hnsw_ef_search;       /* default 64 */
+    bool hnsw_int8;           /* int8 vectors in the graph, re-ranked from the store */
 } engine_config;
+
+typedef struct {
+    int64_t count, seq;       /* images in the index, last change applied */
+    const char *kind;         /* "exact" or "hnsw" */
+    bool building;            /* a build (reindex or switch to HNSW) is running */
+    int64_t build_done, build_total;
+    size_t threshold, memory_bytes;
+    int m, ef_construction, ef_search;
+    const char *storage;      /* "float32" or "int8" */
+} engine_status_info;
 
 typedef struct {
     int64_t id;
@@ -58,11 +75,12 @@ int engine_delete_all(engine *e, int64_t *count, char *err, size_t errlen);
 int engine_set_data(engine *e, int64_t id, const char *data_json, char *err, size_t errlen);
 
 /* The k (1..1000) nearest stored images to the query image among those matching filter_json
- * (NULL = all), nearest first. *hits is caller-freed with engine_hits_free. */
-int engine_search(engine *e, const void *bytes, size_t len, int k, const char *filter_json,
+ * (NULL = all), nearest first. ef (0 = the index's default, else k..4096) widens the HNSW search
+ * for better recall. *hits is caller-freed with engine_hits_free. */
+int engine_search(engine *e, const void *bytes, size_t len, int k, int ef, const char *filter_json,
                   engine_hit **hits, int *n, char *err, size_t errlen);
 /* The same for a stored image's vector ("more like this"); the image itself is left out. */
-int engine_similar(engine *e, int64_t id, int k, const char *filter_json, engine_hit **hits, int *n,
+int engine_similar(engine *e, int64_t id, int k, int ef, const char *filter_json, engine_hit **hits, int *n,
                    char *err, size_t errlen);
 void engine_hits_free(engine_hit *hits, int n);
 
@@ -74,7 +92,10 @@ void engine_rows_free(store_image *rows, int n);
 
 /* Is the index exactly what the store says (count, sequence, sampled vectors)? */
 int engine_health(engine *e, bool *healthy, char *msg, size_t msglen);
-/* Rebuilds the index from the store and swaps it in; searches continue meanwhile. */
+/* Rebuilds the index from the store and swaps it in; searches and writes continue meanwhile
+ * (writes made during the build are caught up before the swap). Returns when done. */
 int engine_reindex(engine *e, char *err, size_t errlen);
+/* What the index is and what it is doing. */
+int engine_status(engine *e, engine_status_info *out);
 
 #endif

@@ -724,6 +724,13 @@ int hnsw_repair(hnsw_index *h) {
 
 const hnsw_params *hnsw_get_params(const hnsw_index *h) { return &h->p; }
 
+void hnsw_set_ef_search(hnsw_index *h, int ef) {
+    if (ef < 1 || ef > 4096) return;
+    pthread_rwlock_wrlock(&h->lock);
+    h->p.ef_search = ef;
+    pthread_rwlock_unlock(&h->lock);
+}
+
 size_t hnsw_count(hnsw_index *h) {
     pthread_rwlock_rdlock(&h->lock);
     size_t n = h->count;

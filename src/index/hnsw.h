@@ -56,6 +56,8 @@ hnsw_index *hnsw_new(const hnsw_params *p);
 void hnsw_free(hnsw_index *h);
 
 const hnsw_params *hnsw_get_params(const hnsw_index *h);
+/* Changes the default ef of later searches (1..4096; others are ignored). Writer call. */
+void hnsw_set_ef_search(hnsw_index *h, int ef);
 size_t hnsw_count(hnsw_index *h);       /* live vectors */
 size_t hnsw_memory_bytes(hnsw_index *h); /* everything the index allocated */
 

@@ -13,6 +13,7 @@ struct store {
     sqlite3 *db;
     pthread_mutex_t lock;
     int dims;
+    char *path; /* for the second connection of store_each_snapshot */
 };
 
 /* Schema versions, applied in order inside one transaction each; PRAGMA user_version records
@@ -116,6 +117,10 @@ int store_open(const char *path, const char *model, int dims, store **out, char 
     s->dims = dims;
     pthread_mutex_init(&s->lock, NULL);
     int rc;
+    if (!(s->path = strdup(path))) {
+        store_close(s);
+        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    }
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
         SQLITE_OK) {
         rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "no memory");
@@ -138,6 +143,7 @@ int store_open(const char *path, const char *model, int dims, store **out, char 
 void store_close(store *s) {
     if (!s) return;
     sqlite3_close(s->db);
+    free(s->path);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -405,5 +411,44 @@ int store_each(store *s, bool with_vector, int (*fn)(const store_image *img, voi
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int store_get_vector(store *s, int64_t id, float *out) {
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc = IS_ERR_INTERNAL;
+    if (sqlite3_prepare_v2(s->db, "SELECT vector FROM images WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, id);
+        int step = sqlite3_step(st);
+        size_t bytes = sizeof(float) * (size_t)s->dims;
+        if (step == SQLITE_DONE) rc = IS_ERR_NOT_FOUND;
+        else if (step == SQLITE_ROW && (size_t)sqlite3_column_bytes(st, 0) == bytes) {
+            memcpy(out, sqlite3_column_blob(st, 0), bytes);
+            rc = IS_OK;
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int store_each_snapshot(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
+                        int64_t *seq, char *err, size_t errlen) {
+    store r = {.dims = s->dims}; /* a private read-only connection: the main one stays free */
+    if (sqlite3_open_v2(s->path, &r.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        int rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", s->path, r.db ? sqlite3_errmsg(r.db) : "no memory");
+        sqlite3_close(r.db);
+        return rc;
+    }
+    sqlite3_busy_timeout(r.db, 5000);
+    pthread_mutex_init(&r.lock, NULL);
+    /* one read transaction: the sequence and the rows are the same moment of the database */
+    int rc = exec(&r, "BEGIN;", err, errlen);
+    if (!rc) rc = store_last_seq(&r, seq);
+    if (!rc) rc = store_each(&r, with_vector, fn, ctx, err, errlen);
+    exec(&r, "COMMIT;", NULL, 0);
+    pthread_mutex_destroy(&r.lock);
+    sqlite3_close(r.db);
     return rc;
 }

@@ -55,6 +55,9 @@ int store_delete_all(store *s, int64_t *count, int64_t *seq, char *err, size_t e
 /* Replaces the metadata (JSON object text, validated by the caller). */
 int store_set_data(store *s, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen);
 
+/* Just the vector of id (dims floats into out); IS_ERR_NOT_FOUND for an unknown id. */
+int store_get_vector(store *s, int64_t id, float *out);
+
 int store_count(store *s, int64_t *count);
 int store_last_seq(store *s, int64_t *seq);
 /* Is this blob named by any row? */
@@ -67,5 +70,11 @@ int store_changes_after(store *s, int64_t seq, int (*fn)(int64_t seq, change_op 
  * hold the store for their whole length: fn must not call back into the store. */
 int store_each(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
                char *err, size_t errlen);
+
+/* store_each over a private read-only connection inside one read transaction: *seq and the rows
+ * are one consistent moment, and the store stays available to every other call meanwhile (fn
+ * may call back into it). For long walks: index builds. */
+int store_each_snapshot(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
+                        int64_t *seq, char *err, size_t errlen);
 
 #endif

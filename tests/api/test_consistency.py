@@ -14,6 +14,7 @@ import random
 import threading
 import time
 
+import pytest
 import requests
 from PIL import Image, ImageDraw
 
@@ -63,7 +64,13 @@ def all_ids(url):
     return {row["id"] for row in all_rows(url)}
 
 
-def test_concurrent_clients_stay_consistent(server):
+# both indexes: the exact scan, and the HNSW (threshold 0) with its snapshot and replay
+INDEXES = pytest.mark.parametrize("index", [(), ("--hnsw-threshold", "0")], ids=["exact", "hnsw"])
+
+
+@INDEXES
+def test_concurrent_clients_stay_consistent(make_server, index):
+    server = make_server("data", index).start()
     imgs = variants(48, seed=1)
     added, deleted, errors = {}, set(), []
     lock = threading.Lock()
@@ -118,6 +125,7 @@ def test_concurrent_clients_stay_consistent(server):
         # equal images may have been added twice: the nearest is this one or a byte-identical twin
         assert hit["dist"] < 1e-4 and added[hit["id"]] == added[id_]
     assert requests.get(server.url + "/index/health").json()["result"] is True
+    assert server.stop() == 0
 
 
 def blob_names(data_dir):
@@ -128,10 +136,11 @@ def blob_names(data_dir):
     return names
 
 
-def test_kill9_during_writes_loses_nothing_acknowledged(make_server):
+@INDEXES
+def test_kill9_during_writes_loses_nothing_acknowledged(make_server, index):
     imgs = variants(24, seed=2)
     sha = [hashlib.sha256(b).hexdigest() for b in imgs]
-    s = make_server("crash")
+    s = make_server("crash", index)
     acked_add, acked_del = {}, set()
     in_flight_del = set()  # deletes sent but not answered before a kill: outcome unknown until restart
     rnd = random.Random(3)

@@ -1,0 +1,474 @@
+/* engine_index.c — the engine's searchable index: the exact scan for small collections, the HNSW
+ * above a threshold; building it in the background, catching up with the store's change log,
+ * snapshots, the filtered-search planner, health and status. Locking: engine_internal.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/engine_internal.h"
+#include "util/status.h"
+
+void engine_id_key(int64_t id, char key[24]) { snprintf(key, 24, "%lld", (long long)id); }
+
+/* Is a collection of this size served by the HNSW? (threshold 0: always) */
+bool index_wants_hnsw(const engine *e, size_t count) { return !e->hnsw_threshold || count > e->hnsw_threshold; }
+
+/* ---- the state ----------------------------------------------------------------------------- */
+
+int index_state_empty(engine *e, bool hnsw, index_state *st, char *err, size_t errlen) {
+    memset(st, 0, sizeof *st);
+    if (hnsw) st->hnsw = hnsw_new(&e->hnsw);
+    else st->flat = flat_new(embed_dims(e->model));
+    st->meta = json_object();
+    if ((!st->hnsw && !st->flat) || !st->meta) {
+        index_state_free(st);
+        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory creating the index");
+    }
+    return IS_OK;
+}
+
+void index_state_free(index_state *st) {
+    flat_free(st->flat);
+    hnsw_free(st->hnsw);
+    json_decref(st->meta);
+    memset(st, 0, sizeof *st);
+}
+
+size_t index_state_count(const index_state *st) {
+    return st->hnsw ? hnsw_count(st->hnsw) : st->flat ? flat_count(st->flat) : 0;
+}
+
+int index_put_meta(index_state *st, int64_t id, const char *data) {
+    json_t *doc = json_loads(data ? data : "{}", 0, NULL);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        doc = json_object();
+    }
+    char key[24];
+    engine_id_key(id, key);
+    return doc && !json_object_set_new(st->meta, key, doc) ? IS_OK : IS_ERR_NOMEM;
+}
+
+void index_drop_meta(index_state *st, int64_t id) {
+    char key[24];
+    engine_id_key(id, key);
+    json_object_del(st->meta, key);
+}
+
+/* The live index is shared with searches; a state under construction is private to its builder. */
+int index_add_vector(engine *e, index_state *st, int64_t id, const float *vec) {
+    if (st->hnsw) return hnsw_add(st->hnsw, id, vec); /* publishes under its own lock */
+    bool shared = st == &e->idx;
+    if (shared) pthread_rwlock_wrlock(&e->index_lock);
+    int rc = flat_add(st->flat, id, vec);
+    if (shared) pthread_rwlock_unlock(&e->index_lock);
+    return rc;
+}
+
+void index_remove_vector(engine *e, index_state *st, int64_t id) {
+    if (st->hnsw) {
+        hnsw_remove(st->hnsw, id);
+        return;
+    }
+    bool shared = st == &e->idx;
+    if (shared) pthread_rwlock_wrlock(&e->index_lock);
+    flat_remove(st->flat, id);
+    if (shared) pthread_rwlock_unlock(&e->index_lock);
+}
+
+static bool index_has(const index_state *st, int64_t id) {
+    return st->hnsw ? hnsw_contains(st->hnsw, id) : flat_get(st->flat, id) != NULL;
+}
+
+/* ---- catching up with the store ------------------------------------------------------------ */
+
+typedef struct {
+    int64_t seq, id;
+    char op;
+} change;
+
+typedef struct {
+    change *v;
+    size_t n, cap;
+} change_list;
+
+static int collect_change(int64_t seq, change_op op, int64_t id, void *ctx) {
+    change_list *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        change *g = realloc(l->v, cap * sizeof *g);
+        if (!g) return IS_ERR_NOMEM;
+        l->v = g;
+        l->cap = cap;
+    }
+    l->v[l->n++] = (change){seq, id, (char)op};
+    return 0;
+}
+
+/* Applies the store's changes after st->applied_seq to st, in order. The caller holds write_lock
+ * (no change can arrive meanwhile) and, if st is the live state, takes index_lock around each
+ * metadata change via the helpers. */
+static int replay(engine *e, index_state *st, char *err, size_t errlen) {
+    change_list l = {0};
+    int rc = store_changes_after(e->db, st->applied_seq, collect_change, &l, err, errlen);
+    bool shared = st == &e->idx;
+    for (size_t i = 0; !rc && i < l.n; i++) {
+        change c = l.v[i];
+        store_image row;
+        if (c.op == CHANGE_ADD || c.op == CHANGE_DATA) {
+            int got = store_get(e->db, c.id, c.op == CHANGE_ADD, &row, NULL, 0);
+            if (got == IS_OK) {
+                if (shared) pthread_rwlock_wrlock(&e->index_lock);
+                rc = index_put_meta(st, c.id, row.data);
+                if (shared) pthread_rwlock_unlock(&e->index_lock);
+                if (!rc && c.op == CHANGE_ADD && !index_has(st, c.id)) rc = index_add_vector(e, st, c.id, row.vector);
+                store_image_clear(&row);
+            } else if (got != IS_ERR_NOT_FOUND) { /* not found: deleted by a later change */
+                rc = is_fail(err, errlen, got, "cannot read image %lld while catching up", (long long)c.id);
+            }
+        } else if (c.op == CHANGE_DELETE) {
+            if (index_has(st, c.id)) index_remove_vector(e, st, c.id);
+            if (shared) pthread_rwlock_wrlock(&e->index_lock);
+            index_drop_meta(st, c.id);
+            if (shared) pthread_rwlock_unlock(&e->index_lock);
+        } else if (c.op == CHANGE_CLEAR) {
+            index_state empty;
+            rc = index_state_empty(e, st->hnsw != NULL, &empty, err, errlen);
+            if (!rc) {
+                if (shared) pthread_rwlock_wrlock(&e->index_lock);
+                index_state old = *st;
+                *st = empty;
+                if (shared) pthread_rwlock_unlock(&e->index_lock);
+                index_state_free(&old);
+            }
+        }
+        if (!rc) st->applied_seq = c.seq;
+    }
+    if (rc == IS_ERR_NOMEM) rc = is_fail(err, errlen, rc, "out of memory catching up with the store");
+    free(l.v);
+    return rc;
+}
+
+/* ---- building ------------------------------------------------------------------------------ */
+
+typedef struct {
+    engine *e;
+    index_state *st;
+} build_ctx;
+
+static int build_row(const store_image *img, void *ctx) {
+    build_ctx *b = ctx;
+    if (__atomic_load_n(&b->e->stopping, __ATOMIC_RELAXED)) return IS_ERR_INTERNAL; /* shutting down */
+    int rc = index_put_meta(b->st, img->id, img->data);
+    if (!rc) rc = index_add_vector(b->e, b->st, img->id, img->vector);
+    __atomic_add_fetch(&b->e->build_done, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+static void save_snapshot(engine *e) {
+    char err[512];
+    pthread_mutex_lock(&e->write_lock); /* the graph and its sequence stay one moment */
+    if (e->idx.hnsw && e->saved_seq != e->idx.applied_seq) {
+        int rc = hnsw_save(e->idx.hnsw, e->snapshot_path, e->idx.applied_seq, err, sizeof err);
+        if (rc) fprintf(stderr, "imgsearch: index snapshot not saved: %s\n", err);
+        else e->saved_seq = e->idx.applied_seq;
+    }
+    pthread_mutex_unlock(&e->write_lock);
+}
+
+void index_forget_snapshot(engine *e) {
+    if (unlink(e->snapshot_path) && errno != ENOENT)
+        fprintf(stderr, "imgsearch: cannot remove %s: %s\n", e->snapshot_path, strerror(errno));
+    e->saved_seq = -1;
+}
+
+/* Builds a fresh index from a consistent read of the store, without holding any lock while it
+ * works (writes and searches go on against the live index), then catches up with the changes
+ * made meanwhile under write_lock and swaps it in. The HNSW is chosen above the threshold. */
+static int rebuild(engine *e, char *err, size_t errlen) {
+    pthread_mutex_lock(&e->rebuild_lock);
+    int64_t count = 0;
+    int rc = store_count(e->db, &count);
+    index_state fresh;
+    bool hnsw = index_wants_hnsw(e, (size_t)count);
+    if (!rc) rc = index_state_empty(e, hnsw, &fresh, err, errlen);
+    if (!rc) {
+        __atomic_store_n(&e->build_total, count, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->build_done, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->building, 1, __ATOMIC_RELAXED);
+        build_ctx b = {e, &fresh};
+        rc = store_each_snapshot(e->db, true, build_row, &b, &fresh.applied_seq, err, errlen);
+        if (!rc) {
+            pthread_mutex_lock(&e->write_lock);
+            rc = replay(e, &fresh, err, errlen);
+            if (!rc) {
+                pthread_rwlock_wrlock(&e->index_lock);
+                index_state old = e->idx;
+                e->idx = fresh;
+                pthread_rwlock_unlock(&e->index_lock);
+                fresh = old; /* freed below, outside the locks */
+                if (!hnsw) index_forget_snapshot(e);
+                else e->saved_seq = -1; /* saved below */
+            }
+            pthread_mutex_unlock(&e->write_lock);
+        }
+        index_state_free(&fresh);
+        __atomic_store_n(&e->building, 0, __ATOMIC_RELAXED);
+    }
+    if (!rc && hnsw) save_snapshot(e);
+    pthread_mutex_unlock(&e->rebuild_lock);
+    return rc;
+}
+
+/* ---- maintenance thread -------------------------------------------------------------------- */
+
+static void *maintenance(void *arg) {
+    engine *e = arg;
+    pthread_mutex_lock(&e->maint_mu);
+    while (!e->stopping) {
+        if (!e->want_build && !e->want_save) {
+            pthread_cond_wait(&e->maint_cv, &e->maint_mu);
+            continue;
+        }
+        bool build = e->want_build, save = e->want_save;
+        e->want_build = e->want_save = false;
+        pthread_mutex_unlock(&e->maint_mu);
+        char err[512];
+        if (build && rebuild(e, err, sizeof err) && !__atomic_load_n(&e->stopping, __ATOMIC_RELAXED))
+            fprintf(stderr, "imgsearch: background index build failed: %s\n", err);
+        if (save) save_snapshot(e);
+        pthread_mutex_lock(&e->maint_mu);
+    }
+    pthread_mutex_unlock(&e->maint_mu);
+    return NULL;
+}
+
+void index_maintenance_request(engine *e, bool build, bool save) {
+    pthread_mutex_lock(&e->maint_mu);
+    if (!e->stopping) {
+        if (!e->maint_started && !pthread_create(&e->maint, NULL, maintenance, e)) e->maint_started = true;
+        e->want_build |= build;
+        e->want_save |= save;
+        pthread_cond_signal(&e->maint_cv);
+    }
+    pthread_mutex_unlock(&e->maint_mu);
+}
+
+void index_maintenance_stop(engine *e) {
+    pthread_mutex_lock(&e->maint_mu);
+    __atomic_store_n(&e->stopping, true, __ATOMIC_RELAXED);
+    pthread_cond_signal(&e->maint_cv);
+    bool started = e->maint_started;
+    pthread_mutex_unlock(&e->maint_mu);
+    if (started) pthread_join(e->maint, NULL);
+    if (e->idx.hnsw) save_snapshot(e);
+}
+
+void index_after_write(engine *e) {
+    size_t count = index_state_count(&e->idx);
+    if (e->idx.flat && index_wants_hnsw(e, count) && !__atomic_load_n(&e->building, __ATOMIC_RELAXED))
+        index_maintenance_request(e, true, false);
+    /* a snapshot about every eighth of the collection's worth of changes (at least 1000) keeps
+     * the replay at start-up short without writing the graph all the time */
+    int64_t every = (int64_t)(count / 8 > 1000 ? count / 8 : 1000);
+    if (e->idx.hnsw && (e->saved_seq < 0 || e->idx.applied_seq - e->saved_seq >= every))
+        index_maintenance_request(e, false, true);
+}
+
+/* ---- start-up ------------------------------------------------------------------------------ */
+
+static int meta_row(const store_image *img, void *ctx) {
+    return index_put_meta(ctx, img->id, img->data);
+}
+
+/* The snapshot plus the store's later changes, if the snapshot fits this configuration. */
+static int open_from_snapshot(engine *e, index_state *st) {
+    char err[512];
+    hnsw_index *h;
+    int64_t seq, last = 0;
+    int rc = hnsw_load(e->snapshot_path, &h, &seq, err, sizeof err);
+    if (rc == IS_ERR_NOT_FOUND) return rc;
+    if (rc) {
+        fprintf(stderr, "imgsearch: %s; rebuilding\n", err);
+        return rc;
+    }
+    const hnsw_params *p = hnsw_get_params(h);
+    store_last_seq(e->db, &last);
+    if (p->dims != e->hnsw.dims || p->m != e->hnsw.m || p->storage != e->hnsw.storage ||
+        p->ef_construction != e->hnsw.ef_construction || seq > last) {
+        fprintf(stderr, "imgsearch: the index snapshot was made with other settings or another database; rebuilding\n");
+        hnsw_free(h);
+        return IS_ERR_INVALID;
+    }
+    hnsw_set_ef_search(h, e->hnsw.ef_search);
+    *st = (index_state){.hnsw = h, .meta = json_object(), .applied_seq = seq};
+    rc = st->meta ? store_each(e->db, false, meta_row, st, err, sizeof err) : IS_ERR_NOMEM;
+    if (!rc) rc = replay(e, st, err, sizeof err);
+    int64_t count = 0;
+    if (!rc) rc = store_count(e->db, &count);
+    if (!rc && (int64_t)hnsw_count(h) != count) rc = is_fail(err, sizeof err, IS_ERR_CORRUPT, "counts disagree");
+    if (rc) {
+        fprintf(stderr, "imgsearch: index snapshot unusable (%s); rebuilding\n", err);
+        index_state_free(st);
+        return rc;
+    }
+    e->saved_seq = seq;
+    fprintf(stderr, "imgsearch: index loaded from its snapshot at change %lld, %lld later change(s) replayed\n",
+            (long long)seq, (long long)(st->applied_seq - seq));
+    return IS_OK;
+}
+
+int index_open(engine *e, char *err, size_t errlen) {
+    e->saved_seq = -1;
+    if (open_from_snapshot(e, &e->idx) == IS_OK) return IS_OK;
+    /* the exact index answers at once; the HNSW follows in the background when it is due */
+    int64_t count = 0;
+    int rc = store_count(e->db, &count);
+    if (!rc) rc = index_state_empty(e, count == 0 && index_wants_hnsw(e, 0), &e->idx, err, errlen);
+    build_ctx b = {e, &e->idx};
+    if (!rc) rc = store_each_snapshot(e->db, true, build_row, &b, &e->idx.applied_seq, err, errlen);
+    if (!rc && e->idx.flat && index_wants_hnsw(e, flat_count(e->idx.flat))) index_maintenance_request(e, true, false);
+    return rc;
+}
+
+/* ---- search -------------------------------------------------------------------------------- */
+
+typedef struct {
+    const filter *f;
+    const json_t *meta;
+    int64_t exclude;
+} accept_ctx;
+
+static bool accept_hit(int64_t id, void *ctx) {
+    accept_ctx *a = ctx;
+    if (id == a->exclude) return false;
+    if (!a->f) return true;
+    char key[24];
+    engine_id_key(id, key);
+    return filter_match(a->f, json_object_get(a->meta, key));
+}
+
+static bool exact_vector(int64_t id, float *out, void *ctx) {
+    return store_get_vector(ctx, id, out) == IS_OK;
+}
+
+/* The planner: with a filter, estimate the matching fraction from a random sample; when the
+ * matches are few enough that ranking all of them exactly is cheaper than a filtered graph walk
+ * (which visits about ef × 2m / fraction nodes), scan them exactly. */
+#define PLANNER_SAMPLE 512
+
+static bool plan_exact(const index_state *st, const accept_ctx *a, int ef, int m) {
+    int64_t ids[PLANNER_SAMPLE];
+    static __thread uint64_t seed = 0x853c49e6748fea9bULL;
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    size_t n = hnsw_sample_ids(st->hnsw, seed, PLANNER_SAMPLE, ids), hits = 0;
+    for (size_t i = 0; i < n; i++) hits += accept_hit(ids[i], (void *)a);
+    double matching = n ? (double)hits / (double)n * (double)hnsw_count(st->hnsw) : 0;
+    return matching <= 2.0 * ef * 2 * m;
+}
+
+int index_search(engine *e, const float *vec, int k, int ef, const filter *f, int64_t exclude, index_hit *out,
+                 int *n, char *err, size_t errlen) {
+    const index_state *st = &e->idx;
+    accept_ctx a = {f, st->meta, exclude};
+    bool filtered = f || exclude != INT64_MIN;
+    if (st->flat) return flat_search(st->flat, vec, k, filtered ? accept_hit : NULL, &a, out, n);
+    int ef_used = ef > 0 ? ef : hnsw_get_params(st->hnsw)->ef_search;
+    if (f && plan_exact(st, &a, ef_used, e->hnsw.m)) {
+        size_t cap = json_object_size(st->meta), m = 0;
+        int64_t *ids = malloc(sizeof *ids * (cap ? cap : 1));
+        if (!ids) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+        const char *key;
+        json_t *doc;
+        json_object_foreach((json_t *)st->meta, key, doc) {
+            int64_t id = strtoll(key, NULL, 10);
+            if (id != exclude && filter_match(f, doc)) ids[m++] = id;
+        }
+        int rc = hnsw_search_ids(st->hnsw, vec, ids, m, k, exact_vector, e->db, out, n);
+        free(ids);
+        return rc;
+    }
+    hnsw_query q = {.k = k, .ef = ef, .accept = filtered ? accept_hit : NULL, .accept_ctx = &a,
+                    .exact = exact_vector, .exact_ctx = e->db};
+    return hnsw_search(st->hnsw, vec, &q, out, n);
+}
+
+/* ---- health, reindex, status --------------------------------------------------------------- */
+
+typedef struct {
+    engine *e;
+    int64_t seen, every, checked, mismatched;
+    int64_t first_bad;
+} sample_ctx;
+
+/* Compares every n-th stored vector with the index's copy, bit for bit (after int8 encoding). */
+static int sample_row(const store_image *img, void *ctx) {
+    sample_ctx *s = ctx;
+    if (s->seen++ % s->every) return 0;
+    s->checked++;
+    const index_state *st = &s->e->idx;
+    bool same;
+    if (st->hnsw) same = hnsw_matches(st->hnsw, img->id, img->vector);
+    else {
+        const float *v = flat_get(st->flat, img->id);
+        same = v && !memcmp(v, img->vector, sizeof(float) * (size_t)img->dims);
+    }
+    if (!same && !s->mismatched++) s->first_bad = img->id;
+    return 0;
+}
+
+#define HEALTH_SAMPLE 64
+
+int engine_health(engine *e, bool *healthy, char *msg, size_t msglen) {
+    int64_t count = 0, seq = 0;
+    /* the write lock keeps store and index still while they are compared */
+    pthread_mutex_lock(&e->write_lock);
+    int rc = store_count(e->db, &count);
+    if (!rc) rc = store_last_seq(e->db, &seq);
+    size_t icount = index_state_count(&e->idx), nmeta = json_object_size(e->idx.meta);
+    int64_t iseq = e->idx.applied_seq;
+    const char *kind = e->idx.hnsw ? "HNSW" : "exact";
+    sample_ctx s = {e, 0, count > HEALTH_SAMPLE ? count / HEALTH_SAMPLE : 1, 0, 0, 0};
+    if (!rc) rc = store_each(e->db, true, sample_row, &s, NULL, 0);
+    pthread_mutex_unlock(&e->write_lock);
+    if (rc) {
+        *healthy = false;
+        return is_fail(msg, msglen, rc, "cannot read the store");
+    }
+    *healthy = (int64_t)icount == count && (int64_t)nmeta == count && iseq == seq && s.mismatched == 0;
+    if (*healthy)
+        snprintf(msg, msglen, "%s index holds all %lld images at change %lld; %lld sampled vectors match", kind,
+                 (long long)count, (long long)seq, (long long)s.checked);
+    else if ((int64_t)icount != count || (int64_t)nmeta != count)
+        snprintf(msg, msglen, "%s index holds %zu images (%zu with metadata), the store %lld", kind, icount, nmeta,
+                 (long long)count);
+    else if (iseq != seq)
+        snprintf(msg, msglen, "%s index is at change %lld, the store at %lld", kind, (long long)iseq, (long long)seq);
+    else
+        snprintf(msg, msglen, "%lld of %lld sampled vectors differ (first: image %lld)", (long long)s.mismatched,
+                 (long long)s.checked, (long long)s.first_bad);
+    return IS_OK;
+}
+
+int engine_reindex(engine *e, char *err, size_t errlen) { return rebuild(e, err, errlen); }
+
+int engine_status(engine *e, engine_status_info *out) {
+    memset(out, 0, sizeof *out);
+    pthread_rwlock_rdlock(&e->index_lock);
+    out->count = (int64_t)index_state_count(&e->idx);
+    out->seq = e->idx.applied_seq;
+    out->kind = e->idx.hnsw ? "hnsw" : "exact";
+    out->memory_bytes = e->idx.hnsw ? hnsw_memory_bytes(e->idx.hnsw) : 0;
+    pthread_rwlock_unlock(&e->index_lock);
+    out->building = __atomic_load_n(&e->building, __ATOMIC_RELAXED);
+    out->build_done = __atomic_load_n(&e->build_done, __ATOMIC_RELAXED);
+    out->build_total = __atomic_load_n(&e->build_total, __ATOMIC_RELAXED);
+    out->threshold = e->hnsw_threshold;
+    out->m = e->hnsw.m;
+    out->ef_construction = e->hnsw.ef_construction;
+    out->ef_search = e->hnsw.ef_search;
+    out->storage = e->hnsw.storage == HNSW_INT8 ? "int8" : "float32";
+    return IS_OK;
+}

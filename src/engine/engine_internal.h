@@ -1,0 +1,85 @@
+/* engine_internal.h — what engine.c (the facade: writes, reads) and engine_index.c (the searchable
+ * index: exact or HNSW, builds, replay, snapshots, planner) share. Not for other users.
+ *
+ * Locks, always taken in this order: rebuild_lock → write_lock → index_lock → (hnsw's own lock,
+ * the store's mutex). write_lock: one writer across blobs, store and index. index_lock (rwlock):
+ * searches read; writes of metadata or of the exact index, and swaps of the whole state, write.
+ * The HNSW takes its own lock only to publish, so a writer inserting into it holds write_lock but
+ * not index_lock while it searches for neighbours, and searches go on. */
+#ifndef IMGSEARCH_ENGINE_INTERNAL_H
+#define IMGSEARCH_ENGINE_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+
+#include "embed/embed.h"
+#include "engine/engine.h"
+#include "index/filter.h"
+#include "index/flat.h"
+#include "index/hnsw.h"
+#include "store/blobs.h"
+
+/* The searchable state: exactly one of flat / hnsw, plus each image's parsed metadata for
+ * filtering. Replaced whole by builds; changed in place by writes. */
+typedef struct {
+    flat_index *flat;
+    hnsw_index *hnsw;
+    json_t *meta;        /* object: decimal id → metadata object */
+    int64_t applied_seq; /* last store change reflected here */
+} index_state;
+
+struct engine {
+    embed_engine *model;
+    int infer_threads;
+    uint64_t max_pixels;
+    size_t hnsw_threshold;
+    hnsw_params hnsw;
+    char snapshot_path[4096];
+    pthread_key_t session_key;
+    store *db;
+    blobs *files;
+    pthread_mutex_t write_lock;
+    pthread_rwlock_t index_lock;
+    index_state idx;
+    int64_t saved_seq;            /* the change the snapshot on disk holds (write_lock) */
+    pthread_mutex_t rebuild_lock; /* one build at a time */
+    /* background maintenance: builds the HNSW when the collection outgrows the exact scan, and
+     * saves snapshots; guarded by maint_mu */
+    pthread_t maint;
+    bool maint_started, want_build, want_save, stopping;
+    pthread_mutex_t maint_mu;
+    pthread_cond_t maint_cv;
+    /* build progress for /index/status (atomics) */
+    int building;
+    int64_t build_done, build_total;
+};
+
+/* engine_index.c */
+bool index_wants_hnsw(const engine *e, size_t count);
+int index_state_empty(engine *e, bool hnsw, index_state *st, char *err, size_t errlen);
+void index_state_free(index_state *st);
+size_t index_state_count(const index_state *st);
+/* Metadata (under index_lock for writing) and vectors (under write_lock; takes index_lock
+ * itself where the exact index needs it). */
+int index_put_meta(index_state *st, int64_t id, const char *data);
+void index_drop_meta(index_state *st, int64_t id);
+int index_add_vector(engine *e, index_state *st, int64_t id, const float *vec);
+void index_remove_vector(engine *e, index_state *st, int64_t id);
+/* Opens the index at start-up: the snapshot plus replay when one fits, else the exact index
+ * from the store (and a background HNSW build when the collection is over the threshold). */
+int index_open(engine *e, char *err, size_t errlen);
+/* Asks the maintenance thread for work; starts it on first use. */
+void index_maintenance_request(engine *e, bool build, bool save);
+/* Stops the maintenance thread and saves a last snapshot when it is behind. */
+void index_maintenance_stop(engine *e);
+/* After a write (write_lock held): schedules a build or snapshot when due. */
+void index_after_write(engine *e);
+/* The k nearest accepted hits (index_lock held for reading by the caller). */
+int index_search(engine *e, const float *vec, int k, int ef, const filter *f, int64_t exclude, index_hit *out,
+                 int *n, char *err, size_t errlen);
+/* Removes the snapshot file (after delete-all or a shrink to the exact index). */
+void index_forget_snapshot(engine *e);
+
+void engine_id_key(int64_t id, char key[24]);
+
+#endif
