@@ -14,14 +14,19 @@
 
 typedef struct {
     engine *engine;
-    const char *web_dir; /* static assets: openapi.json, docs.html (and the UI) */
+    const char *web_dir; /* static assets: openapi.json, docs.html, the UI */
 } api_context;
 
 /* An http_handler; ctx is an api_context*. */
 void api_handle(void *ctx, const http_request *req, http_response *res);
 
-/* Serves web_dir/name with the given type (static.c). */
-void api_static(const char *web_dir, const char *name, const char *content_type, http_response *res);
+/* Serves web_dir/name with the given type, Cache-Control: no-cache and an ETag (304 when the
+ * request's If-None-Match has it); a missing file is a 500 (static.c). name is fixed by the caller. */
+void api_static(const char *web_dir, const char *name, const char *content_type, const http_request *req,
+                http_response *res);
+/* Serves the UI asset web_dir/name if name passes the whitelist [a-z0-9_-]+.(html|js|css|svg|png),
+ * else (or when missing) 404; HTML pages get a Content-Security-Policy that allows only this server. */
+void api_ui_asset(const char *web_dir, const char *name, const http_request *req, http_response *res);
 
 /* handlers (id is the parsed {id} path segment, or 0) */
 void api_image_add(engine *e, const http_request *req, http_response *res);

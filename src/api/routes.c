@@ -139,9 +139,13 @@ void api_handle(void *ctx, const http_request *req, http_response *res) {
     } else if (n == 2 && IS(0, "index") && IS(1, "reindex")) {
         if (get || post) { api_index_reindex(e, res); return; }
     } else if (n == 1 && IS(0, "openapi.json")) {
-        if (get) { api_static(api->web_dir, "openapi.json", "application/json", res); return; }
+        if (get) { api_static(api->web_dir, "openapi.json", "application/json", req, res); return; }
     } else if (n == 1 && IS(0, "docs")) {
-        if (get) { api_static(api->web_dir, "docs.html", "text/html; charset=utf-8", res); return; }
+        if (get) { api_static(api->web_dir, "docs.html", "text/html; charset=utf-8", req, res); return; }
+    } else if (n == 0) { /* the web UI */
+        if (get) { api_ui_asset(api->web_dir, "index.html", req, res); return; }
+    } else if (n == 2 && IS(0, "ui")) { /* its assets: api_ui_asset checks the name */
+        if (get) { api_ui_asset(api->web_dir, seg[1], req, res); return; }
     } else if (n == 2 && IS(0, "index") && IS(1, "health")) {
         if (get) { api_index_health(e, res); return; }
     } else if (n == 2 && IS(0, "index") && IS(1, "status")) {

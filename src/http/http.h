@@ -35,10 +35,15 @@ typedef struct {
     char *body;                 /* malloc'ed, owned by the response */
     size_t len;
     char *disposition;          /* Content-Disposition value or NULL (owned) */
+    const char *cache_control;  /* Cache-Control value (static string) or NULL */
+    const char *csp;            /* Content-Security-Policy value (static string) or NULL */
+    char etag[24];              /* ETag value (quoted), or "" for none */
 } http_response;
 
 /* A query argument, or NULL. */
 const char *http_query(const http_request *req, const char *key);
+/* A request header (case-insensitive name), or NULL. */
+const char *http_header(const http_request *req, const char *name);
 /* A multipart field, or NULL. */
 const http_field *http_field_get(const http_request *req, const char *name);
 

@@ -26,6 +26,10 @@ const char *http_query(const http_request *req, const char *key) {
     return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, key);
 }
 
+const char *http_header(const http_request *req, const char *name) {
+    return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
 const http_field *http_field_get(const http_request *req, const char *name) {
     for (size_t i = 0; i < req->nfields; i++)
         if (!strcmp(req->fields[i].name, name)) return &req->fields[i];
@@ -85,6 +89,9 @@ static enum MHD_Result send_response(struct MHD_Connection *c, request_state *rs
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->content_type ? res->content_type : "application/json");
     if (res->disposition) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_DISPOSITION, res->disposition);
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    if (res->cache_control) MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, res->cache_control);
+    if (res->csp) MHD_add_response_header(r, "Content-Security-Policy", res->csp);
+    if (res->etag[0]) MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, res->etag);
     free(res->disposition);
     rs->status = res->status;
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)res->status, r);
