@@ -1,65 +1,13 @@
 """Fixtures for the HTTP API tests: the real binary, serving a temporary data directory with the
 real model, on a free loopback port."""
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 
 import pytest
-import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from paths import DARKNET, ROOT, SKIMAGE  # noqa: E402,F401
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One imgsearch serve process; start() again after kill() reuses the data directory."""
-
-    def __init__(self, binary, model, data_dir, extra=()):
-        self.binary, self.model, self.data_dir, self.extra = binary, model, str(data_dir), list(extra)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-        self.log = open(os.path.join(self.data_dir + ".log"), "ab")
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [self.binary, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir,
-             "--model", self.model, *self.extra], stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                requests.get(self.url + "/index/health", timeout=1)
-                return self
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
-
-    def alive(self):
-        return self.proc.poll() is None
+from server import Server, free_port  # noqa: E402,F401
 
 
 @pytest.fixture
