@@ -316,6 +316,7 @@ function updateUploadUi() {
   const bar = $('upload-total');
   bar.max = total || 1;
   bar.value = total ? loaded : 0;
+  bar.hidden = !batch.length;
   if (!batch.length) return;
   const done = batch.filter((x) => x.status === 'done').length;
   const failed = batch.filter((x) => x.status === 'error').length;
@@ -615,6 +616,7 @@ async function openDetail(id) {
   $('detail-img').removeAttribute('src');
   $('detail-img').alt = '';
   $('detail-caption').textContent = 'Loading…';
+  $('detail-original').hidden = true;
   $('detail-facts').replaceChildren();
   $('detail-data').value = '';
   setFieldError('detail-data', '');
@@ -640,7 +642,8 @@ async function openDetail(id) {
   img.width = row.width;
   img.height = row.height;
   $('detail-original').href = imageUrl(id);
-  $('detail-caption').textContent = 'Open the original';
+  $('detail-original').hidden = false;
+  $('detail-caption').textContent = '';
   $('detail-facts').replaceChildren(
     fact('ID', `#${row.id}`), fact('Type', row.content_type), fact('Size', `${row.width} × ${row.height}`),
     fact('File', fmtBytes(row.size)), fact('Added', new Date(row.created_at).toLocaleString()));
