@@ -4,6 +4,7 @@ reindex, keyboard use and a phone-width layout. The tests run in file order and 
 and one browser: each step starts from what the previous ones left."""
 import json
 import os
+import shutil
 
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
@@ -100,10 +101,19 @@ def test_upload_with_metadata_and_a_per_file_error(browser, tmp_path):
         "return document.getElementById('upload-total').max")
     b.shot("upload-done")
 
-    # a second batch with other metadata
+    # a second batch with other metadata, from a folder: only its images are queued
     b.el("#upload-clear").click()
+    folder = tmp_path / "things"
+    folder.mkdir()
+    for p in THINGS:
+        shutil.copy(p, folder)
+    (folder / "readme.txt").write_text("three things\n")
+    (folder / ".hidden.jpg").write_bytes(b"junk")
     set_text(data, '{"kind": "thing"}')
-    b.el("#upload-files").send_keys("\n".join(THINGS))
+    b.el("#upload-folder").send_keys(str(folder))
+    b.wait(lambda d: len(b.els("#upload-queue li")) == 3)
+    assert sorted(li.get_attribute("data-name") for li in b.els("#upload-queue li")) == sorted(map(name, THINGS))
+    assert "Skipped 2 files that are not images" in b.text("#toast")
     b.el("#upload-go").click()
     wait_status(b, "#upload-status", "3 of 3 uploaded.")
     rows = b.api("GET", "/images?limit=1000").json()["result"]
@@ -308,6 +318,13 @@ def test_reindex_and_health(browser):
     b.wait(lambda d: b.el("#reindex-go").is_enabled())
     assert b.text("#index-health") == "healthy" and b.text("#index-count") == "7"
     assert b.api("GET", "/index/health").json()["result"] is True
+    # kind and sequence come from GET /index/status where the server has it; else they are not shown
+    st = b.api("GET", "/index/status")
+    if st.status_code == 200:
+        b.wait(lambda d: b.text("#index-kind") == st.json()["result"]["kind"])
+        assert b.text("#index-count") == str(st.json()["result"]["count"])
+    else:
+        assert st.status_code == 404 and not b.el("#index-kind").is_displayed()
     b.shot("index")
 
 
