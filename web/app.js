@@ -20,7 +20,8 @@ function h(tag, props = {}, ...kids) {
 
 const fmtBytes = (n) => n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1048576).toFixed(1)} MB`;
 const fmtPct = (x) => `${(Math.max(0, Math.min(1, x)) * 100).toFixed(1)}%`;
-const fmtSecs = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`);
+const fmtSecs = (ms) => `${(ms / 1000).toFixed(1)} s`;
+const fmtTook = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : fmtSecs(ms));
 
 let toastTimer = 0;
 function toast(msg, kind = '') {
@@ -571,7 +572,7 @@ async function reindex() {
   try {
     const r = await api('GET', '/index/reindex');
     unwatch();
-    setStatus('index-status', `${r.message || 'Reindex finished'} in ${fmtSecs(performance.now() - t0)}.`, 'ok');
+    setStatus('index-status', `${r.message || 'Reindex finished'} in ${fmtTook(performance.now() - t0)}.`, 'ok');
     toast('Index rebuilt.', 'ok');
   } catch (e) {
     unwatch();

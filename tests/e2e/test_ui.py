@@ -4,6 +4,7 @@ reindex, keyboard use and a phone-width layout. The tests run in file order and 
 and one browser: each step starts from what the previous ones left."""
 import json
 import os
+import re
 import shutil
 
 from selenium.webdriver.common.keys import Keys
@@ -276,7 +277,7 @@ def test_detail_edit_metadata(browser):
     # Escape closes the dialog and the route goes back to the tab
     b.el("#detail-data").send_keys(Keys.ESCAPE)
     b.wait(lambda d: not b.el("#detail").is_displayed())
-    assert b.js("return location.hash") == "#/browse"
+    b.wait(lambda d: b.js("return location.hash") == "#/browse")  # set by the dialog's close event, a task later
     # the gallery shows the new metadata after a reload of the page
     b.el("#browse-go").click()
     b.wait(lambda d: "Gerald" in b.el(f"#browse-grid li[data-id='{gid}']").text)
@@ -409,3 +410,56 @@ def test_dark_scheme(browser):
     finally:
         b.d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     assert not [m for m in b.console_errors() if "Content Security Policy" in m or "Uncaught" in m]
+
+
+# The page's view of GET /index/status (the contract: {"result": {"count", "kind", "seq", "reindex":
+# {"running", "done", "total"}}}) and of a reindex that lasts until the test ends it: a real one on
+# a few images is over before any progress can be seen.
+STUB = """
+const realFetch = window.fetch;
+window.__finish = false;
+window.fetch = async (url, init) => {
+  if (url === '/index/status' && %(status)s)
+    return new Response(JSON.stringify({result: {count: 5000, kind: 'hnsw', seq: 77,
+      reindex: {running: !window.__finish && !!window.__started, done: 2524, total: 5000}}}), {status: 200});
+  if (url === '/index/reindex') {
+    window.__started = true;
+    while (!window.__finish) await new Promise(r => setTimeout(r, 20));
+  }
+  return realFetch(url, init);
+};
+"""
+
+
+def reindex_with_stub(b, status):
+    script = b.d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                                 {"source": STUB % {"status": "true" if status else "false"}})["identifier"]
+    try:
+        b.open("#/index")
+        b.wait(lambda d: b.text("#index-health") == "healthy")
+        b.el("#reindex-go").click()
+        b.wait(lambda d: b.text("#index-status").startswith("Rebuilding…"))
+        if status:
+            b.wait(lambda d: "2524 of 5000" in b.text("#index-status"))
+            assert b.js("const p = document.getElementById('reindex-progress'); return [p.value, p.max]") == [2524, 5000]
+            assert b.text("#index-kind") == "hnsw" and b.text("#index-count") == "5000"
+            b.shot("index-progress")
+        else:  # no /index/status: an indeterminate bar and the elapsed time
+            assert b.js("return document.getElementById('reindex-progress').hasAttribute('value')") is False
+            assert b.el("#reindex-progress").is_displayed()
+            assert re.fullmatch(r"Rebuilding… \d+\.\d s", b.text("#index-status"))
+            b.shot("index-progress-indeterminate")
+        assert not b.el("#reindex-go").is_enabled()
+        b.js("window.__finish = true")
+        wait_status(b, "#index-status", "reindex finished")
+        assert not b.el("#reindex-progress").is_displayed() and b.el("#reindex-go").is_enabled()
+    finally:
+        b.d.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script})
+
+
+def test_reindex_progress_from_index_status(browser):
+    reindex_with_stub(browser, status=True)
+
+
+def test_reindex_progress_without_index_status(browser):
+    reindex_with_stub(browser, status=False)
