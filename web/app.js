@@ -515,12 +515,23 @@ async function loadIndex() {
     $('index-kind').textContent = status?.kind || '';
     $('index-seq').textContent = status && status.seq !== undefined ? String(status.seq) : '';
     $('index-kind').parentElement.hidden = !status?.kind;
+    $('index-kind-note').textContent = kindNote(status);
     $('index-seq').parentElement.hidden = !(status && status.seq !== undefined);
     showHealth(health);
     if (status?.reindex?.running && !reindexing) watchReindex(); // started elsewhere
   } catch (e) {
     setStatus('index-status', e instanceof ApiError ? e.detail : String(e), 'error');
   }
+}
+
+// "HNSW above 10000 images" / "m 16, ef 64, int8, 12.3 MB": whatever /index/status tells
+function kindNote(s) {
+  if (!s) return '';
+  const parts = [];
+  if (s.kind === 'exact' && s.threshold) parts.push(`HNSW above ${s.threshold} images`);
+  if (s.kind === 'hnsw' && s.hnsw) parts.push(`m ${s.hnsw.m}, ef ${s.hnsw.ef_search}, ${s.hnsw.storage}`);
+  if (s.hnsw && s.hnsw.memory_bytes) parts.push(fmtBytes(s.hnsw.memory_bytes));
+  return parts.join(' · ');
 }
 
 function showHealth(health) {
