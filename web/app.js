@@ -124,7 +124,7 @@ function simBar(dist) {
 
 function resultCard(hit, rank) {
   return h('li', { className: 'card', dataset: { id: hit.id, name: hit.name } },
-    h('span', { className: 'rank', 'aria-label': `rank ${rank}` }, String(rank)),
+    h('span', { className: 'rank' }, h('span', { className: 'visually-hidden' }, 'Rank '), String(rank)),
     thumbLink(hit.id, hit.name),
     h('div', { className: 'card-body' },
       simBar(hit.dist),

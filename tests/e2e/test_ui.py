@@ -124,6 +124,18 @@ def test_upload_with_metadata_and_a_per_file_error(browser, tmp_path):
         assert r["data"] == want, r
     b.wait(lambda d: b.text("#summary-text").startswith("8 images"))
 
+    # an image pasted on this screen joins the queue
+    b.el("#upload-clear").click()
+    b.js("""fetch('/image/' + arguments[0]).then(r => r.blob()).then(blob => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([blob], 'pasted.jpg', {type: 'image/jpeg'}));
+        document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true}));
+      });""", ids(b)["dog.jpg"])
+    b.wait(lambda d: [li.get_attribute("data-name") for li in b.els("#upload-queue li")] == ["pasted.jpg"])
+    assert b.text("#upload-go") == "Upload 1 file"
+    b.el("#upload-clear").click()
+    assert b.els("#upload-queue li") == []
+
 
 def test_search_ranks_the_same_image_first(browser):
     b = browser
