@@ -354,19 +354,22 @@ static bool exact_vector(int64_t id, float *out, void *ctx) {
     return store_get_vector(ctx, id, out) == IS_OK;
 }
 
-/* The planner: with a filter, estimate the matching fraction from a random sample; when the
- * matches are few enough that ranking all of them exactly is cheaper than a filtered graph walk
- * (which visits about ef × 2m / fraction nodes), scan them exactly. */
+/* The planner: with a filter, estimate the matching fraction p from a random sample of the
+ * index. A filtered graph walk costs about ef / p node visits; ranking the matching ids exactly
+ * costs one filter test per image plus p × N distances. Their crossover lies where p² × N is a
+ * constant times ef; bench/ann.py measured the constant at about 25 (50,000 × 128-d: walk and
+ * exact scan equal near p = 18% at ef 64), so below it we scan exactly. */
 #define PLANNER_SAMPLE 512
+#define PLANNER_CROSSOVER 25.0
 
-static bool plan_exact(const index_state *st, const accept_ctx *a, int ef, int m) {
+static bool plan_exact(const index_state *st, const accept_ctx *a, int ef) {
     int64_t ids[PLANNER_SAMPLE];
     static __thread uint64_t seed = 0x853c49e6748fea9bULL;
     seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
     size_t n = hnsw_sample_ids(st->hnsw, seed, PLANNER_SAMPLE, ids), hits = 0;
     for (size_t i = 0; i < n; i++) hits += accept_hit(ids[i], (void *)a);
-    double matching = n ? (double)hits / (double)n * (double)hnsw_count(st->hnsw) : 0;
-    return matching <= 2.0 * ef * 2 * m;
+    double p = n ? (double)hits / (double)n : 0, count = (double)hnsw_count(st->hnsw);
+    return p * p * count < PLANNER_CROSSOVER * ef;
 }
 
 int index_search(engine *e, const float *vec, int k, int ef, const filter *f, int64_t exclude, index_hit *out,
@@ -376,7 +379,7 @@ int index_search(engine *e, const float *vec, int k, int ef, const filter *f, in
     bool filtered = f || exclude != INT64_MIN;
     if (st->flat) return flat_search(st->flat, vec, k, filtered ? accept_hit : NULL, &a, out, n);
     int ef_used = ef > 0 ? ef : hnsw_get_params(st->hnsw)->ef_search;
-    if (f && plan_exact(st, &a, ef_used, e->hnsw.m)) {
+    if (f && plan_exact(st, &a, ef_used)) {
         size_t cap = json_object_size(st->meta), m = 0;
         int64_t *ids = malloc(sizeof *ids * (cap ? cap : 1));
         if (!ids) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");

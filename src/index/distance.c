@@ -82,3 +82,13 @@ int32_t dot_i8(const int8_t *a, const int8_t *b, size_t n) {
     pthread_once(&dot_once, dot_choose);
     return dot_i8_impl(a, b, n);
 }
+
+dot_f32_fn dot_f32_best(void) {
+    pthread_once(&dot_once, dot_choose);
+    return dot_impl;
+}
+
+dot_i8_fn dot_i8_best(void) {
+    pthread_once(&dot_once, dot_choose);
+    return dot_i8_impl;
+}

@@ -8,6 +8,12 @@
 #include <stdint.h>
 
 float dot_f32(const float *a, const float *b, size_t n);
+/* The implementations dot_f32 / dot_i8 dispatch to, for hot loops that resolve them once. */
+typedef float (*dot_f32_fn)(const float *a, const float *b, size_t n);
+typedef int32_t (*dot_i8_fn)(const int8_t *a, const int8_t *b, size_t n);
+dot_f32_fn dot_f32_best(void);
+dot_i8_fn dot_i8_best(void);
+
 /* Exact integer dot product of two int8 vectors (n < 2^17, so the sum fits in 32 bits). */
 int32_t dot_i8(const int8_t *a, const int8_t *b, size_t n);
 

@@ -27,10 +27,12 @@ bool hnsw_layout(hnsw_index *h, const hnsw_params *p) {
         return false;
     h->p = *p;
     h->m0 = 2 * p->m;
-    h->l0_offset = sizeof(hnsw_node);
-    h->vec_offset = h->l0_offset + sizeof(uint32_t) * (size_t)(1 + h->m0);
+    h->vec_offset = sizeof(hnsw_node);
     h->vec_bytes = (size_t)p->dims * (p->storage == HNSW_INT8 ? 1 : sizeof(float));
-    h->rec_size = (h->vec_offset + h->vec_bytes + 7) & ~(size_t)7;
+    h->l0_offset = (h->vec_offset + h->vec_bytes + 3) & ~(size_t)3;
+    h->rec_size = (h->l0_offset + sizeof(uint32_t) * (size_t)(1 + h->m0) + 7) & ~(size_t)7;
+    h->dot = dot_f32_best();
+    h->dot8 = dot_i8_best();
     h->level_mult = 1.0 / log((double)p->m);
     return true;
 }
@@ -205,9 +207,18 @@ static float encode_i8(const float *v, int dims, int8_t *out) {
     return scale;
 }
 
-static float dist_q(const hnsw_index *h, const enc_query *q, uint32_t s) {
-    if (h->p.storage == HNSW_FLOAT32) return 1.0f - dot_f32(q->f, hnsw_vec(h, s), (size_t)h->p.dims);
-    return 1.0f - q->scale * hnsw_node_at(h, s)->scale * (float)dot_i8(q->q8, hnsw_vec(h, s), (size_t)h->p.dims);
+static inline float dist_q(const hnsw_index *h, const enc_query *q, uint32_t s) {
+    if (h->p.storage == HNSW_FLOAT32) return 1.0f - h->dot(q->f, hnsw_vec(h, s), (size_t)h->p.dims);
+    return 1.0f - q->scale * hnsw_node_at(h, s)->scale * (float)h->dot8(q->q8, hnsw_vec(h, s), (size_t)h->p.dims);
+}
+
+/* Asks for a node's header and first vector lines before its distance is needed: the beam
+ * search is bound by memory latency, not arithmetic. */
+static inline void prefetch_node(const hnsw_index *h, uint32_t s) {
+    const char *p = (const char *)hnsw_node_at(h, s);
+    __builtin_prefetch(p);
+    __builtin_prefetch(p + 64);
+    __builtin_prefetch(p + 128);
 }
 
 static enc_query stored_query(const hnsw_index *h, uint32_t s) {
@@ -272,9 +283,14 @@ static bool search_layer(const hnsw_index *h, const enc_query *q, uint32_t ep, f
         cand c = heap_pop(b->near, &b->nnear, false);
         if (b->nbest >= ef && c.d > b->best[0].d) break;
         const uint32_t *l = hnsw_links(h, c.s, level);
-        for (uint32_t i = 1; i <= l[0]; i++) {
-            uint32_t n = l[i];
-            if (!visit(b, n)) continue;
+        uint32_t fresh[129], nf = 0;
+        for (uint32_t i = 1; i <= l[0]; i++)
+            if (visit(b, l[i])) {
+                fresh[nf++] = l[i];
+                prefetch_node(h, l[i]);
+            }
+        for (uint32_t i = 0; i < nf; i++) {
+            uint32_t n = fresh[i];
             float d = dist_q(h, q, n);
             if (b->nbest >= ef && d >= b->best[0].d) continue;
             if (!heap_push(&b->near, &b->nnear, &b->cap_near, (cand){d, n}, false)) return false;

@@ -20,7 +20,7 @@
 #include "util/status.h"
 
 #define MAGIC "IMGHNSW1"
-#define VERSION 1u
+#define VERSION 2u /* 2: vector before the layer-0 links */
 
 typedef struct {
     char magic[8];

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 
+#include "index/distance.h"
 #include "index/hnsw.h"
 #include "util/idmap.h"
 
@@ -36,6 +37,8 @@ struct hnsw_index {
     hnsw_params p;
     int m0;                 /* layer-0 links: 2m */
     size_t rec_size, l0_offset, vec_offset, vec_bytes;
+    dot_f32_fn dot;         /* kernels resolved once */
+    dot_i8_fn dot8;
     uint8_t **chunks;       /* chunk table; grows under the write lock */
     size_t nchunks, chunks_cap;
     uint32_t nslots;        /* slots ever handed out (high-water mark) */

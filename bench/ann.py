@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""bench/ann.py — our HNSW against hnswlib, FAISS IndexHNSWFlat and brute force, same data,
+same M and ef_construction, same run; and the replaced system's approach (PostgreSQL float8[]
+with a SQL cosine function) at 10,000 vectors.
+
+Datasets (deterministic):
+  clustered128   1,000,000 x 128  clustered synthetic (numpy seed 1)
+  synthetic1280    200,000 x 1280 clustered synthetic (numpy seed 2)
+  openclipart      every PNG of Debian's openclipart-png embedded by our engine (EfficientNet-Lite0),
+                   500 of them held out as queries
+For each: build time, memory, QPS at 1 and 2 threads at recall@10 >= 0.90 / 0.95 / 0.99 (the
+smallest ef of the sweep reaching it), for ours float32 and int8 (re-ranked), hnswlib, FAISS.
+
+Usage: /usr/bin/python3 bench/ann.py [--datasets clustered128,synthetic1280,openclipart]
+                                     [--scale 1.0] [--m 16] [--efc 200] [--no-postgres]
+Needs: build/bench/bench_ann, build/imgsearch, python3-hnswlib, python3-faiss, openclipart-png,
+postgresql + python3-psycopg2 (for the PostgreSQL row). Writes bench/out/ann-<dataset>.json.
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "bench", "out")
+BENCH = os.path.join(ROOT, "build", "bench", "bench_ann")
+BIN = os.path.join(ROOT, "build", "imgsearch")
+MODEL = os.path.join(ROOT, "models", "efficientnet_lite0.json")
+EFS = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+TARGETS = (0.90, 0.95, 0.99)
+K = 10
+
+
+def rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def normalise(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(n, d, seed, clusters=1000, spread=0.6):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, d), dtype=np.float32)
+    out = np.empty((n, d), dtype=np.float32)
+    for lo in range(0, n, 100000):
+        hi = min(n, lo + 100000)
+        assign = rng.integers(0, clusters, hi - lo)
+        out[lo:hi] = centres[assign] + spread * rng.standard_normal((hi - lo, d), dtype=np.float32)
+    return normalise(out)
+
+
+def openclipart(work):
+    files = sorted(glob.glob("/usr/share/openclipart/png/**/*.png", recursive=True))
+    if not files:
+        sys.exit("openclipart-png is not installed")
+    cache = os.path.join(OUT, "openclipart-embeddings.npy")
+    if os.path.exists(cache):
+        x = np.load(cache)
+        if len(x) == len(files):
+            return x
+    vecs = []
+    for lo in range(0, len(files), 500):  # argument lists stay short
+        res = subprocess.run([BIN, "embed", "--model", MODEL, "--threads", "2", *files[lo:lo + 500]],
+                             capture_output=True, text=True)
+        for line in res.stdout.splitlines():
+            o = json.loads(line)
+            vecs.append(o["vector"] if "vector" in o else None)
+    dims = len(next(v for v in vecs if v))
+    x = np.array([v if v else [0.0] * dims for v in vecs], dtype=np.float32)
+    np.save(cache, x)
+    return x
+
+
+def dataset(name, scale):
+    if name == "clustered128":
+        n = int(1_000_000 * scale)
+        return clustered(n, 128, 1), clustered(1000, 128, 101)
+    if name == "synthetic1280":
+        n = int(200_000 * scale)
+        return clustered(n, 1280, 2, clusters=500, spread=0.8), clustered(1000, 1280, 102, clusters=500, spread=0.8)
+    if name == "openclipart":
+        x = openclipart(None)
+        x = x[np.linalg.norm(x, axis=1) > 0]  # the few files the engine refused
+        rng = np.random.default_rng(3)
+        perm = rng.permutation(len(x))
+        return normalise(x[perm[500:]]), normalise(x[perm[:500]])
+    raise SystemExit(f"unknown dataset {name}")
+
+
+def write_matrix(path, x, dtype=np.float32):
+    with open(path, "wb") as f:
+        np.array(x.shape, dtype=np.uint32).tofile(f)
+        x.astype(dtype).tofile(f)
+
+
+def ground_truth(base, queries):
+    import faiss
+    faiss.omp_set_num_threads(2)
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(base)
+    return index.search(queries, K)[1]
+
+
+def recall(found, truth):
+    return float(np.mean([len(set(f[:K]) & set(t[:K])) / K for f, t in zip(found, truth)]))
+
+
+def timed_qps(fn, nq, min_s=1.0):
+    t0, done = time.perf_counter(), 0
+    while True:
+        out = fn()
+        done += nq
+        t = time.perf_counter() - t0
+        if t >= min_s:
+            return out, done / t
+
+
+def read_matrix(path, dtype=np.float32):
+    with open(path, "rb") as f:
+        n, d = np.fromfile(f, dtype=np.uint32, count=2)
+        return np.fromfile(f, dtype=dtype, count=int(n) * int(d)).reshape(int(n), int(d))
+
+
+def run_child(peer, files, m, efc):
+    """Each peer builds in a fresh process, so its memory is its own (RSS after build minus RSS
+    with the data loaded), not whatever the allocator kept from earlier steps."""
+    out = subprocess.run([sys.executable, __file__, "--child", peer, "--work", files["dir"], "--m", str(m),
+                          "--efc", str(efc)], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def child_main(peer, work, m, efc):
+    base = read_matrix(os.path.join(work, "base.f32"))
+    queries = read_matrix(os.path.join(work, "q.f32"))
+    truth = read_matrix(os.path.join(work, "truth.i32"), np.int32)
+    fn = run_hnswlib if peer == "hnswlib" else run_faiss
+    print(json.dumps(fn(base, queries, truth, m, efc)))
+
+
+def run_hnswlib(base, queries, truth, m, efc):
+    import hnswlib
+    before = rss()
+    t0 = time.perf_counter()
+    index = hnswlib.Index(space="ip", dim=base.shape[1])
+    index.init_index(max_elements=len(base), ef_construction=efc, M=m, random_seed=100)
+    index.add_items(base, np.arange(len(base)), num_threads=1)
+    res = {"build_seconds": time.perf_counter() - t0, "memory_bytes": rss() - before, "build_threads": 1, "sweep": []}
+    for ef in EFS:
+        index.set_ef(max(ef, K))
+        for threads in (1, 2):
+            labels, qps = timed_qps(lambda: index.knn_query(queries, k=K, num_threads=threads)[0], len(queries))
+            res["sweep"].append({"ef": max(ef, K), "threads": threads, "recall": recall(labels, truth), "qps": qps})
+    del index
+    return res
+
+
+def run_faiss(base, queries, truth, m, efc):
+    import faiss
+    faiss.omp_set_num_threads(1)
+    before = rss()
+    t0 = time.perf_counter()
+    index = faiss.IndexHNSWFlat(base.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = efc
+    index.add(base)
+    res = {"build_seconds": time.perf_counter() - t0, "memory_bytes": rss() - before, "build_threads": 1, "sweep": []}
+    for ef in EFS:
+        index.hnsw.efSearch = max(ef, K)
+        for threads in (1, 2):
+            faiss.omp_set_num_threads(threads)
+            labels, qps = timed_qps(lambda: index.search(queries, K)[1], len(queries))
+            res["sweep"].append({"ef": max(ef, K), "threads": threads, "recall": recall(labels, truth), "qps": qps})
+    del index
+    return res
+
+
+def run_faiss_flat(base, queries, truth):
+    import faiss
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(base)
+    out = []
+    for threads in (1, 2):
+        faiss.omp_set_num_threads(threads)
+        nq = min(len(queries), 200)
+        labels, qps = timed_qps(lambda: index.search(queries[:nq], K)[1], nq)
+        out.append({"threads": threads, "qps": qps, "recall": recall(labels, truth[:nq])})
+    return out
+
+
+def run_ours(files, storage, m, efc, snapshot, filters):
+    cmd = [BENCH, "--base", files["base"], "--queries", files["queries"], "--truth", files["truth"], "--m", str(m),
+           "--efc", str(efc), "--storage", storage, "--efs", ",".join(map(str, EFS))]
+    if snapshot:
+        cmd += ["--snapshot", os.path.join(files["dir"], "snap.hnsw")]
+    if filters:
+        cmd += ["--filters"]
+    elif storage == "int8":
+        cmd += ["--flat-queries", "0"]
+    lines = [json.loads(line) for line in subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()]
+    build = next(x for x in lines if x["what"] == "build")
+    return {"build_seconds": build["seconds"], "memory_bytes": build["memory_bytes"],
+            "rss_delta_bytes": build["rss_delta_bytes"], "build_threads": 1,
+            "sweep": [x for x in lines if x["what"] == "search"],
+            "snapshot": next((x for x in lines if x["what"] == "snapshot"), None),
+            "filtered": [x for x in lines if x["what"] == "filtered"],
+            "brute_force": [x for x in lines if x["what"] == "brute_force"]}
+
+
+def at_target(sweep, target, threads):
+    """QPS at the smallest ef of the sweep whose recall reaches the target (None if none does)."""
+    for row in sorted((r for r in sweep if r["threads"] == threads), key=lambda r: r["ef"]):
+        if row["recall"] >= target:
+            return row
+    return None
+
+
+def postgres_10k(base, queries, truth_fn):
+    """The replaced system's approach: vectors as float8[] ranked by a SQL cosine function."""
+    import psycopg2
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    work = tempfile.mkdtemp(prefix="imgsearch-pg-")
+    os.chmod(work, 0o777)
+    user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(user + [f"{bindir}/initdb", "-D", f"{work}/db", "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True)
+    subprocess.run(user + [f"{bindir}/pg_ctl", "-D", f"{work}/db", "-o", f"-k {work} -p 55432 -c listen_addresses=''",
+                           "-l", f"{work}/log", "-w", "start"], check=True, capture_output=True)
+    try:
+        n = min(10000, len(base))
+        sub = base[:n]
+        truth = truth_fn(sub, queries)
+        conn = psycopg2.connect(host=work, port=55432, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE vec(id int PRIMARY KEY, v float8[] NOT NULL)")
+        cur.execute("CREATE FUNCTION cosine(a float8[], b float8[]) RETURNS float8 AS $$"
+                    " SELECT sum(x * y) / (sqrt(sum(x * x)) * sqrt(sum(y * y))) FROM unnest(a, b) AS t(x, y)"
+                    " $$ LANGUAGE sql IMMUTABLE PARALLEL SAFE")
+        from psycopg2.extras import execute_values
+        execute_values(cur, "INSERT INTO vec VALUES %s", [(i, [float(v) for v in row]) for i, row in enumerate(sub)],
+                       page_size=500)
+        cur.execute("ANALYZE vec")
+        nq = 10
+        found = []
+        t0 = time.perf_counter()
+        for q in queries[:nq]:
+            cur.execute("SELECT id FROM vec ORDER BY cosine(v, %s::float8[]) DESC LIMIT %s", ([float(v) for v in q], K))
+            found.append([r[0] for r in cur.fetchall()])
+        qps = nq / (time.perf_counter() - t0)
+        conn.close()
+        return {"n": n, "dims": base.shape[1], "qps": qps, "recall": recall(found, truth[:nq]), "threads": 1}
+    finally:
+        subprocess.run(user + [f"{bindir}/pg_ctl", "-D", f"{work}/db", "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def ours_flat_10k(files_dir, base, queries, truth_fn):
+    sub = base[:10000]
+    truth = truth_fn(sub, queries)
+    paths = {"dir": files_dir, "base": os.path.join(files_dir, "b10k.f32"), "queries": os.path.join(files_dir, "q.f32"),
+             "truth": os.path.join(files_dir, "t10k.i32")}
+    write_matrix(paths["base"], sub)
+    write_matrix(paths["truth"], truth.astype(np.int32), np.int32)
+    cmd = [BENCH, "--base", paths["base"], "--queries", paths["queries"], "--truth", paths["truth"], "--efs", "64",
+           "--threads", "1"]
+    lines = [json.loads(l) for l in subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()]
+    return next(x for x in lines if x["what"] == "brute_force")
+
+
+def report(name, shape, res, pg):
+    mib = 1 << 20
+    n = shape[0]
+    print(f"\n## {name}: {shape[0]:,} x {shape[1]}, M={res['m']}, ef_construction={res['efc']}, k={K}\n")
+    print("| system | build s (1 thread) | RSS growth MiB | bytes/vector | accounted by the index |")
+    print("|---|---|---|---|---|")
+    for sysname in ("ours_float32", "ours_int8", "hnswlib", "faiss"):
+        r = res[sysname]
+        grown = r.get("rss_delta_bytes", r["memory_bytes"])
+        own = f"{r['memory_bytes'] / n:.0f} B/vector" if "rss_delta_bytes" in r else "-"
+        print(f"| {sysname} | {r['build_seconds']:.1f} | {grown / mib:.1f} | {grown / n:.0f} | {own} |")
+    print("\n| recall@10 >= | threads | ours f32 QPS (ef) | ours int8 QPS (ef) | hnswlib QPS (ef) | FAISS QPS (ef) | ours/hnswlib | ours/FAISS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for target in TARGETS:
+        for threads in (1, 2):
+            cells, rows = [], {}
+            for sysname in ("ours_float32", "ours_int8", "hnswlib", "faiss"):
+                row = at_target(res[sysname]["sweep"], target, threads)
+                rows[sysname] = row
+                cells.append(f"{row['qps']:.0f} ({row['ef']})" if row else "not reached")
+            def ratio(a, b):
+                return f"{rows[a]['qps'] / rows[b]['qps']:.2f}x" if rows[a] and rows[b] else "-"
+            print(f"| {target:.2f} | {threads} | " + " | ".join(cells) +
+                  f" | {ratio('ours_float32', 'hnswlib')} | {ratio('ours_float32', 'faiss')} |")
+    bf = res["ours_float32"]["brute_force"]
+    if bf:
+        fb = res["faiss_flat"]
+        print("\nbrute force (exact): " + ", ".join(
+            f"ours {b['qps']:.0f} QPS / FAISS IndexFlatIP {f['qps']:.0f} QPS at {b['threads']} thread(s)"
+            for b, f in zip(bf, fb)))
+    snap = res["ours_float32"].get("snapshot")
+    if snap:
+        print(f"snapshot of {snap['n']:,} vectors: save {snap['save_seconds']:.2f} s, load {snap['load_seconds']:.2f} s")
+    if res["ours_float32"]["filtered"]:
+        print("\n| filter matches | graph walk QPS (recall) | exact over matching ids QPS (recall) |")
+        print("|---|---|---|")
+        for f in res["ours_float32"]["filtered"]:
+            print(f"| {f['fraction'] * 100:g}% | {f['graph_qps']:.0f} ({f['graph_recall']:.3f}) | "
+                  f"{f['exact_ids_qps']:.0f} ({f['exact_ids_recall']:.3f}) |")
+    if pg:
+        print(f"\nPostgreSQL {pg['n']:,} x {pg['dims']} float8[] + SQL cosine: {pg['qps']:.2f} QPS (recall {pg['recall']:.3f}); "
+              f"ours exact scan on the same 10,000: {res['flat10k']['qps']:.0f} QPS -> {res['flat10k']['qps'] / pg['qps']:.0f}x")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", default="clustered128,synthetic1280,openclipart")
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the synthetic sizes (quick runs)")
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--efc", type=int, default=200)
+    ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child_main(args.child, args.work, args.m, args.efc)
+    os.makedirs(OUT, exist_ok=True)
+    print(f"imgsearch ANN bench — {os.cpu_count()} CPUs; recall@{K} against exact ground truth (FAISS IndexFlatIP)")
+    for name in args.datasets.split(","):
+        base, queries = dataset(name, args.scale)
+        truth = ground_truth(base, queries)
+        work = tempfile.mkdtemp(dir=OUT, prefix=f"ann-{name}-")
+        try:
+            files = {"dir": work, "base": os.path.join(work, "base.f32"), "queries": os.path.join(work, "q.f32"),
+                     "truth": os.path.join(work, "truth.i32")}
+            write_matrix(files["base"], base)
+            write_matrix(files["queries"], queries)
+            write_matrix(files["truth"], truth.astype(np.int32), np.int32)
+            res = {"m": args.m, "efc": args.efc}
+            res["ours_float32"] = run_ours(files, "float32", args.m, args.efc, snapshot=True, filters=name != "synthetic1280")
+            res["ours_int8"] = run_ours(files, "int8", args.m, args.efc, snapshot=False, filters=False)
+            res["hnswlib"] = run_child("hnswlib", files, args.m, args.efc)
+            res["faiss"] = run_child("faiss", files, args.m, args.efc)
+            res["faiss_flat"] = run_faiss_flat(base, queries, truth)
+            pg = None
+            if not args.no_postgres and name == "synthetic1280":  # 1280-d, like the real embeddings
+                res["flat10k"] = ours_flat_10k(work, base, queries, ground_truth)
+                pg = res["postgres"] = postgres_10k(base, queries, ground_truth)
+            report(name, base.shape, res, pg)
+            with open(os.path.join(OUT, f"ann-{name}.json"), "w") as f:
+                json.dump(res, f, indent=1)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
