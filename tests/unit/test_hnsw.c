@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -404,9 +405,9 @@ static void *race_reader(void *arg) {
             if (i && hits[i - 1].dist > hits[i].dist) bad++;
         }
         if (bad) __atomic_add_fetch(&c->bad, bad, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&c->searches, 1, __ATOMIC_RELAXED);
         n++;
     }
-    __atomic_add_fetch(&c->searches, n, __ATOMIC_RELAXED);
     return NULL;
 }
 
@@ -419,8 +420,12 @@ static void test_searches_race_one_writer(void **state) {
     for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, race_reader, &c);
     bool present[RACE_POOL + 1] = {0};
     for (int i = 1; i <= RACE_POOL / 2; i++) present[i] = true;
+    /* start writing only once the readers run, and let them in regularly: under a serialising
+     * scheduler (valgrind) the writer would otherwise finish before any search starts */
+    while (__atomic_load_n(&c.searches, __ATOMIC_RELAXED) < 3) sched_yield();
     uint64_t w = 12345;
     for (int op = 0; op < 6000; op++) {
+        if (op % 50 == 0) sched_yield();
         w ^= w << 13;
         w ^= w >> 7;
         w ^= w << 17;

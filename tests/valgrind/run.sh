@@ -34,6 +34,7 @@ check test_decode "${vg[@]}" "$build/test_decode"
 check test_weights "${vg[@]}" "$build/test_weights"
 check test_filter "${vg[@]}" "$build/test_filter"
 check test_flat "${vg[@]}" "$build/test_flat"
+check test_hnsw "${vg[@]}" "$build/test_hnsw"
 check test_store "${vg[@]}" "$build/test_store"
 # One image per process: under valgrind (where inference takes tens of seconds), a libvips
 # decode that follows inference in the same process was seen to wait forever in
