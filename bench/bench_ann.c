@@ -16,6 +16,7 @@
 
 #include "index/flat.h"
 #include "index/hnsw.h"
+#include "index/planner.h"
 #include "util/status.h"
 
 typedef struct {
@@ -290,9 +291,16 @@ int main(int argc, char **argv) {
             f.ids = malloc(sizeof(int64_t) * base.n);
             double q_ids = measure(&f, 1, 0.5), r_ids = recall_vs_truth(&f);
             free(f.ids);
+            /* what the service's planner would choose, from the same sample size it uses */
+            int64_t sample[PLANNER_SAMPLE];
+            size_t ns = hnsw_sample_ids(idx, 0x9e3779b97f4a7c15ULL + mi, PLANNER_SAMPLE, sample);
+            double p_est = planner_fraction(sample, ns, accept_mod, NULL);
+            bool exact = planner_prefers_exact(p_est, hnsw_count(idx), f.ef);
             printf("{\"what\":\"filtered\",\"storage\":\"%s\",\"fraction\":%.4f,\"graph_qps\":%.1f,\"graph_recall\":%.4f,"
-                   "\"exact_ids_qps\":%.1f,\"exact_ids_recall\":%.4f}\n",
-                   storage, 1.0 / (double)mods[mi], q_graph, r_graph, q_ids, r_ids);
+                   "\"exact_ids_qps\":%.1f,\"exact_ids_recall\":%.4f,\"ef\":%d,\"estimated_fraction\":%.4f,"
+                   "\"planner\":\"%s\"}\n",
+                   storage, 1.0 / (double)mods[mi], q_graph, r_graph, q_ids, r_ids, f.ef, p_est,
+                   exact ? "exact" : "graph");
             fflush(stdout);
             truth = saved;
             truth_k = saved_k;

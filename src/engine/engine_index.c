@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "engine/engine_internal.h"
+#include "index/planner.h"
 #include "util/status.h"
 
 void engine_id_key(int64_t id, char key[24]) { snprintf(key, 24, "%lld", (long long)id); }
@@ -354,22 +355,13 @@ static bool exact_vector(int64_t id, float *out, void *ctx) {
     return store_get_vector(ctx, id, out) == IS_OK;
 }
 
-/* The planner: with a filter, estimate the matching fraction p from a random sample of the
- * index. A filtered graph walk costs about ef / p node visits; ranking the matching ids exactly
- * costs one filter test per image plus p × N distances. Their crossover lies where p² × N is a
- * constant times ef; bench/ann.py measured the constant at about 25 (50,000 × 128-d: walk and
- * exact scan equal near p = 18% at ef 64), so below it we scan exactly. */
-#define PLANNER_SAMPLE 512
-#define PLANNER_CROSSOVER 25.0
-
+/* The planner (planner.h): estimate the matching fraction from a random sample of the index. */
 static bool plan_exact(const index_state *st, const accept_ctx *a, int ef) {
     int64_t ids[PLANNER_SAMPLE];
     static __thread uint64_t seed = 0x853c49e6748fea9bULL;
     seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-    size_t n = hnsw_sample_ids(st->hnsw, seed, PLANNER_SAMPLE, ids), hits = 0;
-    for (size_t i = 0; i < n; i++) hits += accept_hit(ids[i], (void *)a);
-    double p = n ? (double)hits / (double)n : 0, count = (double)hnsw_count(st->hnsw);
-    return p * p * count < PLANNER_CROSSOVER * ef;
+    size_t n = hnsw_sample_ids(st->hnsw, seed, PLANNER_SAMPLE, ids);
+    return planner_prefers_exact(planner_fraction(ids, n, accept_hit, (void *)a), hnsw_count(st->hnsw), ef);
 }
 
 int index_search(engine *e, const float *vec, int k, int ef, const filter *f, int64_t exclude, index_hit *out,
