@@ -18,7 +18,8 @@ static void usage(FILE *f) {
             "  --port N             port (default 8001)\n"
             "  --data DIR           data directory (default ./data)\n"
             "  --model PATH         model config (default: %s)\n"
-            "  --threads N          HTTP worker threads, each with its own inference session (default 4)\n"
+            "  --threads N          images decoded and embedded at once (default: the number of CPUs)\n"
+            "  --max-connections N  connections served at once, each on its own thread (default 256)\n"
             "  --infer-threads N    threads per inference (default 1)\n"
             "  --max-upload BYTES   largest request body (default 52428800 = 50 MB)\n"
             "  --max-pixels N       largest image in pixels (default 100000000)\n"
@@ -51,10 +52,10 @@ int cli_serve(int argc, char **argv) {
         {"web", required_argument, 0, 'w'},        {"help", no_argument, 0, 'h'},
         {"hnsw-threshold", required_argument, 0, 'T'}, {"hnsw-m", required_argument, 0, 'M'},
         {"hnsw-ef-construction", required_argument, 0, 'C'}, {"hnsw-ef-search", required_argument, 0, 'S'},
-        {"hnsw-int8", no_argument, 0, '8'},
+        {"hnsw-int8", no_argument, 0, '8'},        {"max-connections", required_argument, 0, 'c'},
         {0, 0, 0, 0}};
     const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL;
-    long long port = 8001, threads = 4, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
+    long long port = 8001, threads = 0, connections = 256, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
     long long threshold = 10000, hnsw_m = 16, ef_construction = 200, ef_search = 64;
     bool int8 = false;
     optind = 1;
@@ -67,6 +68,7 @@ int cli_serve(int argc, char **argv) {
         case 'w': web = optarg; break;
         case 'p': bad = positive("--port", optarg, 65535, &port); break;
         case 't': bad = positive("--threads", optarg, 256, &threads); break;
+        case 'c': bad = positive("--max-connections", optarg, 65536, &connections); break;
         case 'i': bad = positive("--infer-threads", optarg, 64, &infer); break;
         case 'u': bad = positive("--max-upload", optarg, 1ll << 32, &max_upload); break;
         case 'x': bad = positive("--max-pixels", optarg, 1ll << 40, &max_pixels); break;
@@ -90,7 +92,7 @@ int cli_serve(int argc, char **argv) {
     char err[512];
     engine *e;
     engine_config cfg = {.data_dir = data, .model_config = model ? model : cli_default_model(),
-                         .infer_threads = (int)infer, .max_pixels = (uint64_t)max_pixels,
+                         .infer_threads = (int)infer, .sessions = (int)threads, .max_pixels = (uint64_t)max_pixels,
                          .hnsw_threshold = threshold ? threshold : -1, .hnsw_m = (int)hnsw_m,
                          .hnsw_ef_construction = (int)ef_construction, .hnsw_ef_search = (int)ef_search,
                          .hnsw_int8 = int8};
@@ -101,7 +103,7 @@ int cli_serve(int argc, char **argv) {
     char web_default[PATH_MAX]; /* ./web in the source tree, else ../web beside the binary */
     api_context api = {.engine = e,
                        .web_dir = web ? web : file_find_project("web", "openapi.json", web_default, sizeof web_default)};
-    http_config http = {.host = host, .port = (int)port, .threads = (int)threads, .max_upload = (size_t)max_upload,
+    http_config http = {.host = host, .port = (int)port, .max_connections = (int)connections, .max_upload = (size_t)max_upload,
                         .handler = api_handle, .ctx = &api};
     int rc = http_serve(&http, err, sizeof err);
     if (rc) fprintf(stderr, "imgsearch serve: %s\n", err);

@@ -8,20 +8,51 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine/engine_internal.h"
 #include "util/status.h"
 
 #define ENGINE_MAX_K 1000
 
-static void session_destroy(void *s) { embed_session_free(s); }
-
-static embed_session *thread_session(engine *e, char *err, size_t errlen) {
-    embed_session *s = pthread_getspecific(e->session_key);
-    if (s) return s;
-    if (embed_session_new(e->model, e->infer_threads, &s, err, errlen)) return NULL;
-    pthread_setspecific(e->session_key, s);
+/* An idle inference session, or a new one while fewer than max_sessions exist; otherwise waits
+ * for one. NULL (err set) when a new session cannot be built. */
+static embed_session *session_acquire(engine *e, char *err, size_t errlen) {
+    embed_session *s = NULL;
+    pthread_mutex_lock(&e->session_lock);
+    while (!e->nidle && e->nsessions >= e->max_sessions) pthread_cond_wait(&e->session_free, &e->session_lock);
+    if (e->nidle) {
+        s = e->idle_sessions[--e->nidle];
+        pthread_mutex_unlock(&e->session_lock);
+        return s;
+    }
+    e->nsessions++;
+    pthread_mutex_unlock(&e->session_lock);
+    if (embed_session_new(e->model, e->infer_threads, &s, err, errlen)) {
+        pthread_mutex_lock(&e->session_lock);
+        e->nsessions--;
+        pthread_cond_signal(&e->session_free);
+        pthread_mutex_unlock(&e->session_lock);
+        return NULL;
+    }
     return s;
+}
+
+static void session_release(engine *e, embed_session *s) {
+    pthread_mutex_lock(&e->session_lock);
+    e->idle_sessions[e->nidle++] = s;
+    pthread_cond_signal(&e->session_free);
+    pthread_mutex_unlock(&e->session_lock);
+}
+
+/* Embeds one image with a pooled session. */
+static int embed_pooled(engine *e, const void *bytes, size_t len, float *vec, decode_info *info, char *err,
+                        size_t errlen) {
+    embed_session *s = session_acquire(e, err, errlen);
+    if (!s) return IS_ERR_MODEL;
+    int rc = embed_image(s, bytes, len, e->max_pixels, vec, NULL, info, err, errlen);
+    session_release(e, s);
+    return rc;
 }
 
 typedef struct {
@@ -45,7 +76,15 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     e->infer_threads = cfg->infer_threads > 0 ? cfg->infer_threads : 1;
     e->max_pixels = cfg->max_pixels;
     e->hnsw_threshold = cfg->hnsw_threshold < 0 ? 0 : cfg->hnsw_threshold ? (size_t)cfg->hnsw_threshold : 10000;
-    pthread_key_create(&e->session_key, session_destroy);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    e->max_sessions = cfg->sessions > 0 ? cfg->sessions : cpus > 0 ? (int)cpus : 1;
+    e->idle_sessions = calloc((size_t)e->max_sessions, sizeof *e->idle_sessions);
+    if (!e->idle_sessions) {
+        free(e);
+        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&e->session_lock, NULL);
+    pthread_cond_init(&e->session_free, NULL);
     pthread_mutex_init(&e->write_lock, NULL);
     pthread_rwlock_init(&e->index_lock, NULL);
     pthread_mutex_init(&e->rebuild_lock, NULL);
@@ -93,9 +132,10 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
 void engine_close(engine *e) {
     if (!e) return;
     index_maintenance_stop(e);
-    embed_session_free(pthread_getspecific(e->session_key));
-    pthread_setspecific(e->session_key, NULL);
-    pthread_key_delete(e->session_key);
+    for (int i = 0; i < e->nidle; i++) embed_session_free(e->idle_sessions[i]);
+    free(e->idle_sessions);
+    pthread_mutex_destroy(&e->session_lock);
+    pthread_cond_destroy(&e->session_free);
     index_state_free(&e->idx);
     blobs_close(e->files);
     store_close(e->db);
@@ -136,17 +176,49 @@ static int normalise_data(const char *text, char **out, char *err, size_t errlen
     return *out ? IS_OK : is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
 }
 
+/* Writing an upload to the blob store (hash, write, three or four fsyncs) is mostly waiting on
+ * the disk; it runs on its own thread while the image is decoded and embedded, so it leaves the
+ * add's critical path. */
+typedef struct {
+    blobs *files;
+    const void *bytes;
+    size_t len;
+    char hex[BLOB_HEX_LEN + 1];
+    int rc;
+    char err[256];
+} blob_job;
+
+static void *blob_write(void *arg) {
+    blob_job *j = arg;
+    j->rc = blobs_put(j->files, j->bytes, j->len, j->hex, j->err, sizeof j->err);
+    return NULL;
+}
+
+/* The upload turned out not to be an image: its blob goes unless a row already names it (the same
+ * bytes added before). Under the write lock, like every unlink. */
+static void drop_unused_blob(engine *e, const char *hex) {
+    bool used = true;
+    pthread_mutex_lock(&e->write_lock);
+    if (store_blob_used(e->db, hex, &used) == IS_OK && !used) blobs_unlink(e->files, hex, NULL, 0);
+    pthread_mutex_unlock(&e->write_lock);
+}
+
 int engine_add(engine *e, const void *bytes, size_t len, const char *name, const char *data_json,
                int64_t *id, char *err, size_t errlen) {
     char *data = NULL;
     int rc = normalise_data(data_json && *data_json ? data_json : "{}", &data, err, errlen);
     if (rc) return rc;
-    embed_session *s = thread_session(e, err, errlen);
+    blob_job job = {.files = e->files, .bytes = bytes, .len = len};
+    pthread_t writer;
+    bool threaded = pthread_create(&writer, NULL, blob_write, &job) == 0;
     float *vec = malloc(sizeof(float) * (size_t)embed_dims(e->model));
     decode_info info;
-    if (!s) rc = IS_ERR_MODEL;
-    else if (!vec) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    else rc = embed_image(s, bytes, len, e->max_pixels, vec, NULL, &info, err, errlen); /* no lock held */
+    if (!vec) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    else rc = embed_pooled(e, bytes, len, vec, &info, err, errlen); /* no lock held */
+    if (threaded) pthread_join(writer, NULL);
+    else if (!rc) blob_write(&job);
+    if (!rc && job.rc) rc = is_fail(err, errlen, job.rc, "%s", job.err);
+    else if (rc && threaded && !job.rc) drop_unused_blob(e, job.hex);
     if (rc) {
         free(vec);
         free(data);
@@ -155,9 +227,13 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
     store_image row = {.name = (char *)(name && *name ? name : "image"), .content_type = (char *)mime_of(info.format),
                        .data = data, .width = info.width, .height = info.height, .size = (int64_t)len,
                        .vector = vec, .dims = embed_dims(e->model)};
+    memcpy(row.sha256, job.hex, sizeof row.sha256);
     int64_t seq;
     pthread_mutex_lock(&e->write_lock);
-    rc = blobs_put(e->files, bytes, len, row.sha256, err, errlen);
+    /* A delete of other rows with the same bytes, or of everything, may have unlinked the blob
+     * since it was written; blobs_store puts it back (one stat when it is there). A crash before
+     * the row commits leaves an orphan blob, which start-up removes. */
+    rc = blobs_store(e->files, bytes, len, row.sha256, err, errlen);
     if (!rc) rc = store_add(e->db, &row, &seq, err, errlen);
     if (!rc) {
         /* metadata first: a search that meets the new vector can already filter on it */
@@ -342,11 +418,9 @@ int engine_search(engine *e, const void *bytes, size_t len, int k, int ef, const
     if (!rc) rc = compile_filter(filter_json, &check, err, errlen);
     filter_free(check);
     if (rc) return rc;
-    embed_session *s = thread_session(e, err, errlen);
-    if (!s) return IS_ERR_MODEL;
     float *vec = malloc(sizeof(float) * (size_t)embed_dims(e->model));
     if (!vec) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    rc = embed_image(s, bytes, len, e->max_pixels, vec, NULL, NULL, err, errlen);
+    rc = embed_pooled(e, bytes, len, vec, NULL, err, errlen);
     if (!rc) rc = search_vector(e, vec, k, ef, filter_json, INT64_MIN, hits, n, err, errlen);
     free(vec);
     return rc;

@@ -24,6 +24,7 @@ typedef struct {
     const char *data_dir;     /* created if missing: imgsearch.db and blobs/ live there */
     const char *model_config; /* models/<name>.json */
     int infer_threads;        /* threads per inference session (1 = the calling thread) */
+    int sessions;             /* inferences at once (each an XNNPACK runtime); 0 = the CPU count */
     uint64_t max_pixels;      /* 0 = decoder default (100 MP) */
     /* the index: an exact scan up to hnsw_threshold images, an HNSW graph above (built in the
      * background; snapshot in <data_dir>/index.hnsw). 0 fields take the defaults. */

@@ -35,7 +35,12 @@ struct engine {
     size_t hnsw_threshold;
     hnsw_params hnsw;
     char snapshot_path[4096];
-    pthread_key_t session_key;
+    /* Inference sessions: built on first need (an XNNPACK runtime costs tens of ms and MBs), at
+     * most max_sessions, reused; a caller waits while all are busy. Guarded by session_lock. */
+    pthread_mutex_t session_lock;
+    pthread_cond_t session_free;
+    embed_session **idle_sessions; /* max_sessions slots */
+    int nidle, nsessions, max_sessions;
     store *db;
     blobs *files;
     pthread_mutex_t write_lock;

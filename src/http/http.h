@@ -1,9 +1,10 @@
 /* http.h — requests and responses as the API layer sees them, and the server that runs them.
  *
- * The server (libmicrohttpd, a pool of worker threads) reads a request whole before handing it
+ * The server (libmicrohttpd, a thread per connection) reads a request whole before handing it
  * on: multipart/form-data is split into fields, any other body is kept raw; a body over the
  * upload limit is discarded and answered 413. It logs one line per request: method, path,
- * status, milliseconds. A request and its response belong to one worker thread. */
+ * status, milliseconds. A request and its response belong to its connection's thread; handlers
+ * run concurrently, one per open connection. */
 #ifndef IMGSEARCH_HTTP_H
 #define IMGSEARCH_HTTP_H
 
@@ -52,7 +53,7 @@ typedef void (*http_handler)(void *ctx, const http_request *req, http_response *
 typedef struct {
     const char *host;      /* numeric IPv4 address or name; "0.0.0.0" for all */
     int port;
-    int threads;           /* worker threads */
+    int max_connections;   /* connections served at once (each on its own thread); more wait */
     size_t max_upload;     /* bytes */
     http_handler handler;
     void *ctx;

@@ -69,6 +69,10 @@ static void blob_path(const blobs *b, const char *hex, char *path, size_t len) {
 
 int blobs_put(blobs *b, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1], char *err, size_t errlen) {
     blobs_hash(bytes, len, hex);
+    return blobs_store(b, bytes, len, hex, err, errlen);
+}
+
+int blobs_store(blobs *b, const void *bytes, size_t len, const char *hex, char *err, size_t errlen) {
     char path[PATH_MAX], d1[PATH_MAX], d2[PATH_MAX], tmp[PATH_MAX];
     blob_path(b, hex, path, sizeof path);
     struct stat st;

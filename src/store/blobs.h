@@ -27,6 +27,10 @@ void blobs_hash(const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1]);
 /* Stores bytes durably and returns their name in hex. Storing existing bytes is cheap. */
 int blobs_put(blobs *b, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1], char *err, size_t errlen);
 
+/* The same with the name already computed by blobs_hash (or an earlier blobs_put): makes sure
+ * the blob is on disk, which costs one stat when it is. */
+int blobs_store(blobs *b, const void *bytes, size_t len, const char *hex, char *err, size_t errlen);
+
 /* Reads a blob into a new buffer (caller frees). IS_ERR_NOT_FOUND when absent. */
 int blobs_read(blobs *b, const char *hex, unsigned char **out, size_t *len, char *err, size_t errlen);
 

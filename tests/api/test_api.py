@@ -1,6 +1,9 @@
 """Every endpoint of the HTTP API against the real binary and model, and every error path:
 the right status, a clear message, and a server that keeps serving."""
+import hashlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -138,6 +141,36 @@ def test_error_paths_and_the_server_keeps_serving(server, images):
     assert add(server, images / "cat.png").status_code == 201
     assert requests.get(url + "/index/health").json()["result"] is True
     assert server.alive()
+    # the refused uploads left nothing on disk (their bytes are written while they are decoded)
+    assert blob_names(server) == {hashlib.sha256((images / "cat.png").read_bytes()).hexdigest()}
+
+
+def blob_names(server):
+    root = os.path.join(server.data_dir, "blobs")
+    return {f for d, _, files in os.walk(root) if not d.endswith("tmp") for f in files}
+
+
+def test_same_bytes_twice_then_one_deleted(server, images):
+    """Two images with the same bytes share one blob; deleting one keeps it for the other, and an
+    add racing deletes of the same bytes still ends with its blob on disk."""
+    a = add(server, images / "cat.png").json()["result"]
+    b = add(server, images / "cat.png").json()["result"]
+    assert requests.delete(f"{server.url}/image/{a}").status_code == 200
+    assert requests.get(f"{server.url}/image/{b}").content == (images / "cat.png").read_bytes()
+    assert requests.delete(f"{server.url}/image/{b}").status_code == 200
+    assert blob_names(server) == set()
+    old = [add(server, images / "cat.png").json()["result"] for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:  # deletes and adds of the same bytes at once
+        deleting = [pool.submit(requests.delete, f"{server.url}/image/{i}") for i in old]
+        adding = [pool.submit(add, server, images / "cat.png") for _ in range(4)]
+        assert all(f.result().status_code == 200 for f in deleting)
+        new = [f.result().json()["result"] for f in adding]
+    for i in new:
+        assert requests.get(f"{server.url}/image/{i}").content == (images / "cat.png").read_bytes()
+    assert len(blob_names(server)) == 1
+    server.stop()
+    server.start()  # and the restart's orphan sweep keeps it
+    assert requests.get(f"{server.url}/image/{new[0]}").content == (images / "cat.png").read_bytes()
 
 
 def test_upload_limit(make_server, images):
