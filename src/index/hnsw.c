@@ -308,12 +308,69 @@ static int cmp_cand(const void *a, const void *b) {
     return (x->d > y->d) - (x->d < y->d);
 }
 
+/* Exact copies (the same picture added again and again) need care. To Malkov's heuristic, a copy
+ * of the base is never nearer to a kept neighbour than to the base, so a large group of copies
+ * fills each other's lists: no links lead out of the group (a walk that enters it is trapped) and,
+ * as every outside node keeps at most one copy, soon none lead in either. So a list keeps at most
+ * HNSW_MAX_COPIES copies of its own node, the ones ranked first by a hash of the pair: each copy
+ * links to a few others picked at random, which keeps the group connected, and the rest of its
+ * list links out. Copies are bit-identical stored vectors; only candidates nearer than
+ * COPY_NEAR are compared. */
+#define HNSW_MAX_COPIES 3
+#define COPY_NEAR 0.05f
+
+/* The stored form of a slot's vector, or of `virt` (the node being inserted). */
+static const void *stored_form(const hnsw_index *h, uint32_t s, uint32_t virt, const enc_query *vq, float *scale) {
+    bool i8 = h->p.storage == HNSW_INT8;
+    if (s == virt) {
+        *scale = i8 ? vq->scale : 1.0f;
+        return i8 ? (const void *)vq->q8 : (const void *)vq->f;
+    }
+    *scale = i8 ? hnsw_node_at(h, s)->scale : 1.0f;
+    return hnsw_vec(h, s);
+}
+
+static bool is_copy(const hnsw_index *h, uint32_t a, uint32_t b, uint32_t virt, const enc_query *vq) {
+    float sa, sb;
+    const void *va = stored_form(h, a, virt, vq, &sa), *vb = stored_form(h, b, virt, vq, &sb);
+    size_t len = (size_t)h->p.dims * (h->p.storage == HNSW_INT8 ? 1 : sizeof(float));
+    return sa == sb && !memcmp(va, vb, len);
+}
+
+static uint64_t pair_rank(uint32_t base, uint32_t s) { /* splitmix64 of the pair */
+    uint64_t z = ((uint64_t)base << 32 | s) + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
 /* Malkov's heuristic: keep a candidate only if it is nearer to the base than to every neighbour
- * kept so far, which spreads links over directions. c is sorted nearest first. */
-static int select_neighbours(const hnsw_index *h, const cand *c, int nc, int max, uint32_t *out, uint32_t virt,
-                             const enc_query *vq) {
+ * kept so far, which spreads links over directions; copies of the base as above. c is sorted
+ * nearest first; base is the node whose list this is (it may be virt). */
+static int select_neighbours(const hnsw_index *h, const cand *c, int nc, int max, uint32_t *out, uint32_t base,
+                             uint32_t virt, const enc_query *vq) {
+    uint64_t cut = 0; /* copies ranked below this are kept */
+    uint64_t ranks[HNSW_MAX_COPIES];
+    int ncopies = 0;
+    for (int i = 0; i < nc && c[i].d <= COPY_NEAR; i++) {
+        if (!is_copy(h, base, c[i].s, virt, vq)) continue;
+        uint64_t r = pair_rank(base, c[i].s);
+        if (ncopies < HNSW_MAX_COPIES) ranks[ncopies++] = r;
+        else {
+            int worst = 0;
+            for (int j = 1; j < HNSW_MAX_COPIES; j++)
+                if (ranks[j] > ranks[worst]) worst = j;
+            if (r < ranks[worst]) ranks[worst] = r;
+        }
+    }
+    for (int j = 0; j < ncopies; j++)
+        if (ranks[j] >= cut) cut = ranks[j] + 1;
     int n = 0;
     for (int i = 0; i < nc && n < max; i++) {
+        if (ncopies && c[i].d <= COPY_NEAR && is_copy(h, base, c[i].s, virt, vq)) {
+            if (pair_rank(base, c[i].s) < cut) out[n++] = c[i].s;
+            continue;
+        }
         bool keep = true;
         for (int j = 0; j < n && keep; j++)
             if (dist_pair(h, c[i].s, out[j], virt, vq) < c[i].d) keep = false;
@@ -497,7 +554,7 @@ static bool plan_backlink(const hnsw_index *h, plan *p, uint32_t s, int level, u
     for (uint32_t i = 1; i <= l[0]; i++) c[nc++] = (cand){dist_q(h, &sq, l[i]), l[i]};
     c[nc++] = (cand){d, virt};
     qsort(c, (size_t)nc, sizeof *c, cmp_cand);
-    pl->n = select_neighbours(h, c, nc, max, pl->links, virt, vq);
+    pl->n = select_neighbours(h, c, nc, max, pl->links, s, virt, vq);
     return true;
 }
 
@@ -550,7 +607,7 @@ int hnsw_add(hnsw_index *h, int64_t id, const float *vec) {
             }
             mine->slot = slot;
             mine->level = l;
-            mine->n = select_neighbours(h, c, nc, hnsw_max_links(h, l), mine->links, slot, &vq);
+            mine->n = select_neighbours(h, c, nc, hnsw_max_links(h, l), mine->links, slot, slot, &vq);
             for (int i = 0; i < mine->n && !rc; i++) {
                 float dn = 0;
                 for (int j = 0; j < nc; j++)
@@ -662,7 +719,7 @@ static bool plan_repair(hnsw_index *h, uint32_t x, int level, search_buf *b, can
     if (!pl) return false;
     pl->slot = x;
     pl->level = level;
-    pl->n = select_neighbours(h, c, nc, hnsw_max_links(h, level), pl->links, HNSW_NONE, NULL);
+    pl->n = select_neighbours(h, c, nc, hnsw_max_links(h, level), pl->links, x, HNSW_NONE, NULL);
     return true;
 }
 

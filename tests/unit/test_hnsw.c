@@ -251,6 +251,74 @@ static void test_filtered_selectivities(void **state) {
     free(x);
 }
 
+/* Many exact copies of one vector (users add the same picture again and again; openclipart has a
+ * group of 139). If each copy linked only to other copies, a walk entering the group could never
+ * leave it: a filtered search from there would come back short. Every node must stay reachable
+ * and a search that starts in the group must still find what lies outside it. */
+static bool accept_originals(int64_t id, void *ctx) { return id <= *(int64_t *)ctx; }
+
+static void duplicates_case(hnsw_storage storage) {
+    enum { N = 2000, COPIES = 150, D = 32 };
+    float *x = make_data(N, D, 10);
+    hnsw_index *h = new_index(D, storage);
+    flat_index *f = flat_new(D);
+    const float *copy = x; /* copies of the first vector, interleaved with the rest */
+    int64_t next_copy = N + 1;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(hnsw_add(h, i + 1, x + (size_t)i * D), IS_OK);
+        assert_int_equal(flat_add(f, i + 1, x + (size_t)i * D), IS_OK);
+        if (i % (N / COPIES) == 0 && next_copy <= N + COPIES) {
+            assert_int_equal(hnsw_add(h, next_copy, copy), IS_OK);
+            assert_int_equal(flat_add(f, next_copy++, copy), IS_OK);
+        }
+    }
+    /* every live node is reachable on layer 0 from the entry point */
+    uint32_t *queue = malloc(sizeof(uint32_t) * h->nslots);
+    char *seen = calloc(h->nslots, 1);
+    size_t head = 0, tail = 0, live = 0;
+    queue[tail++] = h->entry;
+    seen[h->entry] = 1;
+    while (head < tail) {
+        const uint32_t *l = hnsw_links(h, queue[head++], 0);
+        for (uint32_t i = 1; i <= l[0]; i++)
+            if (!seen[l[i]]) {
+                seen[l[i]] = 1;
+                queue[tail++] = l[i];
+            }
+    }
+    for (uint32_t s = 0; s < h->nslots; s++) live += hnsw_node_at(h, s)->state == SLOT_LIVE;
+    print_message("%s: %zu of %zu nodes reachable\n", storage == HNSW_INT8 ? "int8" : "float32", tail, live);
+    assert_int_equal(tail, live);
+    /* from inside the group, the nearest originals (the copies filtered out) */
+    int64_t originals = N;
+    index_hit got[10], want[10];
+    int ng, nw;
+    hnsw_query hq = {.k = 10, .ef = 32, .accept = accept_originals, .accept_ctx = &originals};
+    assert_int_equal(hnsw_search(h, copy, &hq, got, &ng), IS_OK);
+    assert_int_equal(flat_search(f, copy, 10, accept_originals, &originals, want, &nw), IS_OK);
+    assert_int_equal(ng, 10);
+    int hits = 0;
+    for (int a = 0; a < ng; a++)
+        for (int b = 0; b < nw; b++) hits += got[a].id == want[b].id;
+    assert_true(hits >= 9);
+    /* and unfiltered, the copies themselves come first */
+    hq.accept = NULL;
+    assert_int_equal(hnsw_search(h, copy, &hq, got, &ng), IS_OK);
+    assert_int_equal(ng, 10);
+    for (int a = 0; a < ng; a++) assert_true(got[a].dist < (storage == HNSW_INT8 ? 0.01f : 1e-5f));
+    free(queue);
+    free(seen);
+    hnsw_free(h);
+    flat_free(f);
+    free(x);
+}
+
+static void test_duplicates_do_not_trap_searches(void **state) {
+    (void)state;
+    duplicates_case(HNSW_FLOAT32);
+    duplicates_case(HNSW_INT8);
+}
+
 static void test_snapshot_round_trip(void **state) {
     (void)state;
     enum { N = 1500, D = 24 };
@@ -481,6 +549,7 @@ int main(void) {
         cmocka_unit_test(test_int8_recall_and_size),
         cmocka_unit_test(test_deletes_repair_and_reuse),
         cmocka_unit_test(test_filtered_selectivities),
+        cmocka_unit_test(test_duplicates_do_not_trap_searches),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_randomized_against_model),
         cmocka_unit_test(test_searches_race_one_writer),
