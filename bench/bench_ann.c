@@ -8,6 +8,7 @@
  * Files: uint32 n, uint32 dims, then n×dims float32 (base, queries); uint32 nq, uint32 k, then
  * nq×k int32 row numbers of the true nearest (truth). Ids in the index are row + 1.
  * Prints one JSON object per line. */
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,9 +230,12 @@ int main(int argc, char **argv) {
         }
     }
     double build_s = now() - t0;
+    /* where the RSS went: the heap's free but resident bytes, and large blocks mapped directly */
+    struct mallinfo2 mi = mallinfo2();
     printf("{\"what\":\"build\",\"storage\":\"%s\",\"n\":%u,\"dims\":%u,\"m\":%d,\"efc\":%d,\"seconds\":%.3f,"
-           "\"memory_bytes\":%zu,\"rss_delta_bytes\":%ld}\n",
-           storage, base.n, base.d, m, efc, build_s, hnsw_memory_bytes(idx), (rss_kib() - rss0) * 1024);
+           "\"memory_bytes\":%zu,\"rss_delta_bytes\":%ld,\"heap_free_bytes\":%zu,\"mmapped_bytes\":%zu}\n",
+           storage, base.n, base.d, m, efc, build_s, hnsw_memory_bytes(idx), (rss_kib() - rss0) * 1024, mi.fordblks,
+           mi.hblkhd);
     fflush(stdout);
 
     job j = {.k = k, .first = 0, .step = 1, .count = queries.n};

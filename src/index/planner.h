@@ -20,8 +20,11 @@
  * near the crossover, which is all the decision needs. */
 #define PLANNER_SAMPLE 512
 
-/* p² × N below PLANNER_CROSSOVER × ef → exact. */
-#define PLANNER_CROSSOVER 25.0
+/* p² × N below PLANNER_CROSSOVER × ef → exact. Measured by bench/ann.py at ef 64: the two paths
+ * cross near p = 1.4 % on 1,000,000 × 128-d (p²N/ef ≈ 3) and near p = 20 % on openclipart's
+ * 7,605 × 1280-d (≈ 5-7). The service's filter is a JSON match per image, dearer than the
+ * bench's, which favours the walk further; 5 sits in the measured range. */
+#define PLANNER_CROSSOVER 5.0
 
 /* The fraction of `ids` the filter accepts (0 when n is 0). */
 double planner_fraction(const int64_t *ids, size_t n, index_accept_fn accept, void *ctx);
