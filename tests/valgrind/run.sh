@@ -14,6 +14,8 @@ vg=(timeout 600 valgrind --quiet --num-callers=50 --error-exitcode=99 --leak-che
 # liborc JIT-compiles SIMD code that valgrind cannot follow; libvips runs its C paths instead.
 export VIPS_NOVECTOR=1
 export IMGSEARCH_TEST_IMAGES="$images" IMGSEARCH_MODEL="$PWD/models/efficientnet_lite0.json"
+# tests that race threads run shorter under valgrind, which runs one thread at a time
+export IMGSEARCH_VALGRIND=1
 passed=0 failed=0
 check() {
   local name=$1; shift
