@@ -60,12 +60,16 @@ typedef struct {
     int removed;
 } orphan_ctx;
 
+/* Unlinks a blob that no row names; true when it did. Callers hold the write lock (or run
+ * before anything else can write, at start-up), so no add of the same bytes can race it. */
+static bool unlink_if_unused(engine *e, const char *hex) {
+    bool used = true;
+    return store_blob_used(e->db, hex, &used) == IS_OK && !used && blobs_unlink(e->files, hex, NULL, 0) == IS_OK;
+}
+
 static int remove_orphan(const char *hex, void *ctx) {
     orphan_ctx *o = ctx;
-    bool used = true;
-    if (store_blob_used(o->e->db, hex, &used) == IS_OK && !used &&
-        blobs_unlink(o->e->files, hex, NULL, 0) == IS_OK)
-        o->removed++;
+    if (unlink_if_unused(o->e, hex)) o->removed++;
     return 0;
 }
 
@@ -197,9 +201,8 @@ static void *blob_write(void *arg) {
 /* The upload turned out not to be an image: its blob goes unless a row already names it (the same
  * bytes added before). Under the write lock, like every unlink. */
 static void drop_unused_blob(engine *e, const char *hex) {
-    bool used = true;
     pthread_mutex_lock(&e->write_lock);
-    if (store_blob_used(e->db, hex, &used) == IS_OK && !used) blobs_unlink(e->files, hex, NULL, 0);
+    unlink_if_unused(e, hex);
     pthread_mutex_unlock(&e->write_lock);
 }
 
