@@ -45,16 +45,32 @@ int decode_global_init(const char *argv0, char *err, size_t errlen) {
     return IS_OK;
 }
 
-/* libvips keeps one error buffer per process; we take what it says and clear it. */
-static int vips_fail(char *err, size_t errlen, int status, const char *what) {
+/* libvips keeps ONE error buffer for the whole process, shared by every thread: reading it after a
+ * failed call can return another request's message (seen: a truncated PNG answered with a JPEG
+ * error under concurrent uploads). So an answer never quotes it. The reason a caller gets is built
+ * from what this call knows (the stage that failed and the format its header named); libvips' own
+ * text, which may name internal loaders or paths, goes to the log when IMGSEARCH_DEBUG is set. */
+static pthread_mutex_t vips_log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void vips_log_and_clear(void) {
+    pthread_mutex_lock(&vips_log_lock);
     const char *msg = vips_error_buffer();
-    char clean[384];
-    snprintf(clean, sizeof clean, "%s",
-             msg && *msg ? msg : "the data is damaged or not a valid image of its format");
-    for (char *p = clean; *p; p++)
-        if (*p == '\n') *p = (p[1] ? ' ' : 0);
+    if (getenv("IMGSEARCH_DEBUG") && msg && *msg) fprintf(stderr, "imgsearch: libvips: %s", msg);
     vips_error_clear();
-    return is_fail(err, errlen, status, "%s: %s", what, clean);
+    pthread_mutex_unlock(&vips_log_lock);
+}
+
+/* "the PNG data is truncated or damaged" for the format the header named. */
+static int vips_fail(char *err, size_t errlen, int status, const char *what, const char *format) {
+    vips_log_and_clear();
+    char upper[16];
+    size_t n = 0;
+    for (; format && format[n] && n < sizeof upper - 1; n++)
+        upper[n] = (char)(format[n] >= 'a' && format[n] <= 'z' ? format[n] - 32 : format[n]);
+    upper[n] = 0;
+    if (status == IS_ERR_CORRUPT_IMAGE)
+        return is_fail(err, errlen, status, "%s: the %s%sdata is truncated or damaged", what, upper, n ? " " : "");
+    return is_fail(err, errlen, status, "%s", what);
 }
 
 static void loader_family(const char *loader, char *out, size_t outlen) {
@@ -66,6 +82,16 @@ static void loader_family(const char *loader, char *out, size_t outlen) {
     out[n] = 0;
 }
 
+/* The formats we take from users: the loaders libvips fuzzes and that we can serve back with a
+ * known type. Anything else it could open (SVG, PDF, ImageMagick, matrix or CSV text, its own
+ * .v format ...) is refused as unsupported before any loader runs. */
+static bool accepted_family(const char *family) {
+    static const char *ok[] = {"jpeg", "png", "webp", "gif", "tiff", "heif"};
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
+        if (!strcmp(family, ok[i])) return true;
+    return false;
+}
+
 int decode_probe(const void *buf, size_t len, uint64_t max_pixels, decode_info *info,
                  char *err, size_t errlen) {
     int rc = decode_global_init(NULL, err, errlen);
@@ -75,19 +101,20 @@ int decode_probe(const void *buf, size_t len, uint64_t max_pixels, decode_info *
     if (!buf || len == 0) return is_fail(err, errlen, IS_ERR_EMPTY_IMAGE, "the image is empty (0 bytes)");
 
     const char *loader = vips_foreign_find_load_buffer(buf, len);
-    if (!loader) {
-        vips_error_clear();
-        return is_fail(err, errlen, IS_ERR_UNSUPPORTED_IMAGE,
-                       "not a supported image format (JPEG, PNG, WebP, GIF, TIFF, HEIF, AVIF ...)");
-    }
     /* libvips answers with a class name ("VipsForeignLoadPngBuffer"); its nickname is the
      * operation name ("pngload_buffer"), from which we keep the family. */
-    const char *nick = vips_nickname_find(g_type_from_name(loader));
-    loader_family(nick ? nick : loader, info->format, sizeof info->format);
+    const char *nick = loader ? vips_nickname_find(g_type_from_name(loader)) : NULL;
+    if (loader) loader_family(nick ? nick : loader, info->format, sizeof info->format);
+    if (!loader || !accepted_family(info->format)) {
+        vips_log_and_clear();
+        info->format[0] = 0;
+        return is_fail(err, errlen, IS_ERR_UNSUPPORTED_IMAGE,
+                       "not a supported image format (JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF)");
+    }
 
     /* Header only: pixels are decoded later, on demand. */
     VipsImage *img = vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
-    if (!img) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot read the image header");
+    if (!img) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot read the image header", info->format);
     int w = vips_image_get_width(img), h = vips_image_get_height(img);
     int orientation = 1, pages = 1;
     if (vips_image_get_typeof(img, VIPS_META_ORIENTATION))
@@ -180,6 +207,45 @@ static unsigned char *rgb_pixels(VipsImage *img) {
     return px;
 }
 
+/* The centre square of the short side of buf, scaled to box × box, as 8-bit sRGB.
+ *
+ * The cost is bounded by the image's pixel count, whatever its shape: the image is first only ever
+ * shrunk (shrink-on-load where the format has it) so that its short side is at most box, then the
+ * centre square is cut out, and only that square is scaled up if it is smaller than box. Scaling a
+ * whole thin image so that its short side becomes box would make a 65535 x 1 PNG of 270 bytes into
+ * a 19-million-pixel-wide strip (seen: 12 GB and two minutes per request). For the usual photo the
+ * first step already gives a short side of box, and the result is what a crop-mode thumbnail gives. */
+static int centre_square(const void *buf, size_t len, const decode_info *info, int box, VipsImage **out,
+                         char *err, size_t errlen) {
+    int w = info->width, h = info->height, shortest = w < h ? w : h;
+    int target = shortest < box ? shortest : box;
+    VipsImage *fit = NULL, *rgb = NULL, *square = NULL;
+    /* fail_on=truncated: a cut-off JPEG or PNG is an error, not a half-grey picture. */
+    /* fit inside target × unbounded (or the other way round): the short side becomes target */
+    if (vips_thumbnail_buffer((void *)buf, len, &fit, w <= h ? target : VIPS_MAX_COORD, "height",
+                              w <= h ? VIPS_MAX_COORD : target, "size", VIPS_SIZE_DOWN, "option_string",
+                              "fail_on=truncated", NULL))
+        return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
+    int rc = to_srgb8(fit, &rgb);
+    g_object_unref(fit);
+    if (rc) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB", info->format);
+    int tw = vips_image_get_width(rgb), th = vips_image_get_height(rgb), side = tw < th ? tw : th;
+    rc = vips_extract_area(rgb, &square, (tw - side) / 2, (th - side) / 2, side, side, NULL);
+    g_object_unref(rgb);
+    if (rc) return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image", NULL);
+    if (side == box) {
+        *out = square;
+        return IS_OK;
+    }
+    /* a small (or thin) image: only its square is scaled, so this costs box * box pixels */
+    VipsImage *scaled = NULL;
+    rc = vips_resize(square, &scaled, (double)box / side, NULL);
+    g_object_unref(square);
+    if (rc) return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot scale the image", NULL);
+    *out = scaled;
+    return IS_OK;
+}
+
 int decode_preprocess(const void *buf, size_t len, const decode_params *p, float *out,
                       decode_info *info, char *err, size_t errlen) {
     decode_info local;
@@ -189,34 +255,26 @@ int decode_preprocess(const void *buf, size_t len, const decode_params *p, float
     int rc = decode_probe(buf, len, p->max_pixels, info, err, errlen);
     if (rc) return rc;
 
-    /* Scale so the short side is size / crop_fraction, crop the centre square of that, then the
-     * centre size × size of the square: TF's "crop 87.5% of the short side, resize to size". */
+    /* TF's EfficientNet evaluation: the centre square of the short side scaled so that
+     * crop_fraction of it is `size` pixels, then its centre size × size. */
     int box = (int)lround(p->size / p->crop_fraction);
     if (box < p->size) box = p->size;
-    VipsImage *thumb = NULL, *rgb = NULL, *crop = NULL;
-    /* fail_on=truncated: a cut-off JPEG or PNG is an error, not a half-grey picture. */
-    if (vips_thumbnail_buffer((void *)buf, len, &thumb, box, "height", box, "crop",
-                              VIPS_INTERESTING_CENTRE, "option_string", "fail_on=truncated", NULL))
-        return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image");
-    if (to_srgb8(thumb, &rgb)) {
-        g_object_unref(thumb);
-        return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB");
+    VipsImage *square = NULL, *crop = NULL;
+    rc = centre_square(buf, len, info, box, &square, err, errlen);
+    if (rc) return rc;
+    int sw = vips_image_get_width(square), sh = vips_image_get_height(square);
+    if (sw < p->size || sh < p->size) {
+        g_object_unref(square);
+        return is_fail(err, errlen, IS_ERR_INTERNAL, "scaled image is %dx%d, expected %dx%d", sw, sh, box, box);
     }
-    g_object_unref(thumb);
-    int tw = vips_image_get_width(rgb), th = vips_image_get_height(rgb);
-    if (tw < p->size || th < p->size) {
-        g_object_unref(rgb);
-        return is_fail(err, errlen, IS_ERR_INTERNAL, "thumbnail is %dx%d, expected %dx%d", tw, th,
-                       box, box);
+    if (vips_extract_area(square, &crop, (sw - p->size) / 2, (sh - p->size) / 2, p->size, p->size, NULL)) {
+        g_object_unref(square);
+        return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image", NULL);
     }
-    if (vips_extract_area(rgb, &crop, (tw - p->size) / 2, (th - p->size) / 2, p->size, p->size, NULL)) {
-        g_object_unref(rgb);
-        return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image");
-    }
-    g_object_unref(rgb);
+    g_object_unref(square);
     unsigned char *px = rgb_pixels(crop);
     g_object_unref(crop);
-    if (!px) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels");
+    if (!px) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels", info->format);
     size_t n = (size_t)p->size * (size_t)p->size;
     float scale[3], shift[3];
     for (int c = 0; c < 3; c++) {
@@ -245,14 +303,14 @@ int decode_thumbnail(const void *buf, size_t len, int size, const char *format, 
     /* never enlarge: a small image is its own thumbnail */
     if (vips_thumbnail_buffer((void *)buf, len, &thumb, size, "height", size, "size", VIPS_SIZE_DOWN,
                               "option_string", "fail_on=truncated", NULL))
-        return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image");
+        return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info.format);
     rc = to_srgb8(thumb, &rgb);
     g_object_unref(thumb);
-    if (rc) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB");
+    if (rc) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB", info.format);
     int w = vips_image_get_width(rgb), h = vips_image_get_height(rgb);
     unsigned char *px = rgb_pixels(rgb);
     g_object_unref(rgb);
-    if (!px) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels");
+    if (!px) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels", info.format);
     VipsImage *flat = vips_image_new_from_memory(px, (size_t)w * (size_t)h * 3, w, h, 3, VIPS_FORMAT_UCHAR);
     void *enc = NULL;
     size_t enc_len = 0;
@@ -261,7 +319,7 @@ int decode_thumbnail(const void *buf, size_t len, int size, const char *format, 
                 : vips_jpegsave_buffer(flat, &enc, &enc_len, "Q", 82, "strip", TRUE, NULL);
     if (flat) g_object_unref(flat); /* before the pixels it points at */
     g_free(px);
-    if (rc) return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot encode the thumbnail");
+    if (rc) return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot encode the thumbnail", NULL);
     /* hand back malloc'ed memory so callers free it like every other buffer of ours */
     *out = malloc(enc_len ? enc_len : 1);
     if (!*out) {

@@ -1,13 +1,20 @@
 /* decode.h — image bytes → the model's input tensor, with libvips.
  *
- * Handles JPEG, PNG, WebP, GIF (first frame), TIFF, HEIF/AVIF and whatever else the installed
- * libvips decodes safely (untrusted loaders are blocked). EXIF orientation is applied, colour is
- * converted to sRGB (CMYK, 16-bit, greyscale, palette), alpha is flattened on white, and large
- * JPEGs are shrunk while loading. The pixel count is checked from the header before any pixel is
- * decoded, so a decompression bomb costs a header read.
+ * Takes JPEG, PNG, WebP, GIF (first frame), TIFF and HEIF/AVIF; anything else libvips could open
+ * (SVG, PDF, ImageMagick's formats, text matrices ...) is refused as unsupported before a loader
+ * runs. EXIF orientation is applied, colour is converted to sRGB (CMYK, 16-bit, greyscale,
+ * palette), alpha is flattened on white, and large JPEGs are shrunk while loading. The pixel count
+ * is checked from the header before any pixel is decoded, so a decompression bomb costs a header
+ * read, and the cost of a decode is bounded by the pixel count whatever the shape (a 65535 x 1
+ * strip costs what 65 k pixels cost).
  *
  * Preprocessing follows TensorFlow's EfficientNet evaluation: the centre square of the short side
  * scaled so that crop_fraction of it is `size` pixels, centre crop size × size, (x - mean) / std.
+ *
+ * Errors: messages are built from what the call itself knows (the stage and the format its header
+ * named: "cannot decode the image: the PNG data is truncated or damaged"), never read from libvips'
+ * process-wide error buffer, which other threads write to at the same time; libvips' own text is
+ * logged to stderr when IMGSEARCH_DEBUG is set.
  *
  * Thread-safe after decode_global_init(); each call uses only its own buffers. */
 #ifndef IMGSEARCH_DECODE_H

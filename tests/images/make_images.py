@@ -65,6 +65,14 @@ def main(out):
     open(p("truncated.jpg"), "wb").write(dog[: len(dog) // 2])
     open(p("text.jpg"), "w").write("This is a text file, not a JPEG.\n" * 20)
     open(p("garbage.png"), "wb").write(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    cat_png = open(p("cat.png"), "rb").read()
+    open(p("truncated.png"), "wb").write(cat_png[: len(cat_png) // 2])
+    open(p("drawing.svg"), "w").write('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8">'
+                                      '<rect width="8" height="8" fill="red"/></svg>')
+    # Thin images: few pixels, extreme shapes (their cost must follow the pixel count).
+    Image.new("RGB", (65535, 1), (200, 30, 30)).save(p("thin_wide.png"))
+    Image.new("RGB", (1, 65535), (30, 200, 30)).save(p("thin_tall.png"))
+    Image.new("RGB", (65500, 1), (30, 30, 200)).save(p("thin_wide.jpg"), quality=95)
     # A real decompression bomb: a valid 30000 x 30000 1-bit PNG of about 100 KB.
     if not os.path.exists(p("bomb.png")):
         write_png_raw(p("bomb.png"), 30000, 30000, 1, 0, (bytes(3750) for _ in range(30000)))

@@ -1,6 +1,7 @@
 /* Unit tests for decoding and preprocessing: every kind of bad input gets its precise status, and
  * every odd-but-valid image (CMYK, 16-bit, grey, palette + transparency, animation, EXIF rotation)
  * comes out as the right sRGB pixels. Preprocessing uses mean 0 / std 1 so outputs are pixels. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,7 +45,12 @@ static void test_bad_inputs(void **state) {
     assert_int_equal(decode_file(NULL, "text.jpg", out, &info, err), IS_ERR_UNSUPPORTED_IMAGE);
     assert_non_null(strstr(err, "not a supported image format"));
     assert_int_equal(decode_file(NULL, "truncated.jpg", out, &info, err), IS_ERR_CORRUPT_IMAGE);
-    assert_non_null(strstr(err, "Premature end"));
+    assert_non_null(strstr(err, "the JPEG data is truncated or damaged"));
+    assert_int_equal(decode_file(NULL, "truncated.png", out, &info, err), IS_ERR_CORRUPT_IMAGE);
+    assert_non_null(strstr(err, "the PNG data is truncated or damaged"));
+    /* formats libvips could open but that users may not send: refused before any loader runs */
+    assert_int_equal(decode_file(NULL, "drawing.svg", out, &info, err), IS_ERR_UNSUPPORTED_IMAGE);
+    assert_null(strstr(err, "blocked"));
     assert_int_equal(decode_file(SKIMAGE_DATA, "truncated.jpg", out, &info, err), IS_ERR_CORRUPT_IMAGE);
     assert_int_equal(decode_file(NULL, "garbage.png", out, &info, err), IS_ERR_CORRUPT_IMAGE);
     assert_int_equal(decode_file(NULL, "bomb.png", out, &info, err), IS_ERR_IMAGE_TOO_LARGE);
@@ -170,6 +176,70 @@ static void test_large_jpeg_probe(void **state) {
     assert_int_equal(info.height, 3000);
 }
 
+/* A 65535 x 1 image is 65 k pixels: its cost must be that of 65 k pixels, whatever the shape (the
+ * model's input used to be made by scaling the whole strip until its short side was 292 pixels). */
+static void test_thin_images(void **state) {
+    (void)state;
+    static float out[S * S * 3];
+    char err[256];
+    decode_info info;
+    static const struct {
+        const char *name;
+        int w, h;
+        float r, g, b, tol;
+    } thin[] = {{"thin_wide.png", 65535, 1, 200, 30, 30, 1},
+                {"thin_tall.png", 1, 65535, 30, 200, 30, 1},
+                {"thin_wide.jpg", 65500, 1, 30, 30, 200, 8}};
+    for (size_t i = 0; i < sizeof thin / sizeof *thin; i++) {
+        assert_int_equal(decode_file(NULL, thin[i].name, out, &info, err), IS_OK);
+        assert_int_equal(info.width, thin[i].w);
+        assert_int_equal(info.height, thin[i].h);
+        assert_rgb(px(out, 0, 0), thin[i].r, thin[i].g, thin[i].b, thin[i].tol);
+        assert_rgb(px(out, S / 2, S / 2), thin[i].r, thin[i].g, thin[i].b, thin[i].tol);
+        assert_rgb(px(out, S - 1, S - 1), thin[i].r, thin[i].g, thin[i].b, thin[i].tol);
+    }
+}
+
+/* libvips has one error buffer per process: messages must come from each call's own failure, also
+ * when many threads fail at once with different inputs. */
+typedef struct {
+    const char *file, *expect;
+    int status, failures;
+} error_job;
+
+static void *decode_bad_repeatedly(void *arg) {
+    error_job *job = arg;
+    size_t len;
+    unsigned char *buf = test_read(NULL, job->file, &len);
+    static __thread float out[S * S * 3];
+    decode_params p = raw_params();
+    for (int i = 0; i < 60; i++) {
+        char err[256];
+        int rc = decode_preprocess(buf, len, &p, out, NULL, err, sizeof err);
+        if (rc != job->status || !strstr(err, job->expect)) job->failures++;
+    }
+    free(buf);
+    return NULL;
+}
+
+static void test_errors_belong_to_their_call(void **state) {
+    (void)state;
+    error_job jobs[] = {
+        {"truncated.jpg", "the JPEG data is truncated or damaged", IS_ERR_CORRUPT_IMAGE, 0},
+        {"truncated.png", "the PNG data is truncated or damaged", IS_ERR_CORRUPT_IMAGE, 0},
+        {"garbage.png", "the PNG data is truncated or damaged", IS_ERR_CORRUPT_IMAGE, 0},
+        {"text.jpg", "not a supported image format", IS_ERR_UNSUPPORTED_IMAGE, 0},
+        {"drawing.svg", "not a supported image format", IS_ERR_UNSUPPORTED_IMAGE, 0},
+        {"cat_q90.jpg", "", IS_OK, 0},
+    };
+    enum { N = sizeof jobs / sizeof *jobs };
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) assert_int_equal(pthread_create(&t[i], NULL, decode_bad_repeatedly, &jobs[i]), 0);
+    for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < N; i++)
+        if (jobs[i].failures) fail_msg("%s: %d answers that were not its own", jobs[i].file, jobs[i].failures);
+}
+
 int main(void) {
     char err[256];
     if (decode_global_init("test_decode", err, sizeof err)) {
@@ -186,6 +256,8 @@ int main(void) {
         cmocka_unit_test(test_exif_orientation_applied),
         cmocka_unit_test(test_normalisation_and_tiny),
         cmocka_unit_test(test_large_jpeg_probe),
+        cmocka_unit_test(test_thin_images),
+        cmocka_unit_test(test_errors_belong_to_their_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
