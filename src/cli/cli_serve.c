@@ -23,6 +23,9 @@ static void usage(FILE *f) {
             "  --infer-threads N    threads per inference (default 1)\n"
             "  --max-upload BYTES   largest request body (default 52428800 = 50 MB)\n"
             "  --max-pixels N       largest image in pixels (default 100000000)\n"
+            "  --max-data-bytes N   largest metadata of one image, JSON bytes (default 65536)\n"
+            "  --max-data-keys N    most object keys in one image's metadata, all levels (default 1000)\n"
+            "  --max-data-depth N   deepest nesting of one image's metadata (default 32)\n"
             "  --web DIR            web assets (default: ./web, else beside the binary: ../web)\n"
             "  --hnsw-threshold N   exact scan up to N images, HNSW above (default 10000; 0 = always HNSW)\n"
             "  --hnsw-m N           HNSW links per node (default 16; 2m on the bottom layer)\n"
@@ -53,10 +56,13 @@ int cli_serve(int argc, char **argv) {
         {"hnsw-threshold", required_argument, 0, 'T'}, {"hnsw-m", required_argument, 0, 'M'},
         {"hnsw-ef-construction", required_argument, 0, 'C'}, {"hnsw-ef-search", required_argument, 0, 'S'},
         {"hnsw-int8", no_argument, 0, '8'},        {"max-connections", required_argument, 0, 'c'},
+        {"max-data-bytes", required_argument, 0, 'B'}, {"max-data-keys", required_argument, 0, 'K'},
+        {"max-data-depth", required_argument, 0, 'D'},
         {0, 0, 0, 0}};
     const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL;
     long long port = 8001, threads = 0, connections = 256, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
     long long threshold = 10000, hnsw_m = 16, ef_construction = 200, ef_search = 64;
+    long long data_bytes = ENGINE_DATA_MAX_BYTES, data_keys = ENGINE_DATA_MAX_KEYS, data_depth = ENGINE_DATA_MAX_DEPTH;
     bool int8 = false;
     optind = 1;
     int c, bad = 0;
@@ -80,6 +86,9 @@ int cli_serve(int argc, char **argv) {
         case 'C': bad = positive("--hnsw-ef-construction", optarg, 4096, &ef_construction); break;
         case 'S': bad = positive("--hnsw-ef-search", optarg, 4096, &ef_search); break;
         case '8': int8 = true; break;
+        case 'B': bad = positive("--max-data-bytes", optarg, 16ll << 20, &data_bytes); break;
+        case 'K': bad = positive("--max-data-keys", optarg, 1000000, &data_keys); break;
+        case 'D': bad = positive("--max-data-depth", optarg, 1000, &data_depth); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -95,7 +104,9 @@ int cli_serve(int argc, char **argv) {
                          .infer_threads = (int)infer, .sessions = (int)threads, .max_pixels = (uint64_t)max_pixels,
                          .hnsw_threshold = threshold ? threshold : -1, .hnsw_m = (int)hnsw_m,
                          .hnsw_ef_construction = (int)ef_construction, .hnsw_ef_search = (int)ef_search,
-                         .hnsw_int8 = int8};
+                         .hnsw_int8 = int8,
+                         .data_limits = {.max_bytes = (size_t)data_bytes, .max_keys = (int)data_keys,
+                                         .max_depth = (int)data_depth}};
     if (engine_open(&cfg, &e, err, sizeof err)) {
         fprintf(stderr, "imgsearch serve: %s\n", err);
         return 2;

@@ -12,6 +12,7 @@
 
 #include "engine/engine_internal.h"
 #include "util/status.h"
+#include "util/text.h"
 
 #define ENGINE_MAX_K 1000
 
@@ -79,6 +80,9 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     if (!e) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     e->infer_threads = cfg->infer_threads > 0 ? cfg->infer_threads : 1;
     e->max_pixels = cfg->max_pixels;
+    e->data_limits.max_bytes = cfg->data_limits.max_bytes ? cfg->data_limits.max_bytes : ENGINE_DATA_MAX_BYTES;
+    e->data_limits.max_keys = cfg->data_limits.max_keys ? cfg->data_limits.max_keys : ENGINE_DATA_MAX_KEYS;
+    e->data_limits.max_depth = cfg->data_limits.max_depth ? cfg->data_limits.max_depth : ENGINE_DATA_MAX_DEPTH;
     e->hnsw_threshold = cfg->hnsw_threshold < 0 ? 0 : cfg->hnsw_threshold ? (size_t)cfg->hnsw_threshold : 10000;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     e->max_sessions = cfg->sessions > 0 ? cfg->sessions : cpus > 0 ? (int)cpus : 1;
@@ -133,6 +137,8 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     return IS_OK;
 }
 
+engine_data_limits engine_data_limits_of(const engine *e) { return e->data_limits; }
+
 void engine_close(engine *e) {
     if (!e) return;
     index_maintenance_stop(e);
@@ -164,10 +170,40 @@ static const char *mime_of(const char *format) {
     return "application/octet-stream";
 }
 
-/* Checks that text is a JSON object and returns it compacted (caller frees). */
-static int normalise_data(const char *text, char **out, char *err, size_t errlen) {
+/* Counts object members below v into *keys and fails once the document is deeper than max_depth
+ * or has more than max_keys members. */
+static bool data_within(const json_t *v, int depth, const engine_data_limits *lim, int *keys, bool *too_deep) {
+    if (!json_is_object(v) && !json_is_array(v)) return true;
+    if (depth > lim->max_depth) {
+        *too_deep = true;
+        return false;
+    }
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *child;
+        json_object_foreach((json_t *)v, k, child) {
+            if (++*keys > lim->max_keys || !data_within(child, depth + 1, lim, keys, too_deep)) return false;
+        }
+    } else {
+        size_t i;
+        json_t *child;
+        json_array_foreach(v, i, child) {
+            if (!data_within(child, depth + 1, lim, keys, too_deep)) return false;
+        }
+    }
+    return true;
+}
+
+/* Checks that text is a JSON object within the metadata limits and returns it compacted (caller
+ * frees). The size is checked before parsing, so an oversized document costs no memory. */
+static int normalise_data(const engine *e, const char *text, char **out, char *err, size_t errlen) {
+    const engine_data_limits *lim = &e->data_limits;
+    size_t len = strlen(text);
+    if (len > lim->max_bytes)
+        return is_fail(err, errlen, IS_ERR_TOO_LARGE, "data is %zu bytes, over the limit of %zu bytes (--max-data-bytes)",
+                       len, lim->max_bytes);
     json_error_t jerr;
-    json_t *doc = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc)
         return is_fail(err, errlen, IS_ERR_INVALID, "data is not valid JSON: %s at line %d, column %d", jerr.text,
                        jerr.line, jerr.column);
@@ -175,9 +211,25 @@ static int normalise_data(const char *text, char **out, char *err, size_t errlen
         json_decref(doc);
         return is_fail(err, errlen, IS_ERR_INVALID, "data must be a JSON object");
     }
+    int keys = 0;
+    bool too_deep = false;
+    if (!data_within(doc, 1, lim, &keys, &too_deep)) {
+        json_decref(doc);
+        if (too_deep)
+            return is_fail(err, errlen, IS_ERR_TOO_LARGE, "data is nested more than %d levels deep (--max-data-depth)",
+                           lim->max_depth);
+        return is_fail(err, errlen, IS_ERR_TOO_LARGE, "data has more than %d keys (--max-data-keys)", lim->max_keys);
+    }
     *out = json_dumps(doc, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(doc);
-    return *out ? IS_OK : is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    if (!*out) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    if (strlen(*out) > lim->max_bytes) { /* \u escapes can make the stored form longer */
+        free(*out);
+        *out = NULL;
+        return is_fail(err, errlen, IS_ERR_TOO_LARGE, "data is over the limit of %zu bytes once stored (--max-data-bytes)",
+                       lim->max_bytes);
+    }
+    return IS_OK;
 }
 
 /* Writing an upload to the blob store (hash, write, three or four fsyncs) is mostly waiting on
@@ -209,7 +261,7 @@ static void drop_unused_blob(engine *e, const char *hex) {
 int engine_add(engine *e, const void *bytes, size_t len, const char *name, const char *data_json,
                int64_t *id, char *err, size_t errlen) {
     char *data = NULL;
-    int rc = normalise_data(data_json && *data_json ? data_json : "{}", &data, err, errlen);
+    int rc = normalise_data(e, data_json && *data_json ? data_json : "{}", &data, err, errlen);
     if (rc) return rc;
     blob_job job = {.files = e->files, .bytes = bytes, .len = len};
     pthread_t writer;
@@ -227,7 +279,14 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
         free(data);
         return rc;
     }
-    store_image row = {.name = (char *)(name && *name ? name : "image"), .content_type = (char *)mime_of(info.format),
+    /* whatever bytes the client sent as a file name, the stored name is clean UTF-8 (text.h) */
+    char *clean_name = text_file_name_dup(name, "image");
+    if (!clean_name) {
+        free(vec);
+        free(data);
+        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    }
+    store_image row = {.name = clean_name, .content_type = (char *)mime_of(info.format),
                        .data = data, .width = info.width, .height = info.height, .size = (int64_t)len,
                        .vector = vec, .dims = embed_dims(e->model)};
     memcpy(row.sha256, job.hex, sizeof row.sha256);
@@ -252,6 +311,7 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
     }
     pthread_mutex_unlock(&e->write_lock);
     if (!rc) *id = row.id;
+    free(clean_name);
     free(vec);
     free(data);
     return rc;
@@ -268,6 +328,8 @@ int engine_image(engine *e, int64_t id, unsigned char **bytes, size_t *len, stor
     rc = blobs_read(e->files, row->sha256, bytes, len, err, errlen);
     if (rc == IS_ERR_NOT_FOUND) /* a deleted image whose row we read just before: gone */
         rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id);
+    else if (rc && rc != IS_ERR_NOMEM) /* a damaged store, whatever the file layer called it */
+        rc = IS_ERR_IO;
     if (rc) store_image_clear(row);
     return rc;
 }
@@ -335,7 +397,7 @@ int engine_delete_all(engine *e, int64_t *count, char *err, size_t errlen) {
 
 int engine_set_data(engine *e, int64_t id, const char *data_json, char *err, size_t errlen) {
     char *data = NULL;
-    int rc = normalise_data(data_json, &data, err, errlen);
+    int rc = normalise_data(e, data_json, &data, err, errlen);
     if (rc) return rc;
     int64_t seq;
     pthread_mutex_lock(&e->write_lock);

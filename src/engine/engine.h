@@ -4,11 +4,19 @@
  * blob write, store transaction and index update, so the index applies changes in sequence
  * order and always equals the store between writes. Inference runs before that mutex is taken,
  * and searches only take the index's read lock, so they run during writes. At open the index is
- * rebuilt from the store and blobs that no row names (left by a crash) are removed.
+ * loaded from its snapshot (HNSW) and the store's change log after the snapshot's sequence is
+ * replayed; without a usable snapshot the exact index is filled from the store and the HNSW graph,
+ * when due, is built in the background. Blobs that no row names (left by a crash) are removed.
  *
- * Threads: every function is thread-safe. Each calling thread gets its own inference session,
- * created on first use and freed when the thread exits (or at engine_close for the thread that
- * closes). Memory: results filled by the engine belong to the caller (free functions below). */
+ * Input: image names are stored as clean UTF-8 (util/text.h: last path component, ill-formed bytes
+ * replaced, at most 255 bytes); metadata must be a JSON object within engine_data_limits (size
+ * checked before parsing, then key count and depth; IS_ERR_TOO_LARGE when over), duplicate keys
+ * refused (IS_ERR_INVALID). Errors that come from files (IS_ERR_IO) may name paths: callers that
+ * answer clients log them instead of showing them.
+ *
+ * Threads: every function is thread-safe. Inference runs on a pool of sessions (config.sessions),
+ * each built on first need and reused; a caller waits while all are busy. Memory: results filled
+ * by the engine belong to the caller (free functions below). */
 #ifndef IMGSEARCH_ENGINE_H
 #define IMGSEARCH_ENGINE_H
 
@@ -20,12 +28,23 @@
 
 typedef struct engine engine;
 
+/* Bounds on one image's metadata, so that no record costs unbounded memory for its lifetime (the
+ * index keeps every record's metadata parsed, for filters) or makes listings unbounded. */
+#define ENGINE_DATA_MAX_BYTES 65536 /* compact JSON text */
+#define ENGINE_DATA_MAX_KEYS 1000   /* object members, counted over every nesting level */
+#define ENGINE_DATA_MAX_DEPTH 32    /* nested objects and arrays */
+typedef struct {
+    size_t max_bytes;
+    int max_keys, max_depth;
+} engine_data_limits;
+
 typedef struct {
     const char *data_dir;     /* created if missing: imgsearch.db and blobs/ live there */
     const char *model_config; /* models/<name>.json */
     int infer_threads;        /* threads per inference session (1 = the calling thread) */
     int sessions;             /* inferences at once (each an XNNPACK runtime); 0 = the CPU count */
     uint64_t max_pixels;      /* 0 = decoder default (100 MP) */
+    engine_data_limits data_limits; /* metadata bounds; 0 fields take the defaults below */
     /* the index: an exact scan up to hnsw_threshold images, an HNSW graph above (built in the
      * background; snapshot in <data_dir>/index.hnsw). 0 fields take the defaults. */
     int64_t hnsw_threshold;   /* default 10000; < 0 = always HNSW */
@@ -53,6 +72,8 @@ typedef struct {
 } engine_hit;
 
 int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen);
+/* The metadata limits in force (defaults filled in). */
+engine_data_limits engine_data_limits_of(const engine *e);
 void engine_close(engine *e);
 int engine_dims(const engine *e);
 

@@ -32,6 +32,7 @@ struct engine {
     embed_engine *model;
     int infer_threads;
     uint64_t max_pixels;
+    engine_data_limits data_limits;
     size_t hnsw_threshold;
     hnsw_params hnsw;
     char snapshot_path[4096];

@@ -16,7 +16,7 @@ typedef enum { OP_EQ, OP_NE, OP_GT, OP_GTE, OP_LT, OP_LTE, OP_IN, OP_NIN, OP_EXI
 struct filter {
     node_kind kind;
     filter **kids; /* N_AND, N_OR: all; N_NOT: one */
-    size_t nkids;
+    size_t nkids, kids_cap;
     char **path;   /* N_FIELD: the dot path, split */
     size_t npath;
     op_kind op;
@@ -74,10 +74,15 @@ static filter *node_new(node_kind kind) {
     return f;
 }
 
+/* Kids are appended one at a time; the array doubles, so n terms cost O(n), not O(n^2). */
 static int add_kid(filter *parent, filter *kid) {
-    filter **k = realloc(parent->kids, sizeof *k * (parent->nkids + 1));
-    if (!k) return -1;
-    parent->kids = k;
+    if (parent->nkids == parent->kids_cap) {
+        size_t cap = parent->kids_cap ? parent->kids_cap * 2 : 4;
+        filter **k = realloc(parent->kids, sizeof *k * cap);
+        if (!k) return -1;
+        parent->kids = k;
+        parent->kids_cap = cap;
+    }
     parent->kids[parent->nkids++] = kid;
     return 0;
 }
@@ -261,6 +266,8 @@ int filter_compile(const json_t *spec, filter **out, char *err, size_t errlen) {
 
 int filter_compile_text(const char *text, size_t len, filter **out, char *err, size_t errlen) {
     *out = NULL;
+    if (len > FILTER_MAX_BYTES)
+        return is_fail(err, errlen, IS_ERR_TOO_LARGE, "filter is %zu bytes, over the limit of %d", len, FILTER_MAX_BYTES);
     json_error_t jerr;
     json_t *spec = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!spec)

@@ -32,7 +32,9 @@ typedef struct filter filter;
  *   "filter.age.$gt: needs a number or a string, not an array". */
 int filter_compile(const json_t *spec, filter **out, char *err, size_t errlen);
 
-/* Parses text as JSON then compiles it; malformed JSON is reported with its line and column. */
+/* Parses text as JSON then compiles it; malformed JSON is reported with its line and column, a
+ * duplicate key is refused, and text over FILTER_MAX_BYTES is refused (IS_ERR_TOO_LARGE) unparsed. */
+#define FILTER_MAX_BYTES (1 << 20)
 int filter_compile_text(const char *text, size_t len, filter **out, char *err, size_t errlen);
 
 void filter_free(filter *f);
