@@ -459,7 +459,7 @@ document.addEventListener('paste', (e) => {
 
 // ---- Browse ----
 
-const browse = { offset: 0, limit: 24, filter: '', total: 0, stale: true, seq: 0 };
+const browse = { offset: 0, limit: 24, filter: '', total: 0, stale: true, seq: 0, next: null };
 const checkBrowseFilter = jsonField('browse-filter');
 
 async function loadBrowse() {
@@ -481,6 +481,8 @@ async function loadBrowse() {
       return loadBrowse();
     }
     browse.total = body.total;
+    // a page may end before `limit` rows when they are large; the server says where the next starts
+    browse.next = body.next_offset ?? browse.offset + body.result.length;
     const grid = $('browse-grid');
     grid.replaceChildren(...body.result.map(galleryCard));
     if (!body.result.length) {
@@ -503,7 +505,7 @@ async function loadBrowse() {
 $('browse-form').addEventListener('submit', (e) => { e.preventDefault(); browse.offset = 0; loadBrowse(); });
 $('browse-size').addEventListener('change', () => { browse.offset = 0; loadBrowse(); });
 $('browse-prev').addEventListener('click', () => { browse.offset = Math.max(0, browse.offset - browse.limit); loadBrowse(); });
-$('browse-next').addEventListener('click', () => { browse.offset += browse.limit; loadBrowse(); });
+$('browse-next').addEventListener('click', () => { browse.offset = browse.next ?? browse.offset + browse.limit; loadBrowse(); });
 
 // ---- Index ----
 

@@ -24,6 +24,9 @@ void api_handle(void *ctx, const http_request *req, http_response *res);
  * request's If-None-Match has it); a missing file is a 500 (static.c). name is fixed by the caller. */
 void api_static(const char *web_dir, const char *name, const char *content_type, const http_request *req,
                 http_response *res);
+/* Serves the HTML page web_dir/name like api_static, with the UI's Content-Security-Policy
+ * (only this server, no framing). Every HTML page goes through here or api_ui_asset. */
+void api_html_page(const char *web_dir, const char *name, const http_request *req, http_response *res);
 /* Serves the UI asset web_dir/name if name passes the whitelist [a-z0-9_-]+.(html|js|css|svg|png),
  * else (or when missing) 404; HTML pages get a Content-Security-Policy that allows only this server. */
 void api_ui_asset(const char *web_dir, const char *name, const http_request *req, http_response *res);
@@ -48,10 +51,35 @@ void api_index_status(engine *e, http_response *res);
 /* An integer query argument in lo..hi, or def when absent; false (400 written) when invalid. */
 bool api_int_arg(const http_request *req, const char *key, long long def, long long lo, long long hi,
                  long long *out, http_response *res);
+/* A JSON string of s; text that is not valid UTF-8 (rows stored before names were cleaned) has its
+ * ill-formed bytes replaced by U+FFFD, so that no record becomes unrenderable. */
+json_t *api_text(const char *s);
+/* Stored metadata text as a JSON object ({} if it cannot be read). */
+json_t *api_data_json(const char *text);
+/* The text of a multipart field (NULL when absent or empty); false, with a 400 written, when it
+ * holds a NUL byte (which would silently end it as a C string). */
+bool api_text_field(const http_request *req, const char *name, const char **text, http_response *res);
+/* The raw body as text (NULL when empty); false, with a 400 written, when it holds a NUL byte. */
+bool api_body_text(const http_request *req, const char **text, http_response *res);
+
+/* A response {"result": [...], ...} written one element at a time as text, so that a long list
+ * never exists as a tree of JSON objects (1,000 rows of 1,000 keys would be a million). */
+#define API_PAGE_MAX_BYTES (16u << 20) /* a listing page ends early rather than grow past this */
+typedef struct {
+    char *buf;
+    size_t len, cap, items;
+    bool failed;
+} api_list;
+/* Appends item (stolen) unless the list holds something and would pass budget bytes; false when
+ * it was not appended (over budget or out of memory). */
+bool api_list_add(api_list *l, json_t *item, size_t budget);
+/* Writes the response: the list as "result", then the members of members (stolen, may be NULL). */
+void api_list_finish(api_list *l, int status, json_t *members, http_response *res);
 /* A row as JSON: id, name, content_type, width, height, size, created_at (ISO 8601), data,
  * and vector when the row has one. */
 json_t *api_row_json(const store_image *row);
-/* Paginated rows: {"result": [...], "total": n, "offset": o, "limit": l} */
+/* Paginated rows: {"result": [...], "total": n, "offset": o, "limit": l, "next_offset": o + shown or
+ * null}; a page holds at most limit rows and at most API_PAGE_MAX_BYTES of JSON. */
 void api_rows_page(engine *e, const char *filter, const http_request *req, http_response *res);
 
 #endif

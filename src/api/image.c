@@ -1,4 +1,5 @@
 /* /image/... and /images: add, get, delete, search, similar, list. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,17 +27,40 @@ static const http_field *image_field(const http_request *req, http_response *res
 
 void api_image_add(engine *e, const http_request *req, http_response *res) {
     const http_field *img = image_field(req, res);
-    if (!img) return;
-    const http_field *data = http_field_get(req, "data");
+    const char *data;
+    if (!img || !api_text_field(req, "data", &data, res)) return;
     char err[512];
     int64_t id;
-    int rc = engine_add(e, img->data, img->len, img->filename ? img->filename : "image",
-                        data && data->len ? (const char *)data->data : NULL, &id, err, sizeof err);
+    int rc = engine_add(e, img->data, img->len, img->filename ? img->filename : "image", data, &id, err, sizeof err);
     if (rc) {
         http_fail(res, rc, err);
         return;
     }
     http_result(res, 201, json_integer(id), "saved");
+}
+
+/* Content-Disposition for a stored name (RFC 6266): a plain ASCII fallback in filename= and the
+ * exact UTF-8 name percent-encoded in filename*=. */
+static char *disposition_of(const char *name) {
+    size_t n = strlen(name);
+    char *out = malloc(n * 4 + 64);
+    if (!out) return NULL;
+    size_t j = (size_t)sprintf(out, "attachment; filename=\"");
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        out[j++] = (*p < 0x20 || *p >= 0x7F || *p == '"' || *p == '\\') ? '_' : (char)*p;
+    j += (size_t)sprintf(out + j, "\"; filename*=UTF-8''");
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-._~", *p)) {
+            out[j++] = (char)*p;
+        } else {
+            out[j++] = '%';
+            out[j++] = hex[*p >> 4];
+            out[j++] = hex[*p & 15];
+        }
+    }
+    out[j] = 0;
+    return out;
 }
 
 void api_image_get(engine *e, int64_t id, http_response *res) {
@@ -49,16 +73,8 @@ void api_image_get(engine *e, int64_t id, http_response *res) {
         http_fail(res, rc, err);
         return;
     }
-    /* the name is user text: keep it to safe characters inside the quotes */
-    char safe[256];
-    size_t j = 0;
-    for (const char *p = row.name; *p && j < sizeof safe - 1; p++)
-        safe[j++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '_' : *p;
-    safe[j] = 0;
     http_bytes(res, served_type(row.content_type), bytes, len);
-    size_t dl = strlen(safe) + 40;
-    res->disposition = malloc(dl);
-    if (res->disposition) snprintf(res->disposition, dl, "attachment; filename=\"%s\"", safe);
+    res->disposition = disposition_of(row.name);
     store_image_clear(&row);
 }
 
@@ -91,34 +107,42 @@ void api_image_delete_all(engine *e, http_response *res) {
 }
 
 static void send_hits(http_response *res, engine_hit *hits, int n) {
-    json_t *list = json_array();
+    api_list list = {0};
     for (int i = 0; i < n; i++) {
-        json_t *data = json_loads(hits[i].data, 0, NULL);
-        json_array_append_new(list, json_pack("{s:I,s:f,s:s,s:o}", "id", (json_int_t)hits[i].id, "dist",
-                                              (double)hits[i].dist, "name", hits[i].name, "data",
-                                              data ? data : json_object()));
+        json_t *hit = json_object();
+        if (hit) {
+            json_object_set_new(hit, "id", json_integer(hits[i].id));
+            json_object_set_new(hit, "dist", json_real(hits[i].dist));
+            json_object_set_new(hit, "name", api_text(hits[i].name));
+            json_object_set_new(hit, "data", api_data_json(hits[i].data));
+        }
+        api_list_add(&list, hit, SIZE_MAX);
     }
     engine_hits_free(hits, n);
-    http_result(res, 200, list, NULL);
+    api_list_finish(&list, 200, NULL, res);
 }
 
-/* The filter: query parameter `query`, else form field `query`. */
-static const char *filter_of(const http_request *req) {
+/* The filter: query parameter `query`, else form field `query`; false (400 written) when the field
+ * holds a NUL byte. */
+static bool filter_of(const http_request *req, const char **filter, http_response *res) {
     const char *q = http_query(req, "query");
-    if (q && *q) return q;
-    const http_field *f = http_field_get(req, "query");
-    return f && f->len ? (const char *)f->data : NULL;
+    if (q && *q) {
+        *filter = q;
+        return true;
+    }
+    return api_text_field(req, "query", filter, res);
 }
 
 void api_image_search(engine *e, const http_request *req, http_response *res) {
     long long k, ef;
     if (!api_int_arg(req, "k", 10, 1, 1000, &k, res) || !api_int_arg(req, "ef", 0, 0, 4096, &ef, res)) return;
     const http_field *img = image_field(req, res);
-    if (!img) return;
+    const char *filter;
+    if (!img || !filter_of(req, &filter, res)) return;
     engine_hit *hits;
     int n;
     char err[512];
-    int rc = engine_search(e, img->data, img->len, (int)k, (int)ef, filter_of(req), &hits, &n, err, sizeof err);
+    int rc = engine_search(e, img->data, img->len, (int)k, (int)ef, filter, &hits, &n, err, sizeof err);
     if (rc) http_fail(res, rc, err);
     else send_hits(res, hits, n);
 }
@@ -126,10 +150,12 @@ void api_image_search(engine *e, const http_request *req, http_response *res) {
 void api_image_similar(engine *e, int64_t id, const http_request *req, http_response *res) {
     long long k, ef;
     if (!api_int_arg(req, "k", 10, 1, 1000, &k, res) || !api_int_arg(req, "ef", 0, 0, 4096, &ef, res)) return;
+    const char *filter;
+    if (!filter_of(req, &filter, res)) return;
     engine_hit *hits;
     int n;
     char err[512];
-    int rc = engine_similar(e, id, (int)k, (int)ef, filter_of(req), &hits, &n, err, sizeof err);
+    int rc = engine_similar(e, id, (int)k, (int)ef, filter, &hits, &n, err, sizeof err);
     if (rc) http_fail(res, rc, err);
     else send_hits(res, hits, n);
 }

@@ -7,11 +7,16 @@
 
 #include "api/api.h"
 #include "util/status.h"
+#include "util/text.h"
 
-/* Splits "/a/b/c" into at most 4 segments (pointers into a copy). strtok_r, never strtok: handlers run
- * on several threads at once (strtok's hidden state once turned "/image/add" into a 404 under load). */
-static int split(const char *path, char *copy, size_t copylen, char *seg[4]) {
-    snprintf(copy, copylen, "%s", path);
+#define API_MAX_PATH 1024 /* bytes of a decoded path; longer ones are refused, never cut */
+#define API_MAX_PATH_TEXT "1024"
+
+/* Splits "/a/b/c" into at most 4 segments (pointers into copy, which holds API_MAX_PATH + 1 bytes).
+ * strtok_r, never strtok: handlers run on several threads at once (strtok's hidden state once
+ * turned "/image/add" into a 404 under load). */
+static int split(const char *path, char *copy, char *seg[4]) {
+    memcpy(copy, path, strlen(path) + 1);
     int n = 0;
     char *save = NULL;
     for (char *p = strtok_r(copy, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
@@ -21,13 +26,16 @@ static int split(const char *path, char *copy, size_t copylen, char *seg[4]) {
     return n;
 }
 
-/* A path id: decimal digits only, 1..INT64_MAX. */
+/* A path id: decimal digits only, 1..INT64_MAX (every id the store can issue). */
 static bool parse_id(const char *s, int64_t *id) {
-    if (!*s || strlen(s) > 18) return false;
+    if (!*s || strlen(s) > 19) return false;
     for (const char *p = s; *p; p++)
         if (!isdigit((unsigned char)*p)) return false;
-    *id = strtoll(s, NULL, 10);
-    return *id > 0;
+    errno = 0;
+    long long x = strtoll(s, NULL, 10);
+    if (errno == ERANGE || x < 1) return false;
+    *id = x;
+    return true;
 }
 
 bool api_int_arg(const http_request *req, const char *key, long long def, long long lo, long long hi,
@@ -50,6 +58,21 @@ bool api_int_arg(const http_request *req, const char *key, long long def, long l
     return true;
 }
 
+json_t *api_text(const char *s) {
+    if (!s) return json_string("");
+    json_t *j = json_string(s); /* NULL when s is not valid UTF-8 */
+    if (j) return j;
+    char *clean = text_utf8_dup(s, strlen(s));
+    j = clean ? json_string(clean) : NULL;
+    free(clean);
+    return j ? j : json_string("");
+}
+
+json_t *api_data_json(const char *text) {
+    json_t *data = text ? json_loads(text, 0, NULL) : NULL;
+    return json_is_object(data) ? data : (json_decref(data), json_object());
+}
+
 json_t *api_row_json(const store_image *row) {
     char when[40];
     time_t secs = (time_t)(row->created_at / 1000);
@@ -57,16 +80,76 @@ json_t *api_row_json(const store_image *row) {
     gmtime_r(&secs, &tm);
     size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(when + n, sizeof when - n, ".%03dZ", (int)(row->created_at % 1000));
-    json_t *data = json_loads(row->data ? row->data : "{}", 0, NULL);
-    json_t *o = json_pack("{s:I,s:s,s:s,s:i,s:i,s:I,s:s,s:o}", "id", (json_int_t)row->id, "name", row->name,
-                          "content_type", row->content_type, "width", row->width, "height", row->height, "size",
-                          (json_int_t)row->size, "created_at", when, "data", data ? data : json_object());
-    if (o && row->vector) {
+    json_t *o = json_object();
+    if (!o) return NULL;
+    json_object_set_new(o, "id", json_integer(row->id));
+    json_object_set_new(o, "name", api_text(row->name));
+    json_object_set_new(o, "content_type", api_text(row->content_type));
+    json_object_set_new(o, "width", json_integer(row->width));
+    json_object_set_new(o, "height", json_integer(row->height));
+    json_object_set_new(o, "size", json_integer(row->size));
+    json_object_set_new(o, "created_at", json_string(when));
+    json_object_set_new(o, "data", api_data_json(row->data));
+    if (row->vector) {
         json_t *v = json_array();
         for (int i = 0; v && i < row->dims; i++) json_array_append_new(v, json_real(row->vector[i]));
         json_object_set_new(o, "vector", v);
     }
     return o;
+}
+
+bool api_list_add(api_list *l, json_t *item, size_t budget) {
+    char *text = item ? json_dumps(item, JSON_COMPACT) : NULL;
+    json_decref(item);
+    if (!text) {
+        l->failed = true;
+        return false;
+    }
+    size_t n = strlen(text), need = l->len + n + 2;
+    if (l->items && need > budget) {
+        free(text);
+        return false;
+    }
+    if (need > l->cap) {
+        size_t cap = l->cap ? l->cap : 4096;
+        while (cap < need) cap *= 2;
+        char *b = realloc(l->buf, cap);
+        if (!b) {
+            free(text);
+            l->failed = true;
+            return false;
+        }
+        l->buf = b;
+        l->cap = cap;
+    }
+    if (l->items) l->buf[l->len++] = ',';
+    memcpy(l->buf + l->len, text, n);
+    l->len += n;
+    l->items++;
+    free(text);
+    return true;
+}
+
+void api_list_finish(api_list *l, int status, json_t *members, http_response *res) {
+    char *rest = members && json_object_size(members) ? json_dumps(members, JSON_COMPACT) : NULL;
+    json_decref(members);
+    size_t total = l->len + (rest ? strlen(rest) : 0) + 32;
+    char *body = l->failed ? NULL : malloc(total);
+    if (!body) {
+        free(l->buf);
+        free(rest);
+        http_fail(res, IS_ERR_NOMEM, "out of memory");
+        return;
+    }
+    /* {"result":[items]} or {"result":[items],<the other members>} */
+    int n = snprintf(body, total, "{\"result\":[%.*s]%s%s", (int)l->len, l->buf ? l->buf : "", rest ? "," : "}",
+                     rest ? rest + 1 : "");
+    free(l->buf);
+    free(rest);
+    res->status = status;
+    res->content_type = "application/json";
+    res->body = body;
+    res->len = (size_t)n;
 }
 
 void api_rows_page(engine *e, const char *filter, const http_request *req, http_response *res) {
@@ -83,76 +166,130 @@ void api_rows_page(engine *e, const char *filter, const http_request *req, http_
         http_fail(res, rc, err);
         return;
     }
-    json_t *list = json_array();
-    for (int i = 0; i < n; i++) json_array_append_new(list, api_row_json(&rows[i]));
+    /* rows are rendered one at a time into text, and the page ends early rather than grow past
+     * API_PAGE_MAX_BYTES; next_offset says where the next page starts */
+    api_list list = {0};
+    int shown = 0;
+    while (shown < n && api_list_add(&list, api_row_json(&rows[shown]), API_PAGE_MAX_BYTES)) shown++;
     engine_rows_free(rows, n);
-    http_json(res, 200, json_pack("{s:o,s:I,s:I,s:I}", "result", list, "total", (json_int_t)total, "offset",
-                                  (json_int_t)offset, "limit", (json_int_t)limit));
+    json_t *more = offset + shown < total ? json_integer(offset + shown) : json_null();
+    api_list_finish(&list, 200, json_pack("{s:I,s:I,s:I,s:o}", "total", (json_int_t)total, "offset", (json_int_t)offset,
+                                          "limit", (json_int_t)limit, "next_offset", more), res);
 }
 
-static void no_route(const http_request *req, http_response *res, bool path_known) {
-    char msg[300];
-    snprintf(msg, sizeof msg, path_known ? "method %s is not allowed on %.200s" : "no route for %s %.200s",
-             req->method, req->path);
-    http_error(res, path_known ? 405 : 404, msg);
+static void no_route(const http_request *req, http_response *res, const char *allow) {
+    char msg[300], method[40], path[200];
+    text_log_escape(req->method, method, sizeof method);
+    text_log_escape(req->path, path, sizeof path);
+    snprintf(msg, sizeof msg, allow ? "method %s is not allowed on %s" : "no route for %s %s", method, path);
+    http_error(res, allow ? 405 : 404, msg);
+    res->allow = allow;
 }
 
 static void bad_id(const char *s, http_response *res) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "image id must be a positive integer, not '%.40s'", s);
+    char msg[200], shown[48];
+    text_log_escape(s, shown, sizeof shown);
+    snprintf(msg, sizeof msg, "image id must be an integer from 1 to 9223372036854775807, not '%s'", shown);
     http_error(res, 400, msg);
 }
 
 void api_handle(void *ctx, const http_request *req, http_response *res) {
     const api_context *api = ctx;
     engine *e = api->engine;
-    char copy[512], *seg[4];
-    int n = split(req->path, copy, sizeof copy, seg);
+    if (strlen(req->path) > API_MAX_PATH) {
+        http_error(res, 414, "the path is longer than " API_MAX_PATH_TEXT " bytes");
+        return;
+    }
+    char copy[API_MAX_PATH + 1], *seg[4];
+    int n = split(req->path, copy, seg);
     const char *m = req->method;
-    bool get = !strcmp(m, "GET"), post = !strcmp(m, "POST"), del = !strcmp(m, "DELETE");
+    /* HEAD is GET without the body (libmicrohttpd leaves it out); never on /index/reindex, whose
+     * GET is a write kept from the replaced API */
+    bool head = !strcmp(m, "HEAD");
+    bool get = head || !strcmp(m, "GET"), post = !strcmp(m, "POST"), del = !strcmp(m, "DELETE");
     int64_t id = 0;
+    const char *allow = NULL; /* what the matched path takes, for a 405 */
 #define IS(i, s) (n > (i) && !strcmp(seg[i], s))
     if (n == 2 && IS(0, "image") && IS(1, "add")) {
+        allow = "POST";
         if (post) { api_image_add(e, req, res); return; }
     } else if (n == 2 && IS(0, "image") && IS(1, "search")) {
+        allow = "POST";
         if (post) { api_image_search(e, req, res); return; }
     } else if (n == 3 && IS(0, "image") && IS(1, "all") && IS(2, "records")) {
+        allow = "DELETE";
         if (del) { api_image_delete_all(e, res); return; }
     } else if (n == 2 && IS(0, "image")) {
         if (!parse_id(seg[1], &id)) { bad_id(seg[1], res); return; }
+        allow = "GET, HEAD, DELETE";
         if (get) { api_image_get(e, id, res); return; }
         if (del) { api_image_delete(e, id, res); return; }
     } else if (n == 3 && IS(0, "image") && IS(2, "thumbnail")) {
         if (!parse_id(seg[1], &id)) { bad_id(seg[1], res); return; }
+        allow = "GET, HEAD";
         if (get) { api_image_thumbnail(e, id, req, res); return; }
     } else if (n == 3 && IS(0, "image") && IS(2, "similar")) {
         if (!parse_id(seg[1], &id)) { bad_id(seg[1], res); return; }
+        allow = "GET, HEAD";
         if (get) { api_image_similar(e, id, req, res); return; }
     } else if (n == 1 && IS(0, "images")) {
+        allow = "GET, HEAD";
         if (get) { api_images_list(e, req, res); return; }
     } else if (n == 2 && IS(0, "data") && IS(1, "query")) {
+        allow = "POST";
         if (post) { api_data_query(e, req, res); return; }
     } else if (n == 2 && IS(0, "data")) {
         if (!parse_id(seg[1], &id)) { bad_id(seg[1], res); return; }
+        allow = "GET, HEAD, POST";
         if (get) { api_data_get(e, id, res); return; }
         if (post) { api_data_set(e, id, req, res); return; }
     } else if (n == 2 && IS(0, "index") && IS(1, "reindex")) {
-        if (get || post) { api_index_reindex(e, res); return; }
+        allow = "GET, POST";
+        if ((get && !head) || post) { api_index_reindex(e, res); return; }
     } else if (n == 1 && IS(0, "openapi.json")) {
+        allow = "GET, HEAD";
         if (get) { api_static(api->web_dir, "openapi.json", "application/json", req, res); return; }
     } else if (n == 1 && IS(0, "docs")) {
-        if (get) { api_static(api->web_dir, "docs.html", "text/html; charset=utf-8", req, res); return; }
+        allow = "GET, HEAD";
+        if (get) { api_html_page(api->web_dir, "docs.html", req, res); return; }
     } else if (n == 0) { /* the web UI */
+        allow = "GET, HEAD";
         if (get) { api_ui_asset(api->web_dir, "index.html", req, res); return; }
     } else if (n == 2 && IS(0, "ui")) { /* its assets: api_ui_asset checks the name */
+        allow = "GET, HEAD";
         if (get) { api_ui_asset(api->web_dir, seg[1], req, res); return; }
     } else if (n == 2 && IS(0, "index") && IS(1, "health")) {
+        allow = "GET, HEAD";
         if (get) { api_index_health(e, res); return; }
     } else if (n == 2 && IS(0, "index") && IS(1, "status")) {
+        allow = "GET, HEAD";
         if (get) { api_index_status(e, res); return; }
-    } else {
-        { no_route(req, res, false); return; }
     }
 #undef IS
-    no_route(req, res, true);
+    no_route(req, res, allow);
+}
+
+bool api_text_field(const http_request *req, const char *name, const char **text, http_response *res) {
+    const http_field *f = http_field_get(req, name);
+    *text = NULL;
+    if (!f || !f->len) return true;
+    if (memchr(f->data, 0, f->len)) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "form field '%s' holds a NUL byte", name);
+        http_error(res, 400, msg);
+        return false;
+    }
+    *text = (const char *)f->data;
+    return true;
+}
+
+bool api_body_text(const http_request *req, const char **text, http_response *res) {
+    *text = NULL;
+    if (!req->body_len) return true;
+    if (memchr(req->body, 0, req->body_len)) {
+        http_error(res, 400, "the body holds a NUL byte");
+        return false;
+    }
+    *text = (const char *)req->body;
+    return true;
 }

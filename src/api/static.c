@@ -60,6 +60,11 @@ void api_static(const char *web_dir, const char *name, const char *content_type,
     serve(web_dir, name, content_type, 500, req, res);
 }
 
+void api_html_page(const char *web_dir, const char *name, const http_request *req, http_response *res) {
+    serve(web_dir, name, "text/html; charset=utf-8", 500, req, res);
+    if (res->status < 400) res->csp = UI_CSP;
+}
+
 /* The content type of an allowed UI asset name, or NULL: [a-z0-9_-]{1,64} then one of a few
  * extensions. */
 static const char *ui_type(const char *name) {

@@ -2,9 +2,17 @@
  *
  * The server (libmicrohttpd, a thread per connection) reads a request whole before handing it
  * on: multipart/form-data is split into fields, any other body is kept raw; a body over the
- * upload limit is discarded and answered 413. It logs one line per request: method, path,
- * status, milliseconds. A request and its response belong to its connection's thread; handlers
- * run concurrently, one per open connection. */
+ * upload limit is discarded and answered 413. Before a handler runs it refuses, with a JSON
+ * {"detail"}: a target over 8 KiB (414), headers over 32 KiB (431), an encoded NUL (%00) anywhere
+ * in the target (400; libmicrohttpd would cut the path or argument there), a Transfer-Encoding
+ * other than chunked (501), more than 16 multipart parts or a part name sent twice (400). What
+ * libmicrohttpd refuses on its own before any of this (a malformed request line or version, a
+ * non-numeric Content-Length, a request head over 128 KiB) still gets its own short HTML page.
+ * Every response carries X-Content-Type-Options and Referrer-Policy. It logs one line per request:
+ * method, target as sent, status, milliseconds, with control bytes escaped. A request and its
+ * response belong to its connection's thread; handlers run concurrently, one per open connection.
+ * HEAD requests reach the handler as "HEAD"; libmicrohttpd sends the headers of the response the
+ * handler builds, without its body. */
 #ifndef IMGSEARCH_HTTP_H
 #define IMGSEARCH_HTTP_H
 
@@ -38,6 +46,7 @@ typedef struct {
     char *disposition;          /* Content-Disposition value or NULL (owned) */
     const char *cache_control;  /* Cache-Control value (static string) or NULL */
     const char *csp;            /* Content-Security-Policy value (static string) or NULL */
+    const char *allow;          /* Allow value for a 405 (static string) or NULL */
     char etag[24];              /* ETag value (quoted), or "" for none */
 } http_response;
 
@@ -66,7 +75,9 @@ int http_serve(const http_config *cfg, char *err, size_t errlen);
 
 /* {"detail": msg} with the given HTTP status. */
 void http_error(http_response *res, int status, const char *msg);
-/* The HTTP status for an is_status, and the error body with err as detail. */
+/* The HTTP status for an is_status, and the error body with err as detail. A 5xx never shows err
+ * to the client (it names files and internals): err goes to the log under a reference number,
+ * and the detail says "<status name>: ... (error N in the server log)". */
 void http_fail(http_response *res, int status_code, const char *err);
 /* Serialises body (steals the reference) with the given status. */
 void http_json(http_response *res, int status, json_t *body);

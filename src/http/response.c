@@ -1,8 +1,11 @@
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "http/http.h"
 #include "util/status.h"
+#include "util/text.h"
 
 void http_json(http_response *res, int status, json_t *body) {
     res->status = status;
@@ -22,8 +25,26 @@ void http_error(http_response *res, int status, const char *msg) {
     json_decref(b);
 }
 
+/* A server-side failure's own text names files, libraries and internals: it goes to the log under
+ * a reference number, and the client gets that number with a plain statement. */
+static atomic_ulong error_refs;
+
 void http_fail(http_response *res, int status_code, const char *err) {
-    http_error(res, is_status_http(status_code), err && *err ? err : is_status_name(status_code));
+    int http = is_status_http(status_code);
+    const char *name = is_status_name(status_code);
+    if (http < 500) {
+        http_error(res, http, err && *err ? err : name);
+        return;
+    }
+    unsigned long ref = atomic_fetch_add(&error_refs, 1) + 1;
+    char logged[1024], msg[200];
+    text_log_escape(err && *err ? err : name, logged, sizeof logged);
+    fprintf(stderr, "imgsearch: error %lu (%s): %s\n", ref, name, logged);
+    snprintf(msg, sizeof msg, "%s: %s (error %lu in the server log)", name,
+             status_code == IS_ERR_NOMEM ? "the server is out of memory, try again later"
+                                         : "the server could not complete the request",
+             ref);
+    http_error(res, http, msg);
 }
 
 void http_result(http_response *res, int status, json_t *result, const char *message) {

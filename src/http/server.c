@@ -11,14 +11,30 @@
 
 #include "http/http.h"
 #include "util/status.h"
+#include "util/text.h"
+
+/* Limits checked before a handler runs. libmicrohttpd answers requests over its own limits with
+ * HTML pages of its own; its per-connection memory is set well above these (HTTP_CONNECTION_MEMORY),
+ * so that a long target or header block reaches us first and gets a JSON answer. */
+#define HTTP_MAX_TARGET 8192          /* request target (path and query), bytes as sent */
+#define HTTP_MAX_HEADER_BYTES 32768   /* names and values of all headers together */
+#define HTTP_MAX_FIELDS 16            /* multipart parts: the API uses three at most */
+#define HTTP_MAX_FIELDS_TEXT "16"
+#define HTTP_CONNECTION_MEMORY (128u * 1024u)
 
 typedef struct {
     http_request req;
     struct MHD_PostProcessor *pp;
     size_t received;
+    bool started;        /* the handler has seen this request's headers */
     bool too_large;
+    char form_problem[160]; /* why the multipart body is refused ("" = fine) */
+    http_field field_store[HTTP_MAX_FIELDS]; /* req.fields points here */
+    size_t field_caps[HTTP_MAX_FIELDS];       /* allocated bytes of each field's data */
+    size_t body_cap;
+    char *target;        /* the request target exactly as sent (not unescaped) */
     int status;
-    struct timespec started;
+    struct timespec started_at;
     const http_config *cfg;
 } request_state;
 
@@ -36,7 +52,26 @@ const http_field *http_field_get(const http_request *req, const char *name) {
     return NULL;
 }
 
-/* Multipart fields arrive in pieces; consecutive pieces of the same field are appended. */
+/* Grows *buf (of *cap bytes) to hold at least need bytes, doubling, so that n appends cost O(n). */
+static bool grow(void **buf, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return true;
+    size_t c = *cap ? *cap : 4;
+    while (c < need) c *= 2;
+    void *b = realloc(*buf, c * elem);
+    if (!b) return false;
+    *buf = b;
+    *cap = c;
+    return true;
+}
+
+static void form_refuse(request_state *rs, const char *fmt, const char *name) {
+    if (!rs->form_problem[0]) snprintf(rs->form_problem, sizeof rs->form_problem, fmt, name);
+    rs->req.form_error = true;
+}
+
+/* Multipart fields arrive in pieces; consecutive pieces of the same field are appended. A field
+ * name sent twice, or more than HTTP_MAX_FIELDS parts, refuses the whole body (and the rest of
+ * it is read and dropped, not parsed). */
 static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
                                 const char *content_type, const char *encoding, const char *data,
                                 uint64_t off, size_t size) {
@@ -44,23 +79,30 @@ static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *
     (void)encoding;
     request_state *rs = cls;
     http_request *r = &rs->req;
+    if (r->form_error) return MHD_NO;
     http_field *f = r->nfields ? &r->fields[r->nfields - 1] : NULL;
-    if (!f || off == 0 || strcmp(f->name, key)) {
-        http_field *grown = realloc(r->fields, sizeof *grown * (r->nfields + 1));
-        if (!grown) return MHD_NO;
-        r->fields = grown;
+    /* a new part starts at offset 0; an empty part may be reported once more at offset 0 */
+    bool continues = f && !strcmp(f->name, key) && (off > 0 || f->len == 0);
+    if (!continues) {
+        if (http_field_get(r, key)) {
+            form_refuse(rs, "form field '%.60s' is sent more than once", key);
+            return MHD_NO;
+        }
+        if (r->nfields >= HTTP_MAX_FIELDS) {
+            form_refuse(rs, "more than %s form fields", HTTP_MAX_FIELDS_TEXT);
+            return MHD_NO;
+        }
         f = &r->fields[r->nfields++];
         *f = (http_field){.name = strdup(key), .filename = filename ? strdup(filename) : NULL,
                           .content_type = content_type ? strdup(content_type) : NULL};
         if (!f->name) return MHD_NO;
     }
     if (size) {
-        unsigned char *d = realloc(f->data, f->len + size + 1);
-        if (!d) return MHD_NO;
-        memcpy(d + f->len, data, size);
-        f->data = d;
+        size_t *cap = &rs->field_caps[r->nfields - 1];
+        if (!grow((void **)&f->data, cap, f->len + size + 1, 1)) return MHD_NO;
+        memcpy(f->data + f->len, data, size);
         f->len += size;
-        d[f->len] = 0; /* text fields can be used as strings */
+        f->data[f->len] = 0; /* text fields can be used as strings */
     }
     return MHD_YES;
 }
@@ -73,8 +115,8 @@ static void free_state(request_state *rs) {
         free(rs->req.fields[i].content_type);
         free(rs->req.fields[i].data);
     }
-    free(rs->req.fields);
     free(rs->req.body);
+    free(rs->target);
     free(rs);
 }
 
@@ -89,6 +131,8 @@ static enum MHD_Result send_response(struct MHD_Connection *c, request_state *rs
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->content_type ? res->content_type : "application/json");
     if (res->disposition) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_DISPOSITION, res->disposition);
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    if (res->allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, res->allow);
     if (res->cache_control) MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, res->cache_control);
     if (res->csp) MHD_add_response_header(r, "Content-Security-Policy", res->csp);
     if (res->etag[0]) MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, res->etag);
@@ -99,26 +143,79 @@ static enum MHD_Result send_response(struct MHD_Connection *c, request_state *rs
     return ret;
 }
 
+/* Called by libmicrohttpd with the request target exactly as sent, before any header is read; what
+ * it returns is the request's state from then on (freed by on_completed, which libmicrohttpd also
+ * calls for requests it refuses itself after this point). */
+static void *on_target(void *cls, const char *target, struct MHD_Connection *c) {
+    (void)c;
+    request_state *rs = calloc(1, sizeof *rs);
+    if (!rs) return NULL;
+    clock_gettime(CLOCK_MONOTONIC, &rs->started_at);
+    rs->cfg = cls;
+    rs->target = strdup(target ? target : "");
+    return rs;
+}
+
+static enum MHD_Result add_header_bytes(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    *(size_t *)cls += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+/* Checks what can be checked from the request line and headers alone; false with *res written
+ * when the request is refused before its body is read. */
+static bool request_head_ok(request_state *rs, struct MHD_Connection *c, http_response *res) {
+    char msg[200];
+    const char *target = rs->target ? rs->target : "";
+    if (strlen(target) > HTTP_MAX_TARGET) {
+        snprintf(msg, sizeof msg, "the request target is %zu bytes, over the limit of %d", strlen(target), HTTP_MAX_TARGET);
+        http_error(res, 414, msg);
+        return false;
+    }
+    /* libmicrohttpd decodes %00 into a NUL that silently ends the path or the argument: refuse */
+    for (const char *p = target; (p = strchr(p, '%')); p++)
+        if (p[1] == '0' && p[2] == '0') {
+            http_error(res, 400, "the request target holds an encoded NUL byte (%00)");
+            return false;
+        }
+    size_t header_bytes = 0;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, add_header_bytes, &header_bytes);
+    if (header_bytes > HTTP_MAX_HEADER_BYTES) {
+        snprintf(msg, sizeof msg, "the request headers are %zu bytes, over the limit of %d", header_bytes,
+                 HTTP_MAX_HEADER_BYTES);
+        http_error(res, 431, msg);
+        return false;
+    }
+    /* Only "chunked" is decoded; any other coding would reach us as undecoded bytes. */
+    const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    if (te && strcasecmp(te, "chunked")) {
+        snprintf(msg, sizeof msg, "Transfer-Encoding '%.60s' is not supported: send the body as is or chunked", te);
+        http_error(res, 501, msg);
+        return false;
+    }
+    return true;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
     const http_config *cfg = cls;
     request_state *rs = *con_cls;
-    if (!rs) { /* first call: headers only */
-        rs = calloc(1, sizeof *rs);
-        if (!rs) return MHD_NO;
-        clock_gettime(CLOCK_MONOTONIC, &rs->started);
-        rs->cfg = cfg;
+    if (!rs) return MHD_NO; /* on_target ran out of memory */
+    if (!rs->started) { /* first call: headers only */
+        rs->started = true;
         rs->req.method = method;
         rs->req.path = url;
         rs->req.connection = c;
+        rs->req.fields = rs->field_store;
+        http_response res = {0};
+        if (!request_head_ok(rs, c, &res)) return send_response(c, rs, &res);
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (ct && !strncasecmp(ct, "multipart/form-data", 19)) {
             rs->req.multipart = true;
             rs->pp = MHD_create_post_processor(c, 64 * 1024, on_field, rs);
             if (!rs->pp) rs->req.form_error = true;
         }
-        *con_cls = rs;
         return MHD_YES;
     }
     if (*upload_size) { /* body pieces */
@@ -130,12 +227,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (rs->pp) {
             if (MHD_post_process(rs->pp, upload, n) != MHD_YES) rs->req.form_error = true;
         } else {
-            unsigned char *b = realloc(rs->req.body, rs->req.body_len + n + 1);
-            if (!b) return MHD_NO;
-            memcpy(b + rs->req.body_len, upload, n);
-            rs->req.body = b;
+            if (!grow((void **)&rs->req.body, &rs->body_cap, rs->req.body_len + n + 1, 1)) return MHD_NO;
+            memcpy(rs->req.body + rs->req.body_len, upload, n);
             rs->req.body_len += n;
-            b[rs->req.body_len] = 0;
+            rs->req.body[rs->req.body_len] = 0;
         }
         return MHD_YES;
     }
@@ -145,13 +240,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(msg, sizeof msg, "the request body is over the upload limit of %zu bytes", cfg->max_upload);
         http_error(&res, 413, msg);
     } else if (rs->req.form_error) {
-        http_error(&res, 400, "the multipart/form-data body is malformed");
+        http_error(&res, 400, rs->form_problem[0] ? rs->form_problem : "the multipart/form-data body is malformed");
     } else {
         cfg->handler(cfg->ctx, &rs->req, &res);
     }
     return send_response(c, rs, &res);
 }
 
+/* One line per request: method, target as sent, status, milliseconds. Both come from the client,
+ * so every byte that could end or forge a line is escaped. */
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     (void)cls;
     (void)c;
@@ -160,8 +257,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     if (!rs) return;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    double ms = (double)(now.tv_sec - rs->started.tv_sec) * 1e3 + (double)(now.tv_nsec - rs->started.tv_nsec) / 1e6;
-    fprintf(stderr, "%s %s %d %.1fms\n", rs->req.method, rs->req.path, rs->status, ms);
+    double ms = (double)(now.tv_sec - rs->started_at.tv_sec) * 1e3 +
+                (double)(now.tv_nsec - rs->started_at.tv_nsec) / 1e6;
+    char method[40], target[600];
+    text_log_escape(rs->req.method ? rs->req.method : "-", method, sizeof method);
+    text_log_escape(rs->target ? rs->target : "-", target, sizeof target);
+    fprintf(stderr, "%s %s %d %.1fms\n", method, target, rs->status, ms);
     free_state(rs);
     *con_cls = NULL;
 }
@@ -190,7 +291,9 @@ int http_serve(const http_config *cfg, char *err, size_t errlen) {
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG,
         (uint16_t)cfg->port, NULL, NULL, on_request, (void *)cfg, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg->max_connections > 0 ? cfg->max_connections : 256),
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        MHD_OPTION_URI_LOG_CALLBACK, on_target, (void *)cfg, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_END);
     if (!d) return is_fail(err, errlen, IS_ERR_IO, "cannot listen on %s:%d (in use, or not allowed)", cfg->host, cfg->port);
     fprintf(stderr, "imgsearch: listening on http://%s:%d\n", cfg->host, cfg->port);
     int sig = 0;
