@@ -224,6 +224,11 @@ async function runSearch() {
   const kEl = $('search-k');
   const k = Math.max(1, Math.min(1000, parseInt(kEl.value, 10) || 12));
   kEl.value = k;
+  // similarity shown is 1 − cosine distance, so a minimum similarity is a maximum distance
+  const minEl = $('search-min');
+  const min = minEl.value === '' ? null : Math.max(0, Math.min(100, Number(minEl.value)));
+  if (min !== null) minEl.value = min;
+  const max_dist = min === null ? undefined : (1 - min / 100).toFixed(4);
   const query = f.value ? JSON.stringify(f.value) : '';
   const seq = ++search.seq;
   setStatus('search-status', 'Searching…', 'busy');
@@ -235,15 +240,16 @@ async function runSearch() {
       const form = new FormData();
       form.append('image', search.file, search.file.name || 'pasted.png');
       if (query) form.append('query', query);
-      body = await api('POST', `/image/search${qs({ k })}`, form);
+      body = await api('POST', `/image/search${qs({ k, max_dist })}`, form);
     } else {
-      body = await api('GET', `/image/${search.similar.id}/similar${qs({ k, query })}`);
+      body = await api('GET', `/image/${search.similar.id}/similar${qs({ k, query, max_dist })}`);
     }
     if (seq !== search.seq) return;
     search.hits = body.result;
     renderHits();
     const n = search.hits.length;
-    setStatus('search-status', `${n} result${n === 1 ? '' : 's'}${query ? ' matching the filter' : ''} in ${Math.round(performance.now() - t0)} ms.`, 'ok');
+    const within = min === null ? '' : ` at least ${min} % similar`;
+    setStatus('search-status', `${n} result${n === 1 ? '' : 's'}${query ? ' matching the filter' : ''}${within} in ${Math.round(performance.now() - t0)} ms.`, 'ok');
   } catch (e) {
     if (seq !== search.seq) return;
     search.hits = [];
@@ -258,7 +264,7 @@ function renderHits() {
   const list = $('search-results');
   list.replaceChildren(...search.hits.map((hit, i) => resultCard(hit, i + 1)));
   if (!search.hits.length && (search.file || search.similar)) {
-    list.append(h('li', { className: 'empty muted' }, 'No images match. ', h('a', { href: '#/upload' }, 'Upload some'), ' or loosen the filter.'));
+    list.append(h('li', { className: 'empty muted' }, 'No images match. ', h('a', { href: '#/upload' }, 'Upload some'), ' or loosen the filter or the minimum similarity.'));
   }
 }
 

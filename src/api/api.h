@@ -75,6 +75,9 @@ typedef struct {
 bool api_list_add(api_list *l, json_t *item, size_t budget);
 /* Writes the response: the list as "result", then the members of members (stolen, may be NULL). */
 void api_list_finish(api_list *l, int status, json_t *members, http_response *res);
+/* A number query argument in lo..hi, or def when absent; false (400 written) when invalid. */
+bool api_number_arg(const http_request *req, const char *key, double def, double lo, double hi, double *out,
+                    http_response *res);
 /* A row as JSON: id, name, content_type, width, height, size, created_at (ISO 8601), data,
  * and vector when the row has one. */
 json_t *api_row_json(const store_image *row);

@@ -133,29 +133,37 @@ static bool filter_of(const http_request *req, const char **filter, http_respons
     return api_text_field(req, "query", filter, res);
 }
 
-void api_image_search(engine *e, const http_request *req, http_response *res) {
+/* k, ef, max_dist and the filter of a search; false with a 400 written when one is invalid. */
+static bool search_opts(const http_request *req, engine_search_opts *o, http_response *res) {
     long long k, ef;
-    if (!api_int_arg(req, "k", 10, 1, 1000, &k, res) || !api_int_arg(req, "ef", 0, 0, 4096, &ef, res)) return;
+    if (!api_int_arg(req, "k", 10, 1, 1000, &k, res) || !api_int_arg(req, "ef", 0, 0, 4096, &ef, res) ||
+        !api_number_arg(req, "max_dist", -1, 0, 2, &o->max_dist, res))
+        return false;
+    o->k = (int)k;
+    o->ef = (int)ef;
+    return filter_of(req, &o->filter_json, res);
+}
+
+void api_image_search(engine *e, const http_request *req, http_response *res) {
+    engine_search_opts o;
+    if (!search_opts(req, &o, res)) return;
     const http_field *img = image_field(req, res);
-    const char *filter;
-    if (!img || !filter_of(req, &filter, res)) return;
+    if (!img) return;
     engine_hit *hits;
     int n;
     char err[512];
-    int rc = engine_search(e, img->data, img->len, (int)k, (int)ef, filter, &hits, &n, err, sizeof err);
+    int rc = engine_search(e, img->data, img->len, &o, &hits, &n, err, sizeof err);
     if (rc) http_fail(res, rc, err);
     else send_hits(res, hits, n);
 }
 
 void api_image_similar(engine *e, int64_t id, const http_request *req, http_response *res) {
-    long long k, ef;
-    if (!api_int_arg(req, "k", 10, 1, 1000, &k, res) || !api_int_arg(req, "ef", 0, 0, 4096, &ef, res)) return;
-    const char *filter;
-    if (!filter_of(req, &filter, res)) return;
+    engine_search_opts o;
+    if (!search_opts(req, &o, res)) return;
     engine_hit *hits;
     int n;
     char err[512];
-    int rc = engine_similar(e, id, (int)k, (int)ef, filter, &hits, &n, err, sizeof err);
+    int rc = engine_similar(e, id, &o, &hits, &n, err, sizeof err);
     if (rc) http_fail(res, rc, err);
     else send_hits(res, hits, n);
 }

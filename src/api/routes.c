@@ -58,6 +58,26 @@ bool api_int_arg(const http_request *req, const char *key, long long def, long l
     return true;
 }
 
+bool api_number_arg(const http_request *req, const char *key, double def, double lo, double hi, double *out,
+                    http_response *res) {
+    const char *v = http_query(req, key);
+    if (!v) {
+        *out = def;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !(x >= lo && x <= hi)) { /* also refuses nan */
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s must be a number between %g and %g", key, lo, hi);
+        http_error(res, 400, msg);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
 json_t *api_text(const char *s) {
     if (!s) return json_string("");
     json_t *j = json_string(s); /* NULL when s is not valid UTF-8 */

@@ -428,34 +428,39 @@ static int compile_filter(const char *filter_json, filter **f, char *err, size_t
     return rc;
 }
 
-static int check_k_ef(int k, int ef, char *err, size_t errlen) {
-    if (k < 1 || k > ENGINE_MAX_K)
-        return is_fail(err, errlen, IS_ERR_INVALID, "k must be between 1 and %d, not %d", ENGINE_MAX_K, k);
-    if (ef && (ef < k || ef > 4096))
-        return is_fail(err, errlen, IS_ERR_INVALID, "ef must be between k (%d) and 4096, not %d", k, ef);
+static int check_opts(const engine_search_opts *o, char *err, size_t errlen) {
+    if (o->k < 1 || o->k > ENGINE_MAX_K)
+        return is_fail(err, errlen, IS_ERR_INVALID, "k must be between 1 and %d, not %d", ENGINE_MAX_K, o->k);
+    if (o->ef && (o->ef < o->k || o->ef > 4096))
+        return is_fail(err, errlen, IS_ERR_INVALID, "ef must be between k (%d) and 4096, not %d", o->k, o->ef);
+    if (o->max_dist > 2 || o->max_dist != o->max_dist)
+        return is_fail(err, errlen, IS_ERR_INVALID, "max_dist must be a cosine distance between 0 and 2");
     return IS_OK;
 }
 
 /* Nearest neighbours of vec, then names and data from the store. */
-static int search_vector(engine *e, const float *vec, int k, int ef, const char *filter_json, int64_t exclude,
+static int search_vector(engine *e, const float *vec, const engine_search_opts *o, int64_t exclude,
                          engine_hit **hits, int *n, char *err, size_t errlen) {
     *hits = NULL;
     *n = 0;
-    int rc = check_k_ef(k, ef, err, errlen);
+    int rc = check_opts(o, err, errlen);
     filter *f = NULL;
-    if (!rc) rc = compile_filter(filter_json, &f, err, errlen);
+    if (!rc) rc = compile_filter(o->filter_json, &f, err, errlen);
     if (rc) return rc;
+    int k = o->k;
     index_hit *raw = malloc(sizeof *raw * (size_t)k);
     engine_hit *out = calloc((size_t)k, sizeof *out);
     int found = 0;
     if (!raw || !out) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     if (!rc) {
         pthread_rwlock_rdlock(&e->index_lock);
-        rc = index_search(e, vec, k, ef, f, exclude, raw, &found, err, errlen);
+        rc = index_search(e, vec, k, o->ef, f, exclude, raw, &found, err, errlen);
         pthread_rwlock_unlock(&e->index_lock);
     }
     int m = 0;
     for (int i = 0; !rc && i < found; i++) {
+        /* nearest first: the first one too far ends the list */
+        if (o->max_dist >= 0 && raw[i].dist > o->max_dist) break;
         store_image row;
         if (store_get(e->db, raw[i].id, false, &row, NULL, 0)) continue; /* deleted since */
         out[m] = (engine_hit){raw[i].id, raw[i].dist < 0 ? 0 : raw[i].dist, row.name, row.data};
@@ -474,31 +479,31 @@ static int search_vector(engine *e, const float *vec, int k, int ef, const char 
     return IS_OK;
 }
 
-int engine_search(engine *e, const void *bytes, size_t len, int k, int ef, const char *filter_json,
-                  engine_hit **hits, int *n, char *err, size_t errlen) {
+int engine_search(engine *e, const void *bytes, size_t len, const engine_search_opts *opts, engine_hit **hits,
+                  int *n, char *err, size_t errlen) {
     *hits = NULL;
     *n = 0;
     filter *check = NULL; /* refuse bad arguments before spending inference on the image */
-    int rc = check_k_ef(k, ef, err, errlen);
-    if (!rc) rc = compile_filter(filter_json, &check, err, errlen);
+    int rc = check_opts(opts, err, errlen);
+    if (!rc) rc = compile_filter(opts->filter_json, &check, err, errlen);
     filter_free(check);
     if (rc) return rc;
     float *vec = malloc(sizeof(float) * (size_t)embed_dims(e->model));
     if (!vec) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     rc = embed_pooled(e, bytes, len, vec, NULL, err, errlen);
-    if (!rc) rc = search_vector(e, vec, k, ef, filter_json, INT64_MIN, hits, n, err, errlen);
+    if (!rc) rc = search_vector(e, vec, opts, INT64_MIN, hits, n, err, errlen);
     free(vec);
     return rc;
 }
 
-int engine_similar(engine *e, int64_t id, int k, int ef, const char *filter_json, engine_hit **hits, int *n,
-                   char *err, size_t errlen) {
+int engine_similar(engine *e, int64_t id, const engine_search_opts *opts, engine_hit **hits, int *n, char *err,
+                   size_t errlen) {
     *hits = NULL;
     *n = 0;
     store_image row;
     int rc = store_get(e->db, id, true, &row, err, errlen);
     if (rc) return rc;
-    rc = search_vector(e, row.vector, k, ef, filter_json, id, hits, n, err, errlen);
+    rc = search_vector(e, row.vector, opts, id, hits, n, err, errlen);
     store_image_clear(&row);
     return rc;
 }

@@ -96,14 +96,22 @@ int engine_delete(engine *e, int64_t id, char *err, size_t errlen);
 int engine_delete_all(engine *e, int64_t *count, char *err, size_t errlen);
 int engine_set_data(engine *e, int64_t id, const char *data_json, char *err, size_t errlen);
 
-/* The k (1..1000) nearest stored images to the query image among those matching filter_json
- * (NULL = all), nearest first. ef (0 = the index's default, else k..4096) widens the HNSW search
- * for better recall. *hits is caller-freed with engine_hits_free. */
-int engine_search(engine *e, const void *bytes, size_t len, int k, int ef, const char *filter_json,
-                  engine_hit **hits, int *n, char *err, size_t errlen);
+/* What a search asks for. */
+typedef struct {
+    int k;                   /* 1..1000 nearest */
+    int ef;                  /* 0 = the index's default, else k..4096: a wider HNSW search */
+    const char *filter_json; /* only images whose metadata matches; NULL = all */
+    double max_dist;         /* only images at most this cosine distance away (0..2); < 0 = no bound */
+} engine_search_opts;
+
+/* The k nearest stored images to the query image among those matching the filter and within
+ * max_dist, nearest first (fewer than k when fewer qualify). *hits is caller-freed with
+ * engine_hits_free. */
+int engine_search(engine *e, const void *bytes, size_t len, const engine_search_opts *opts, engine_hit **hits,
+                  int *n, char *err, size_t errlen);
 /* The same for a stored image's vector ("more like this"); the image itself is left out. */
-int engine_similar(engine *e, int64_t id, int k, int ef, const char *filter_json, engine_hit **hits, int *n,
-                   char *err, size_t errlen);
+int engine_similar(engine *e, int64_t id, const engine_search_opts *opts, engine_hit **hits, int *n, char *err,
+                   size_t errlen);
 void engine_hits_free(engine_hit *hits, int n);
 
 /* Rows matching filter_json in id order, from offset, at most limit; *total counts all matches.

@@ -216,3 +216,28 @@ def test_openapi_and_docs(server):
     assert docs.status_code == 200 and docs.headers["Content-Type"].startswith("text/html")
     script = requests.get(server.url + "/ui/docs.js").text  # the page's code, allowed by its CSP
     assert "/openapi.json" in docs.text and "/ui/docs.js" in docs.text and "http" not in script.split("fetch")[0]
+
+
+def test_max_dist_returns_only_what_is_that_close(server, images):
+    cat = add(server, images / "cat.png").json()["result"]
+    near = add(server, images / "cat_q90.jpg").json()["result"]
+    dog = add(server, f"{DARKNET}/dog.jpg").json()["result"]
+    everything = search(server, images / "cat.png", k=3).json()["result"]
+    assert [h["id"] for h in everything] == [cat, near, dog]
+    gap = (everything[1]["dist"] + everything[2]["dist"]) / 2  # between the near copy and the dog
+    r = requests.post(server.url + "/image/search", params={"k": 3, "max_dist": gap},
+                      files={"image": open(images / "cat.png", "rb")})
+    assert [h["id"] for h in r.json()["result"]] == [cat, near]
+    r = requests.post(server.url + "/image/search", params={"k": 3, "max_dist": 0.000001},
+                      files={"image": open(images / "cat.png", "rb")})
+    assert [h["id"] for h in r.json()["result"]] == [cat]
+    r = requests.get(f"{server.url}/image/{cat}/similar", params={"k": 5, "max_dist": gap})
+    assert [h["id"] for h in r.json()["result"]] == [near]
+    r = requests.get(f"{server.url}/image/{cat}/similar", params={"k": 5, "max_dist": 2})
+    assert [h["id"] for h in r.json()["result"]] == [near, dog]
+    for bad in ("-0.1", "2.5", "abc", "nan", "", "1e400"):
+        r = requests.get(f"{server.url}/image/{cat}/similar", params={"max_dist": bad})
+        assert r.status_code == 400 and r.json()["detail"] == "max_dist must be a number between 0 and 2", bad
+        r = requests.post(server.url + "/image/search", params={"max_dist": bad},
+                          files={"image": open(images / "cat.png", "rb")})
+        assert r.status_code == 400 and "max_dist" in r.json()["detail"], bad

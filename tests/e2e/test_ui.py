@@ -160,6 +160,19 @@ def test_search_ranks_the_same_image_first(browser):
     b.wait(lambda d: len(results(b)) == 3)
     assert results(b)[0][1] == "dog.jpg"
     set_text(b.el("#search-k"), "12")
+    # a minimum similarity: only results at least that similar, fewer than k
+    set_text(b.el("#search-min"), "99")
+    b.el("#search-go").click()
+    b.wait(lambda d: results(b) == [(stored["dog.jpg"], "dog.jpg")])
+    assert "at least 99 % similar" in b.text("#search-status")
+    floor = int(pcts[3]) - 1  # under the 4th best similarity: at least four results are that similar
+    set_text(b.el("#search-min"), str(floor))
+    b.el("#search-go").click()
+    b.wait(lambda d: "at least %d %% similar" % floor in b.text("#search-status"))
+    shown = [float(e.text.rstrip("%")) for e in b.els("#search-results .pct")]
+    assert len(shown) >= 4 and min(shown) >= floor - 0.1
+    assert len(shown) == len([p for p in pcts if p >= floor - 0.1]) or pcts[-1] >= floor - 0.1
+    b.el("#search-min").clear()
 
 
 def test_search_filter_and_its_errors(browser):

@@ -53,7 +53,8 @@ static int search(const char *d, const char *name, int k, const char *filter, en
     size_t len;
     unsigned char *buf = test_read(d, name, &len);
     int n = -1;
-    int rc = engine_search(eng, buf, len, k, 0, filter, hits, &n, err, 512);
+    engine_search_opts opts = {.k = k, .filter_json = filter, .max_dist = -1};
+    int rc = engine_search(eng, buf, len, &opts, hits, &n, err, 512);
     free(buf);
     return rc ? rc : n;
 }
@@ -113,7 +114,8 @@ static void test_filters(void **state) {
     assert_int_equal(search(NULL, "cat.png", 0, NULL, &hits, err), IS_ERR_INVALID);
     assert_int_equal(search(NULL, "cat.png", 1001, NULL, &hits, err), IS_ERR_INVALID);
     /* more like this leaves the image itself out */
-    assert_int_equal(engine_similar(eng, cat, 1, 0, NULL, &hits, &n, err, sizeof err), IS_OK);
+    engine_search_opts one = {.k = 1, .max_dist = -1};
+    assert_int_equal(engine_similar(eng, cat, &one, &hits, &n, err, sizeof err), IS_OK);
     assert_int_equal(n, 1);
     assert_int_equal(hits[0].id, cat2);
     engine_hits_free(hits, n);
