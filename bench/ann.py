@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """bench/ann.py — our HNSW against hnswlib, FAISS IndexHNSWFlat and brute force, same data,
 same M and ef_construction, same run; and the replaced system's approach (PostgreSQL float8[]
 with a SQL cosine function) at 10,000 vectors.

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """bench/service.py — the HTTP service end to end, against named peers measured in the same run.
 
 1. Ingest: images/s over HTTP (POST /image/add, 2 concurrent clients, 2 inference sessions)

@@ -10,8 +10,9 @@ static void usage(FILE *f) {
             "\n"
             "commands:\n"
             "  serve             run the HTTP service (see 'imgsearch serve --help')\n"
-            "  embed FILE...     print each image's L2-normalised embedding (JSON lines)\n"
+            "  embed FILE...     print each image's embedding vector (JSON lines)\n"
             "  classify FILE...  print each image's top ImageNet-1k classes (JSON lines)\n"
+            "  reembed DATA_DIR  recompute a data directory's vectors with the current model\n"
             "\n"
             "Run 'imgsearch COMMAND --help' for a command's options.\n");
 }
@@ -25,6 +26,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "serve")) return cli_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "embed")) return cli_embed(argc - 1, argv + 1);
     if (!strcmp(cmd, "classify")) return cli_classify(argc - 1, argv + 1);
+    if (!strcmp(cmd, "reembed")) return cli_reembed(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

@@ -33,6 +33,13 @@ def model(models_dir):
 
 
 @pytest.fixture(scope="session")
+def dims(model):
+    """Size of the vectors the shipped embedding stores: its head's, else the pooled features'."""
+    head = model[: -len(".json")] + ".head.json"
+    return json.load(open(head))["dims"] if os.path.exists(head) else json.load(open(model))["head_channels"]
+
+
+@pytest.fixture(scope="session")
 def images(tmp_path_factory):
     out = tmp_path_factory.mktemp("images")
     subprocess.run([sys.executable, os.path.join(ROOT, "tests", "images", "make_images.py"), str(out)],

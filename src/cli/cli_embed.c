@@ -22,6 +22,7 @@ typedef struct {
     int top;
     unsigned long long max_pixels;
     const char *dump_input; /* directory: write each preprocessed tensor as raw float32 NHWC */
+    int features;           /* print pooled features (what a head is fitted on), not vectors */
 } cli_opts;
 
 const char *cli_default_model(void) {
@@ -91,7 +92,9 @@ static void usage(const char *cmd, FILE *f) {
             "                     (float32, size x size x 3, n counts files from 0)\n"
             "%s",
             cmd, cli_default_model(), DECODE_DEFAULT_MAX_PIXELS,
-            strcmp(cmd, "classify") ? "" : "  --top K            classes to print (default 5)\n");
+            strcmp(cmd, "classify") ? "  --features         print the pooled network features before the head and\n"
+                                      "                     normalisation (what tools/fetch-model --fit-head fits on)\n"
+                                    : "  --top K            classes to print (default 5)\n");
 }
 
 static int parse_opts(const char *cmd, int argc, char **argv, cli_opts *o) {
@@ -99,7 +102,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, cli_opts *o) {
         {"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
         {"batch", required_argument, 0, 'b'}, {"max-pixels", required_argument, 0, 'p'},
         {"top", required_argument, 0, 'k'},   {"help", no_argument, 0, 'h'},
-        {"dump-input", required_argument, 0, 'd'},
+        {"dump-input", required_argument, 0, 'd'}, {"features", no_argument, 0, 'f'},
         {0, 0, 0, 0}};
     *o = (cli_opts){.model = NULL, .threads = 1, .batch = 1, .top = 5, .max_pixels = 0};
     optind = 1;
@@ -107,7 +110,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, cli_opts *o) {
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         char *end = NULL;
         long long v = 0;
-        if (c != 'm' && c != 'd' && c != 'h' && c != '?') {
+        if (c != 'm' && c != 'd' && c != 'f' && c != 'h' && c != '?') {
             v = strtoll(optarg, &end, 10);
             if (!*optarg || *end || v < 1) {
                 fprintf(stderr, "imgsearch %s: '%s' is not a positive integer\n", cmd, optarg);
@@ -117,6 +120,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, cli_opts *o) {
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'd': o->dump_input = optarg; break;
+        case 'f': o->features = !strcmp(cmd, "embed"); break;
         case 't': o->threads = v > 256 ? 256 : (int)v; break;
         case 'b': o->batch = v > 256 ? 256 : (int)v; break;
         case 'p': o->max_pixels = (unsigned long long)v; break;
@@ -157,7 +161,7 @@ static int run_files(const char *cmd, int classify, int argc, char **argv) {
         embed_engine_free(e);
         return 2;
     }
-    int dims = embed_dims(e), nc = embed_num_classes(e), size = embed_input_size(e);
+    int dims = o.features ? embed_feature_dims(e) : embed_dims(e), nc = embed_num_classes(e), size = embed_input_size(e);
     size_t tlen = (size_t)size * (size_t)size * 3;
     float *tensors = malloc(sizeof(float) * tlen * (size_t)o.batch);
     float *vectors = malloc(sizeof(float) * (size_t)dims * (size_t)o.batch);
@@ -194,7 +198,9 @@ static int run_files(const char *cmd, int classify, int argc, char **argv) {
             }
             n++;
         }
-        int run_rc = n ? embed_run(s, tensors, n, vectors, logits, err, sizeof err) : IS_OK;
+        int run_rc = !n ? IS_OK
+                     : o.features ? embed_run_pooled(s, tensors, n, vectors, err, sizeof err)
+                                  : embed_run(s, tensors, n, vectors, logits, err, sizeof err);
         for (int f = first, j = 0; f < i; f++) {
             if (slots[f - first].status) {
                 report_error(argv[f], slots[f - first].status, slots[f - first].message);

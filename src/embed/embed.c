@@ -2,15 +2,19 @@
 
 #include <math.h>
 #include <pthreadpool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "embed/head.h"
 #include "embed/model.h"
 #include "embed/net.h"
 #include "util/status.h"
 
 struct embed_engine {
     model *m;
+    head *h;        /* NULL: the vector is the L2-normalised pooled feature */
+    char id[128];   /* "<model>" or "<model>+<head>" */
 };
 
 /* Runtimes kept per session: batch 1 (queries) and the few batch sizes a caller uses. */
@@ -22,6 +26,8 @@ struct embed_session {
     net *nets[SESSION_NETS];
     float *scratch; /* logits of the largest batch so far, when the caller wants none */
     size_t scratch_len;
+    float *pooled;  /* pooled features of the largest batch so far, when a head maps them */
+    size_t pooled_len;
 };
 
 int embed_engine_new(const char *model_config, embed_engine **out, char *err, size_t errlen) {
@@ -36,18 +42,31 @@ int embed_engine_new(const char *model_config, embed_engine **out, char *err, si
         free(e);
         return rc;
     }
+    /* models/<name>.json → models/<name>.head.json, used when it exists */
+    char head_path[4096];
+    size_t n = strlen(model_config);
+    size_t stem = n > 5 && !strcmp(model_config + n - 5, ".json") ? n - 5 : n;
+    snprintf(head_path, sizeof head_path, "%.*s.head.json", (int)stem, model_config);
+    rc = head_load(head_path, e->m->dims, &e->h, err, errlen);
+    if (rc) {
+        embed_engine_free(e);
+        return rc;
+    }
+    snprintf(e->id, sizeof e->id, "%s%s%s", e->m->name, e->h ? "+" : "", e->h ? head_name(e->h) : "");
     *out = e;
     return IS_OK;
 }
 
 void embed_engine_free(embed_engine *e) {
     if (!e) return;
+    head_free(e->h);
     model_free(e->m);
     free(e);
 }
 
-const char *embed_model_name(const embed_engine *e) { return e->m->name; }
-int embed_dims(const embed_engine *e) { return e->m->dims; }
+const char *embed_model_name(const embed_engine *e) { return e->id; }
+int embed_dims(const embed_engine *e) { return e->h ? head_dims(e->h) : e->m->dims; }
+int embed_feature_dims(const embed_engine *e) { return e->m->dims; }
 int embed_input_size(const embed_engine *e) { return e->m->input_size; }
 int embed_num_classes(const embed_engine *e) { return e->m->num_classes; }
 
@@ -86,6 +105,7 @@ void embed_session_free(embed_session *s) {
     for (int i = 0; i < SESSION_NETS; i++) net_free(s->nets[i]);
     if (s->pool) pthreadpool_destroy(s->pool);
     free(s->scratch);
+    free(s->pooled);
     free(s);
 }
 
@@ -127,17 +147,36 @@ int embed_run(embed_session *s, const float *tensors, int n, float *vectors, flo
         s->scratch = f;
         s->scratch_len = need;
     }
-    rc = net_run(nt, tensors, vectors, logits ? logits : s->scratch, err, errlen);
+    const head *h = s->e->h;
+    if (h && (size_t)n * (size_t)m->dims > s->pooled_len) {
+        float *f = realloc(s->pooled, (size_t)n * (size_t)m->dims * sizeof *f);
+        if (!f) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+        s->pooled = f;
+        s->pooled_len = (size_t)n * (size_t)m->dims;
+    }
+    rc = net_run(nt, tensors, h ? s->pooled : vectors, logits ? logits : s->scratch, err, errlen);
     if (rc) return rc;
     for (int i = 0; i < n; i++) {
-        float *v = vectors + (size_t)i * (size_t)m->dims;
-        double ss = 0;
-        for (int d = 0; d < m->dims; d++) ss += (double)v[d] * v[d];
-        /* ReLU6 features are never all zero on a real image; if they are, leave the zeros. */
-        float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-        for (int d = 0; d < m->dims; d++) v[d] *= inv;
+        if (h) head_apply(h, s->pooled + (size_t)i * (size_t)m->dims, vectors + (size_t)i * (size_t)head_dims(h));
+        /* ReLU6 features are never all zero on a real image; if they are, the zeros stay. */
+        else head_l2(vectors + (size_t)i * (size_t)m->dims, m->dims);
     }
     return IS_OK;
+}
+
+int embed_run_pooled(embed_session *s, const float *tensors, int n, float *features, char *err, size_t errlen) {
+    if (n < 1) return is_fail(err, errlen, IS_ERR_INVALID, "batch must hold at least one image");
+    net *nt;
+    int rc = session_net(s, n, &nt, err, errlen);
+    if (rc) return rc;
+    size_t need = (size_t)n * (size_t)s->e->m->num_classes;
+    if (need > s->scratch_len) {
+        float *f = realloc(s->scratch, need * sizeof *f);
+        if (!f) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+        s->scratch = f;
+        s->scratch_len = need;
+    }
+    return net_run(nt, tensors, features, s->scratch, err, errlen);
 }
 
 int embed_image(embed_session *s, const void *bytes, size_t len, uint64_t max_pixels,

@@ -7,6 +7,9 @@
  *    session from one thread at a time; give each worker its own. Runtimes for each batch size are
  *    built on first use and kept.
  *
+ * The vector: global average pooling of the last feature map, then the head fitted beside the
+ * model when there is one (embed/head.h: power normalisation, PCA whitening), L2-normalised.
+ *
  * Memory: vectors, logits and tensors are caller-owned buffers of the sizes stated below. */
 #ifndef IMGSEARCH_EMBED_H
 #define IMGSEARCH_EMBED_H
@@ -23,8 +26,11 @@ typedef struct embed_session embed_session;
 int embed_engine_new(const char *model_config, embed_engine **out, char *err, size_t errlen);
 void embed_engine_free(embed_engine *e);
 
+/* The embedding's identity: "<model>" or "<model>+<head>" when models/<name>.head.json exists
+ * (embed/head.h). Data directories record it; vectors of different identities never mix. */
 const char *embed_model_name(const embed_engine *e);
-int embed_dims(const embed_engine *e);          /* embedding size (1280 for Lite0) */
+int embed_dims(const embed_engine *e);          /* stored vector size: the head's, else the features' */
+int embed_feature_dims(const embed_engine *e);  /* pooled feature size (1280 for Lite0) */
 int embed_input_size(const embed_engine *e);    /* input is size × size × 3 */
 int embed_num_classes(const embed_engine *e);
 const char *embed_label(const embed_engine *e, int cls);
@@ -39,6 +45,10 @@ void embed_session_free(embed_session *s);
  * n × dims L2-normalised embeddings; logits (may be NULL) gets n × num_classes raw scores. */
 int embed_run(embed_session *s, const float *tensors, int n, float *vectors, float *logits,
               char *err, size_t errlen);
+
+/* The pooled network features before any head or normalisation (n × embed_feature_dims floats):
+ * what a head is fitted on (imgsearch embed --features). */
+int embed_run_pooled(embed_session *s, const float *tensors, int n, float *features, char *err, size_t errlen);
 
 /* Decode + preprocess + run for one encoded image. info may be NULL; logits may be NULL. */
 int embed_image(embed_session *s, const void *bytes, size_t len, uint64_t max_pixels,

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -78,6 +80,7 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     *out = NULL;
     engine *e = calloc(1, sizeof *e);
     if (!e) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    e->lock_fd = -1;
     e->infer_threads = cfg->infer_threads > 0 ? cfg->infer_threads : 1;
     e->max_pixels = cfg->max_pixels;
     e->data_limits.max_bytes = cfg->data_limits.max_bytes ? cfg->data_limits.max_bytes : ENGINE_DATA_MAX_BYTES;
@@ -102,6 +105,7 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     int rc = embed_engine_new(cfg->model_config, &e->model, err, errlen);
     if (!rc && mkdir(cfg->data_dir, 0755) && errno != EEXIST)
         rc = is_fail(err, errlen, IS_ERR_IO, "cannot create %s: %s", cfg->data_dir, strerror(errno));
+    if (!rc) rc = engine_lock_dir(cfg->data_dir, &e->lock_fd, err, errlen);
     if (!rc) {
         snprintf(path, sizeof path, "%s/imgsearch.db", cfg->data_dir);
         rc = store_open(path, embed_model_name(e->model), embed_dims(e->model), &e->db, err, errlen);
@@ -155,7 +159,23 @@ void engine_close(engine *e) {
     pthread_mutex_destroy(&e->rebuild_lock);
     pthread_mutex_destroy(&e->maint_mu);
     pthread_cond_destroy(&e->maint_cv);
+    if (e->lock_fd >= 0) close(e->lock_fd);
     free(e);
+}
+
+int engine_lock_dir(const char *dir, int *fd, char *err, size_t errlen) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/lock", dir);
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd < 0) return is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    if (flock(*fd, LOCK_EX | LOCK_NB)) {
+        int busy = errno == EWOULDBLOCK;
+        close(*fd);
+        *fd = -1;
+        return is_fail(err, errlen, IS_ERR_IO, busy ? "%s is in use by another imgsearch process (a server or a reembed)"
+                                                    : "cannot lock %s", dir);
+    }
+    return IS_OK;
 }
 
 int engine_dims(const engine *e) { return embed_dims(e->model); }

@@ -120,6 +120,19 @@ int engine_query(engine *e, const char *filter_json, int64_t offset, int limit, 
                  int *n, int64_t *total, char *err, size_t errlen);
 void engine_rows_free(store_image *rows, int n);
 
+/* Called with how many rows are done out of how many. */
+typedef void (*engine_progress_fn)(int64_t done, int64_t total, void *ctx);
+/* Recomputes every stored vector from its stored image with cfg->model_config's embedding (its
+ * model and head), then swaps them all in at once and records the new embedding, so that a data
+ * directory made with another embedding serves again. Runs without a server: the directory's lock
+ * is taken (IS_ERR_IO when a server holds it). Resumable: vectors are committed in batches beside
+ * the live ones, and a run interrupted for the same embedding continues where it stopped; until
+ * the swap the directory still holds the old vectors whole. The HNSW snapshot is removed (the
+ * next start rebuilds the index). *count gets the rows recomputed. Only data_dir, model_config,
+ * infer_threads and max_pixels of cfg are used. */
+int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *ctx, int64_t *count, char *err,
+                   size_t errlen);
+
 /* Is the index exactly what the store says (count, sequence, sampled vectors)? */
 int engine_health(engine *e, bool *healthy, char *msg, size_t msglen);
 /* Rebuilds the index from the store and swaps it in; searches and writes continue meanwhile

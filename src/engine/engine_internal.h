@@ -28,7 +28,12 @@ typedef struct {
     int64_t applied_seq; /* last store change reflected here */
 } index_state;
 
+/* Takes the data directory's lock (<dir>/lock, flock, exclusive, not waiting): one server or one
+ * `imgsearch reembed` per directory. *fd keeps it until closed. IS_ERR_IO when another holds it. */
+int engine_lock_dir(const char *dir, int *fd, char *err, size_t errlen);
+
 struct engine {
+    int lock_fd;                  /* the data directory's lock, -1 before it is taken */
     embed_engine *model;
     int infer_threads;
     uint64_t max_pixels;

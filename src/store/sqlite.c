@@ -35,6 +35,8 @@ static const char *const MIGRATIONS[] = {
     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  op TEXT NOT NULL CHECK (op IN ('a', 'd', 'm', 'c')),"
     "  image_id INTEGER);",
+    /* 2: vectors recomputed by `imgsearch reembed`, kept beside the live ones until the swap */
+    "CREATE TABLE reembed(id INTEGER PRIMARY KEY, vector BLOB NOT NULL);",
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
@@ -93,9 +95,10 @@ static int check_meta(store *s, const char *model, int dims, char *err, size_t e
         char have[128];
         snprintf(have, sizeof have, "%s", found ? (const char *)sqlite3_column_text(st, 0) : "");
         sqlite3_finalize(st);
-        if (found && !same)
+            if (found && !same)
             return is_fail(err, errlen, IS_ERR_INVALID,
-                           "the data directory was built with %s %s, not %s: use that model or a new data directory",
+                           "the data directory holds vectors of %s %s, not %s: recompute them with "
+                           "`imgsearch reembed DATA_DIR` (same --model), use that model, or a new data directory",
                            keys[i], have, want[i]);
         if (!found) {
             if (sqlite3_prepare_v2(s->db, "INSERT INTO meta(key, value) VALUES (?, ?)", -1, &st, NULL) != SQLITE_OK)
@@ -131,7 +134,7 @@ int store_open(const char *path, const char *model, int dims, store **out, char 
     /* WAL: readers never block the writer; FULL: a commit is on disk before it returns. */
     rc = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", err, errlen);
     if (!rc) rc = migrate(s, err, errlen);
-    if (!rc) rc = check_meta(s, model, dims, err, errlen);
+    if (!rc && model) rc = check_meta(s, model, dims, err, errlen);
     if (rc) {
         store_close(s);
         return rc;
@@ -451,4 +454,132 @@ int store_each_snapshot(store *s, bool with_vector, int (*fn)(const store_image 
     pthread_mutex_destroy(&r.lock);
     sqlite3_close(r.db);
     return rc;
+}
+
+/* ---- re-embedding ---------------------------------------------------------------------------- */
+
+static int meta_get(store *s, const char *key, char *out, size_t outlen) {
+    sqlite3_stmt *st;
+    int rc = IS_ERR_NOT_FOUND;
+    if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = ?", -1, &st, NULL) != SQLITE_OK) return IS_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(st, 0));
+        rc = IS_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int meta_set(store *s, const char *key, const char *value, char *err, size_t errlen) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s, err, errlen, "write meta");
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    int ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    return ok ? IS_OK : db_fail(s, err, errlen, "write meta");
+}
+
+int store_embedding(store *s, char *model, size_t modellen, int *dims) {
+    char d[32] = "";
+    pthread_mutex_lock(&s->lock);
+    int rc = meta_get(s, "model", model, modellen);
+    if (!rc) rc = meta_get(s, "dims", d, sizeof d);
+    pthread_mutex_unlock(&s->lock);
+    *dims = rc ? 0 : atoi(d);
+    return rc;
+}
+
+int store_reembed_begin(store *s, const char *model, int dims, int64_t *done, int64_t *total, char *err,
+                        size_t errlen) {
+    char key[192];
+    snprintf(key, sizeof key, "%s/%d", model, dims);
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    char have[192] = "";
+    meta_get(s, "reembed_target", have, sizeof have);
+    if (strcmp(have, key)) { /* another target than the interrupted run's: start over */
+        rc = exec(s, "DELETE FROM reembed;", err, errlen);
+        if (!rc) rc = meta_set(s, "reembed_target", key, err, errlen);
+    }
+    /* rows deleted since an interrupted run leave vectors that no longer count */
+    if (!rc) rc = exec(s, "DELETE FROM reembed WHERE id NOT IN (SELECT id FROM images);", err, errlen);
+    sqlite3_stmt *st;
+    if (!rc && sqlite3_prepare_v2(s->db, "SELECT (SELECT count(*) FROM reembed), (SELECT count(*) FROM images)", -1,
+                                  &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *done = sqlite3_column_int64(st, 0);
+            *total = sqlite3_column_int64(st, 1);
+        }
+        sqlite3_finalize(st);
+    }
+    s->dims = dims;
+    return finish(s, rc, err, errlen);
+}
+
+int store_reembed_pending(store *s, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n, char *err,
+                          size_t errlen) {
+    *n = 0;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc = IS_OK;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT id, sha256 FROM images WHERE id NOT IN (SELECT id FROM reembed) ORDER BY id LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        rc = db_fail(s, err, errlen, "list rows to re-embed");
+    if (!rc) {
+        sqlite3_bind_int(st, 1, max);
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW && *n < max) {
+            ids[*n] = sqlite3_column_int64(st, 0);
+            snprintf(shas[*n], BLOB_HEX_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 1));
+            (*n)++;
+        }
+        if (step != SQLITE_DONE && step != SQLITE_ROW) rc = db_fail(s, err, errlen, "list rows to re-embed");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int store_reembed_put(store *s, const int64_t *ids, const float *vectors, int n, char *err, size_t errlen) {
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO reembed(id, vector) VALUES (?, ?)", -1, &st, NULL) != SQLITE_OK)
+        return finish(s, db_fail(s, err, errlen, "store re-embedded vectors"), err, errlen);
+    size_t bytes = sizeof(float) * (size_t)s->dims;
+    for (int i = 0; !rc && i < n; i++) {
+        sqlite3_bind_int64(st, 1, ids[i]);
+        sqlite3_bind_blob(st, 2, vectors + (size_t)i * (size_t)s->dims, (int)bytes, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = db_fail(s, err, errlen, "store re-embedded vectors");
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return finish(s, rc, err, errlen);
+}
+
+int store_reembed_swap(store *s, const char *model, int dims, char *err, size_t errlen) {
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    int64_t missing = -1;
+    if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM images WHERE id NOT IN (SELECT id FROM reembed)", -1, &st,
+                           NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) missing = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (missing != 0)
+        return finish(s, is_fail(err, errlen, IS_ERR_INVALID, "%lld rows have no recomputed vector yet", (long long)missing),
+                      err, errlen);
+    char dims_text[16];
+    snprintf(dims_text, sizeof dims_text, "%d", dims);
+    rc = exec(s, "UPDATE images SET vector = (SELECT vector FROM reembed WHERE reembed.id = images.id);"
+                 "DELETE FROM reembed; DELETE FROM meta WHERE key = 'reembed_target';",
+              err, errlen);
+    if (!rc) rc = meta_set(s, "model", model, err, errlen);
+    if (!rc) rc = meta_set(s, "dims", dims_text, err, errlen);
+    return finish(s, rc, err, errlen);
 }

@@ -39,7 +39,8 @@ typedef enum { CHANGE_ADD = 'a', CHANGE_DELETE = 'd', CHANGE_DATA = 'm', CHANGE_
 void store_image_clear(store_image *img);
 
 /* Opens or creates the database at path and migrates it to the current schema. A database made
- * with another model or vector size is refused (IS_ERR_INVALID) rather than mixed. */
+ * with another model or vector size is refused (IS_ERR_INVALID) rather than mixed. model NULL
+ * skips that check (for `imgsearch reembed`, which changes the model). */
 int store_open(const char *path, const char *model, int dims, store **out, char *err, size_t errlen);
 void store_close(store *s);
 
@@ -76,5 +77,24 @@ int store_each(store *s, bool with_vector, int (*fn)(const store_image *img, voi
  * may call back into it). For long walks: index builds. */
 int store_each_snapshot(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
                         int64_t *seq, char *err, size_t errlen);
+
+/* ---- re-embedding: every vector recomputed with another model, then swapped in at once ---- */
+
+/* The model and vector size the store records. IS_ERR_NOT_FOUND for a new store. */
+int store_embedding(store *s, char *model, size_t modellen, int *dims);
+/* Starts or resumes recomputing every vector for model/dims: vectors of an interrupted run for
+ * the same target are kept, anything else is dropped. *done and *total count rows. The store's
+ * vector size becomes dims for store_reembed_put. */
+int store_reembed_begin(store *s, const char *model, int dims, int64_t *done, int64_t *total, char *err,
+                        size_t errlen);
+/* Up to max rows (id order) that have no recomputed vector yet, with their blobs' names. */
+int store_reembed_pending(store *s, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n, char *err,
+                          size_t errlen);
+/* Records n recomputed vectors (n × dims floats) in one transaction. */
+int store_reembed_put(store *s, const int64_t *ids, const float *vectors, int n, char *err, size_t errlen);
+/* In one transaction: every row's vector becomes its recomputed one and the store records model
+ * and dims. Refused while any row still lacks a recomputed vector. The change log is not
+ * touched: an index kept from before (an HNSW snapshot) must be discarded by the caller first. */
+int store_reembed_swap(store *s, const char *model, int dims, char *err, size_t errlen);
 
 #endif

@@ -14,15 +14,17 @@ def cosine(a, b):
     return sum(x * y for x, y in zip(a, b)) / (norm(a) * norm(b))
 
 
-def test_embed_prints_unit_vectors(run, model, images):
+def test_embed_prints_unit_vectors(run, model, images, dims):
     code, out, _ = run("embed", "--model", model, images / "cat.png", f"{DARKNET}/dog.jpg")
     assert code == 0
     assert [o["file"] for o in out] == [str(images / "cat.png"), f"{DARKNET}/dog.jpg"]
     for o in out:
-        assert o["dims"] == 1280 and len(o["vector"]) == 1280
+        assert o["dims"] == dims and len(o["vector"]) == dims
         assert abs(norm(o["vector"]) - 1) < 1e-4
-        assert min(o["vector"]) >= 0  # pooled ReLU6 features
     assert cosine(out[0]["vector"], out[1]["vector"]) < 0.5
+    # the pooled features under it: ReLU6 outputs, never negative
+    code, feats, _ = run("embed", "--model", model, "--features", images / "cat.png")
+    assert code == 0 and feats[0]["dims"] == 1280 and min(feats[0]["vector"]) >= 0
 
 
 def test_classify_names_the_class(run, model):

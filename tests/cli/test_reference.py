@@ -46,7 +46,8 @@ def test_matches_pytorch(name, run, models_dir, images, tmp_path):
     assert os.path.exists(config), f"run tools/fetch-model --model {name}"
     size = json.load(open(config))["input_size"]
     files = PHOTOS + [str(images / n) for n in ("cat_cmyk.jpg", "exif_rotate90.jpg", "palette_alpha.png")]
-    code, emb, _ = run("embed", "--model", config, "--batch", "4", "--dump-input", tmp_path, *files)
+    # the pooled features, before the embedding head (tests/cli/test_head.py checks the head)
+    code, emb, _ = run("embed", "--model", config, "--batch", "4", "--features", "--dump-input", tmp_path, *files)
     assert code == 0
     _, cls, _ = run("classify", "--model", config, "--top", "1", *files)
     x = np.stack([np.fromfile(tmp_path / f"{i}.f32", dtype=np.float32).reshape(size, size, 3)
@@ -57,6 +58,7 @@ def test_matches_pytorch(name, run, models_dir, images, tmp_path):
         top1 = net._fc(pooled).argmax(1).numpy()
     ref = pooled.numpy() / np.linalg.norm(pooled.numpy(), axis=1, keepdims=True)
     ours = np.array([e["vector"] for e in emb])
+    ours /= np.linalg.norm(ours, axis=1, keepdims=True)
     cos = (ref * ours).sum(1)
     assert len(files) >= 10
     assert cos.min() >= 0.9999, dict(zip(files, cos))

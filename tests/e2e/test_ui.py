@@ -149,6 +149,10 @@ def test_search_ranks_the_same_image_first(browser):
     # similarity shown as a percentage, best first; metadata readable; alt text on every thumbnail
     pcts = [float(e.text.rstrip("%")) for e in b.els("#search-results .pct")]
     assert pcts == sorted(pcts, reverse=True) and pcts[0] > 99
+    # only the same picture is marked as such; different photos are far from it
+    assert len(b.els("#search-results .copy-mark")) == 1
+    assert b.els("#search-results li.card:first-child .copy-mark")
+    assert pcts[1] < 60
     meta = [(e.find_element("css selector", "dt").text, e.find_element("css selector", "dd").text)
             for e in b.els("#search-results li.card:first-child .meta > div")]
     assert meta == [("kind", "animal"), ("legs", "4")]

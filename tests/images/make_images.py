@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Generates the test images the unit and API tests use, from photos that Debian packages ship
 (python3-skimage, darknet) and from drawing. Nothing comes from the network.
 
