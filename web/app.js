@@ -762,9 +762,83 @@ $('detail').addEventListener('close', () => {
   if (/^#\/image\//.test(location.hash)) history.replaceState(null, '', `#/${currentTab}`);
 });
 
-// ---- routing: #/search #/upload #/browse #/index, #/image/ID over the current tab ----
+// ---- Duplicates: groups of the same picture, side by side, to choose which copies to delete ----
 
-const TABS = ['search', 'upload', 'browse', 'index'];
+const dups = { offset: 0, next: null, seq: 0, groups: [] };
+
+function dupMember(m, first) {
+  const box = h('input', { type: 'checkbox', className: 'dup-pick', dataset: { id: m.id, name: m.name },
+    'aria-label': `Delete ${m.name} (#${m.id})`, onchange: updateDupDelete });
+  const how = first ? 'first of the group' : m.identical ? 'identical file' : `distance ${m.dist.toFixed(3)}`;
+  return h('li', { className: 'card dup-member', dataset: { id: m.id } },
+    thumbLink(m.id, m.name, 256),
+    h('div', { className: 'card-body' },
+      h('p', { className: 'name', title: m.name }, m.name, h('span', { className: 'muted id' }, ` #${m.id}`)),
+      h('p', { className: 'muted facts' }, `${m.width} × ${m.height} · ${fmtBytes(m.size)} · ${how}`),
+      h('label', { className: 'pick' }, box, ' delete')));
+}
+
+function renderDupGroups() {
+  $('dup-groups').replaceChildren(...dups.groups.map((g, i) =>
+    h('li', { className: 'dup-group' },
+      h('h2', {}, `Group ${i + 1}: ${g.size} images${g.exact ? ', identical files' : ''}`),
+      h('ol', { className: 'grid dup-members' }, ...g.members.map((m, j) => dupMember(m, j === 0))))));
+  $('dup-more').hidden = dups.next === null;
+  updateDupDelete();
+}
+
+function updateDupDelete() {
+  const n = document.querySelectorAll('#dup-groups .dup-pick:checked').length;
+  $('dup-delete').disabled = n === 0;
+  $('dup-delete').textContent = n ? `Delete ${n} selected` : 'Delete selected';
+}
+
+async function loadDuplicates(more = false) {
+  const seq = ++dups.seq;
+  if (!more) { dups.groups = []; dups.offset = 0; }
+  setStatus('dup-status', 'Looking for duplicates…', 'busy');
+  const t0 = performance.now();
+  try {
+    const body = await api('GET', `/duplicates${qs({ max_dist: $('dup-level').value, offset: more ? dups.next : 0, limit: 20 })}`);
+    if (seq !== dups.seq) return;
+    dups.groups = dups.groups.concat(body.result);
+    dups.next = body.next_offset;
+    renderDupGroups();
+    const copies = body.result.reduce((a, g) => a + g.size - 1, 0);
+    setStatus('dup-status', body.total
+      ? `${body.total} group${body.total === 1 ? '' : 's'} among ${body.images} images${more ? '' : ` (${copies} copies on this page)`} in ${fmtTook(performance.now() - t0)}.`
+      : `No duplicates among ${body.images} images.`, 'ok');
+  } catch (e) {
+    if (seq === dups.seq) showError(e, null, 'dup-status');
+  }
+}
+
+$('dup-form').addEventListener('submit', (e) => { e.preventDefault(); loadDuplicates(); });
+$('dup-level').addEventListener('change', () => loadDuplicates());
+$('dup-more').addEventListener('click', () => loadDuplicates(true));
+$('dup-keep-first').addEventListener('click', () => {
+  for (const g of document.querySelectorAll('#dup-groups .dup-members')) {
+    g.querySelectorAll('.dup-pick').forEach((box, i) => { box.checked = i > 0; });
+  }
+  updateDupDelete();
+});
+$('dup-delete').addEventListener('click', async () => {
+  const picked = [...document.querySelectorAll('#dup-groups .dup-pick:checked')].map((b) => ({ id: +b.dataset.id, name: b.dataset.name }));
+  if (!picked.length) return;
+  if (!(await confirmDialog(`Delete ${picked.length} image${picked.length === 1 ? '' : 's'}? They and their metadata are removed for good.`))) return;
+  let failed = 0;
+  for (const p of picked) {
+    try { await api('DELETE', `/image/${p.id}`); } catch (e) { if (!(e instanceof ApiError && e.status === 404)) failed++; }
+  }
+  toast(failed ? `Deleted ${picked.length - failed}; ${failed} could not be deleted.` : `Deleted ${picked.length} image${picked.length === 1 ? '' : 's'}.`, failed ? 'error' : 'ok');
+  browse.stale = true;
+  refreshSummary();
+  loadDuplicates();
+});
+
+// ---- routing: #/search #/upload #/browse #/duplicates #/index, #/image/ID over the current tab ----
+
+const TABS = ['search', 'upload', 'browse', 'duplicates', 'index'];
 let currentTab = 'search';
 
 function showTab(tab, focus) {
@@ -777,6 +851,7 @@ function showTab(tab, focus) {
   document.title = `${tab[0].toUpperCase()}${tab.slice(1)} · imgsearch`;
   if (tab === 'browse' && browse.stale) loadBrowse();
   if (tab === 'index') loadIndex();
+  if (tab === 'duplicates') loadDuplicates();
   if (focus) $(`h-${tab}`).focus({ preventScroll: true });
 }
 

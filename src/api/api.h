@@ -43,6 +43,7 @@ void api_images_list(engine *e, const http_request *req, http_response *res);
 void api_data_get(engine *e, int64_t id, http_response *res);
 void api_data_set(engine *e, int64_t id, const http_request *req, http_response *res);
 void api_data_query(engine *e, const http_request *req, http_response *res);
+void api_duplicates(engine *e, const http_request *req, http_response *res);
 void api_index_reindex(engine *e, http_response *res);
 void api_index_health(engine *e, http_response *res);
 void api_index_status(engine *e, http_response *res);

@@ -263,6 +263,9 @@ void api_handle(void *ctx, const http_request *req, http_response *res) {
         allow = "GET, HEAD, POST";
         if (get) { api_data_get(e, id, res); return; }
         if (post) { api_data_set(e, id, req, res); return; }
+    } else if (n == 1 && IS(0, "duplicates")) {
+        allow = "GET, HEAD";
+        if (get) { api_duplicates(e, req, res); return; }
     } else if (n == 2 && IS(0, "index") && IS(1, "reindex")) {
         allow = "GET, POST";
         if ((get && !head) || post) { api_index_reindex(e, res); return; }

@@ -32,8 +32,19 @@ typedef struct {
  * `imgsearch reembed` per directory. *fd keeps it until closed. IS_ERR_IO when another holds it. */
 int engine_lock_dir(const char *dir, int *fd, char *err, size_t errlen);
 
+/* The last answer of engine_duplicates, for the change sequence it was computed at. */
+struct dup_cache {
+    bool valid;
+    int64_t seq, checked;
+    double max_dist;
+    engine_dup_group *groups;
+    int n;
+};
+
 struct engine {
     int lock_fd;                  /* the data directory's lock, -1 before it is taken */
+    pthread_mutex_t dup_lock;     /* one duplicates computation at a time; guards dup_cache */
+    struct dup_cache dup_cache;
     embed_engine *model;
     int infer_threads;
     uint64_t max_pixels;

@@ -210,10 +210,11 @@ def test_any_file_name_is_stored_readable(server):
         "\u00e9t\u00e9 \U0001F415.jpg".encode(): "\u00e9t\u00e9 \U0001F415.jpg",
         b"n" * 4096 + b".jpg": "n" * 255,
         "\u00e9".encode() * 200: "\u00e9" * 127,  # cut at a character boundary: 254 bytes
+        b"nul\x00rest.jpg": ("image", "nul"),  # libmicrohttpd drops such a name, or ends it at the NUL
     }
     photos = [f"{SKIMAGE}/{p}" for p in ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg",
                                           "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg",
-                                          "ihc.png", "camera.png")]
+                                          "ihc.png", "camera.png", "coins.png")]
     ids = {}
     for (raw, expected), photo in zip(names.items(), photos):
         data = open(photo, "rb").read()
@@ -223,7 +224,8 @@ def test_any_file_name_is_stored_readable(server):
         i = r.json()["result"]
         ids[i] = (expected, data)
         got = requests.get(f"{server.url}/data/{i}").json()["result"]
-        assert got is not None and got["name"] == expected, (raw, got and got["name"])
+        assert got is not None and got["name"] in (expected if isinstance(expected, tuple) else (expected,)), raw
+        ids[i] = (got["name"], data)
     listed = requests.get(server.url + "/images?limit=100").json()
     assert listed["total"] == len(ids) + 1 and len(listed["result"]) == len(ids) + 1
     for i, (expected, data) in ids.items():

@@ -339,6 +339,43 @@ def test_delete_with_confirmation(browser):
     assert len(hits) == 7 and hid not in [i for i, _ in hits] and "horses.jpg" not in [n for _, n in hits]
 
 
+def test_duplicates_screen(browser):
+    b = browser
+    coffee = open(f"{SKIMAGE}/coffee.png", "rb").read()
+    from PIL import Image
+    import io
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(coffee)).convert("RGB").save(buf, "JPEG", quality=35)
+    planted = [b.api("POST", "/image/add", files={"image": (n, d)}).json()["result"]
+               for n, d in (("coffee-again.png", coffee), ("coffee-q35.jpg", buf.getvalue()))]
+    original = ids(b)["coffee.png"]
+    b.go("#/duplicates")
+    b.wait(lambda d: len(b.els("#dup-groups .dup-group")) == 1)
+    members = [int(li.get_attribute("data-id")) for li in b.els("#dup-groups .dup-member")]
+    assert members[0] == original and sorted(members[1:]) == sorted(planted)
+    assert "1 group among 9 images" in b.text("#dup-status")
+    assert "identical file" in b.text("#dup-groups") and "first of the group" in b.text("#dup-groups")
+    assert not b.el("#dup-delete").is_enabled() and not b.el("#dup-more").is_displayed()  # one page
+    b.el("#dup-keep-first").click()
+    assert [x.is_selected() for x in b.els("#dup-groups .dup-pick")] == [False, True, True]
+    assert b.text("#dup-delete") == "Delete 2 selected"
+    b.shot("duplicates")
+    b.el("#dup-delete").click()
+    b.wait(lambda d: b.el("#confirm").is_displayed())
+    assert "Delete 2 images?" in b.text("#confirm-text")
+    b.el("#confirm-ok").click()
+    b.wait(lambda d: "No duplicates among 7 images" in b.text("#dup-status"))
+    assert all(b.api("GET", f"/data/{i}").status_code == 404 for i in planted)
+    assert b.api("GET", f"/data/{original}").status_code == 200
+    # the strictest level still finds identical files, and only those
+    b.api("POST", "/image/add", files={"image": ("coffee-again.png", coffee)})
+    Select(b.el("#dup-level")).select_by_value("0.001")
+    b.wait(lambda d: "identical files" in b.text("#dup-groups"))
+    again = [int(li.get_attribute("data-id")) for li in b.els("#dup-groups .dup-member")]
+    b.api("DELETE", f"/image/{again[1]}")
+    Select(b.el("#dup-level")).select_by_value("0.15")
+
+
 def test_reindex_and_health(browser):
     b = browser
     b.go("#/index")
@@ -366,7 +403,7 @@ def test_keyboard(browser):
     for _ in range(14):
         b.keys(Keys.TAB)
         seen.append(b.js("const e = document.activeElement; return e.id || e.getAttribute('href') || e.tagName"))
-    for want in ("#/search", "#/upload", "#/browse", "#/index", "search-file", "search-k", "search-filter"):
+    for want in ("#/search", "#/upload", "#/browse", "#/duplicates", "#/index", "search-file", "search-k", "search-filter"):
         assert want in seen, seen
     # focus is visible
     b.js("document.querySelector('nav a[data-tab=upload]').focus()")
