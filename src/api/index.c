@@ -26,5 +26,11 @@ void api_index_status(engine *e, http_response *res) {
                           (json_int_t)st.threshold, "hnsw", "m", st.m, "ef_construction", st.ef_construction,
                           "ef_search", st.ef_search, "storage", st.storage, "memory_bytes",
                           (json_int_t)st.memory_bytes);
+    if (o) {
+        json_object_set_new(o, "embedding", json_string(st.embedding));
+        json_object_set_new(o, "dims", json_integer(st.dims));
+        /* vectors of an older embedding are served as they are until `imgsearch reembed` */
+        json_object_set_new(o, "reembed_to", st.upgrade_to ? json_string(st.upgrade_to) : json_null());
+    }
     http_result(res, 200, o, st.building ? "building" : "ready");
 }

@@ -1,5 +1,6 @@
 /* `imgsearch reembed`: recompute a data directory's vectors with the current model and head. */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -11,7 +12,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: imgsearch reembed [OPTIONS] DATA_DIR\n"
             "Recomputes every stored vector from the stored images with the model (and its fitted head),\n"
-            "then swaps them in at once; stop the server first. Interrupted, it resumes where it stopped.\n"
+            "then swaps them in at once. A server may serve the old vectors meanwhile; the swap waits for\n"
+            "it to stop (exit 3: computed, run again once it is stopped). Interrupted, it resumes.\n"
             "  --model PATH       model config (default: %s)\n"
             "  --threads N        inference threads (default 1)\n",
             cli_default_model());
@@ -74,10 +76,18 @@ int cli_reembed(int argc, char **argv) {
     progress_state p = {.last = -10};
     clock_gettime(CLOCK_MONOTONIC, &p.start);
     int64_t count = 0;
+    bool swapped = false;
     char err[512];
-    if (engine_reembed(&cfg, show_progress, &p, &count, err, sizeof err)) {
+    if (engine_reembed(&cfg, show_progress, &p, &count, &swapped, err, sizeof err)) {
         fprintf(stderr, "imgsearch reembed: %s\n", err);
         return 1;
+    }
+    if (!swapped) {
+        fprintf(stderr,
+                "reembed: %lld vectors computed in %.1f s, not swapped in: a server is using %s and serves the old "
+                "ones; stop it and run `imgsearch reembed %s` again (only what changed meanwhile is computed)\n",
+                (long long)count, seconds_since(&p.start), cfg.data_dir, cfg.data_dir);
+        return 3;
     }
     fprintf(stderr, "reembed: done, %lld vectors recomputed in %.1f s; the server rebuilds its index when it starts\n",
             (long long)count, seconds_since(&p.start));

@@ -65,6 +65,13 @@ void embed_engine_free(embed_engine *e) {
 }
 
 const char *embed_model_name(const embed_engine *e) { return e->id; }
+const char *embed_plain_name(const embed_engine *e) { return e->m->name; }
+
+void embed_engine_drop_head(embed_engine *e) {
+    head_free(e->h);
+    e->h = NULL;
+    snprintf(e->id, sizeof e->id, "%s", e->m->name);
+}
 int embed_dims(const embed_engine *e) { return e->h ? head_dims(e->h) : e->m->dims; }
 int embed_feature_dims(const embed_engine *e) { return e->m->dims; }
 int embed_input_size(const embed_engine *e) { return e->m->input_size; }

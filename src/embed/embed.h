@@ -29,6 +29,12 @@ void embed_engine_free(embed_engine *e);
 /* The embedding's identity: "<model>" or "<model>+<head>" when models/<name>.head.json exists
  * (embed/head.h). Data directories record it; vectors of different identities never mix. */
 const char *embed_model_name(const embed_engine *e);
+/* The identity of the same network without a head: "<model>", what data directories made before
+ * heads existed record. */
+const char *embed_plain_name(const embed_engine *e);
+/* Drops the head: from now on vectors are the L2-normalised pooled features ("<model>"), so that a
+ * data directory of that embedding can still be searched. Call before any session exists. */
+void embed_engine_drop_head(embed_engine *e);
 int embed_dims(const embed_engine *e);          /* stored vector size: the head's, else the features' */
 int embed_feature_dims(const embed_engine *e);  /* pooled feature size (1280 for Lite0) */
 int embed_input_size(const embed_engine *e);    /* input is size × size × 3 */

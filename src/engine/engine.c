@@ -76,6 +76,24 @@ static int remove_orphan(const char *hex, void *ctx) {
     return 0;
 }
 
+/* A data directory made before the model had its head holds plain pooled vectors: they are served
+ * as they are (queries embedded the same way) until `imgsearch reembed` recomputes them; any other
+ * mismatch is refused with the reason. */
+static int choose_embedding(engine *e, const char *data_dir, char *err, size_t errlen) {
+    char recorded[160];
+    int dims = 0;
+    if (store_embedding(e->db, recorded, sizeof recorded, &dims) == IS_OK &&
+        strcmp(recorded, embed_model_name(e->model)) && !strcmp(recorded, embed_plain_name(e->model))) {
+        snprintf(e->upgrade_to, sizeof e->upgrade_to, "%s", embed_model_name(e->model));
+        embed_engine_drop_head(e->model);
+        fprintf(stderr,
+                "imgsearch: %s holds vectors of %s, served as they are; `imgsearch reembed %s` recomputes them "
+                "with %s (it may run while this server serves)\n",
+                data_dir, recorded, data_dir, e->upgrade_to);
+    }
+    return store_bind_embedding(e->db, embed_model_name(e->model), embed_dims(e->model), err, errlen);
+}
+
 int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen) {
     *out = NULL;
     engine *e = calloc(1, sizeof *e);
@@ -109,8 +127,9 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     if (!rc) rc = engine_lock_dir(cfg->data_dir, &e->lock_fd, err, errlen);
     if (!rc) {
         snprintf(path, sizeof path, "%s/imgsearch.db", cfg->data_dir);
-        rc = store_open(path, embed_model_name(e->model), embed_dims(e->model), &e->db, err, errlen);
+        rc = store_open(path, NULL, 0, &e->db, err, errlen);
     }
+    if (!rc) rc = choose_embedding(e, cfg->data_dir, err, errlen);
     if (!rc) {
         snprintf(path, sizeof path, "%s/blobs", cfg->data_dir);
         rc = blobs_open(path, &e->files, err, errlen);
@@ -166,19 +185,26 @@ void engine_close(engine *e) {
     free(e);
 }
 
-int engine_lock_dir(const char *dir, int *fd, char *err, size_t errlen) {
+int engine_lock_file(const char *dir, const char *name, int *fd, char *err, size_t errlen) {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/lock", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (*fd < 0) return is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     if (flock(*fd, LOCK_EX | LOCK_NB)) {
         int busy = errno == EWOULDBLOCK;
         close(*fd);
         *fd = -1;
-        return is_fail(err, errlen, IS_ERR_IO, busy ? "%s is in use by another imgsearch process (a server or a reembed)"
-                                                    : "cannot lock %s", dir);
+        return is_fail(err, errlen, IS_ERR_IO,
+                       !busy ? "cannot lock %s"
+                       : strcmp(name, "lock") ? "%s is being re-embedded by another imgsearch reembed"
+                                              : "%s is in use by another imgsearch process (a server or a reembed)",
+                       dir);
     }
     return IS_OK;
+}
+
+int engine_lock_dir(const char *dir, int *fd, char *err, size_t errlen) {
+    return engine_lock_file(dir, "lock", fd, err, errlen);
 }
 
 int engine_dims(const engine *e) { return embed_dims(e->model); }

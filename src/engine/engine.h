@@ -8,6 +8,10 @@
  * replayed; without a usable snapshot the exact index is filled from the store and the HNSW graph,
  * when due, is built in the background. Blobs that no row names (left by a crash) are removed.
  *
+ * Embedding: a data directory records the embedding its vectors came from. One made with the
+ * same network before heads existed is served with that plain embedding (queries too) until
+ * engine_reembed moves it; any other mismatch is refused at open.
+ *
  * Input: image names are stored as clean UTF-8 (util/text.h: last path component, ill-formed bytes
  * replaced, at most 255 bytes); metadata must be a JSON object within engine_data_limits (size
  * checked before parsing, then key count and depth; IS_ERR_TOO_LARGE when over), duplicate keys
@@ -62,6 +66,9 @@ typedef struct {
     size_t threshold, memory_bytes;
     int m, ef_construction, ef_search;
     const char *storage;      /* "float32" or "int8" */
+    const char *embedding;    /* what the stored vectors are: "<model>" or "<model>+<head>" */
+    const char *upgrade_to;   /* the embedding `imgsearch reembed` would move them to, or NULL */
+    int dims;
 } engine_status_info;
 
 typedef struct {
@@ -142,15 +149,16 @@ void engine_dup_groups_free(engine_dup_group *groups, int n);
 /* Called with how many rows are done out of how many. */
 typedef void (*engine_progress_fn)(int64_t done, int64_t total, void *ctx);
 /* Recomputes every stored vector from its stored image with cfg->model_config's embedding (its
- * model and head), then swaps them all in at once and records the new embedding, so that a data
- * directory made with another embedding serves again. Runs without a server: the directory's lock
- * is taken (IS_ERR_IO when a server holds it). Resumable: vectors are committed in batches beside
- * the live ones, and a run interrupted for the same embedding continues where it stopped; until
- * the swap the directory still holds the old vectors whole. The HNSW snapshot is removed (the
- * next start rebuilds the index). *count gets the rows recomputed. Only data_dir, model_config,
- * infer_threads and max_pixels of cfg are used. */
-int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *ctx, int64_t *count, char *err,
-                   size_t errlen);
+ * model and head), then swaps them all in at once and records the new embedding. The vectors are
+ * committed in batches beside the live ones (resumable: a run interrupted for the same embedding
+ * continues where it stopped), so a server may go on serving the old vectors meanwhile; the swap
+ * needs the directory to itself. When a server holds it, *swapped stays false (IS_OK): run again
+ * once it is stopped, and only what changed since is computed before the swap. The HNSW snapshot
+ * is removed (the next start rebuilds the index). *count gets the rows recomputed. One reembed
+ * per directory at a time. Only data_dir, model_config, infer_threads and max_pixels of cfg are
+ * used. */
+int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *ctx, int64_t *count, bool *swapped,
+                   char *err, size_t errlen);
 
 /* Is the index exactly what the store says (count, sequence, sampled vectors)? */
 int engine_health(engine *e, bool *healthy, char *msg, size_t msglen);

@@ -461,6 +461,9 @@ int engine_status(engine *e, engine_status_info *out) {
     out->build_done = __atomic_load_n(&e->build_done, __ATOMIC_RELAXED);
     out->build_total = __atomic_load_n(&e->build_total, __ATOMIC_RELAXED);
     out->threshold = e->hnsw_threshold;
+    out->embedding = embed_model_name(e->model);
+    out->upgrade_to = e->upgrade_to[0] ? e->upgrade_to : NULL;
+    out->dims = embed_dims(e->model);
     out->m = e->hnsw.m;
     out->ef_construction = e->hnsw.ef_construction;
     out->ef_search = e->hnsw.ef_search;

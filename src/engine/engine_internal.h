@@ -31,6 +31,8 @@ typedef struct {
 /* Takes the data directory's lock (<dir>/lock, flock, exclusive, not waiting): one server or one
  * `imgsearch reembed` per directory. *fd keeps it until closed. IS_ERR_IO when another holds it. */
 int engine_lock_dir(const char *dir, int *fd, char *err, size_t errlen);
+/* The same for another lock file in dir (reembed.lock: one reembed at a time). */
+int engine_lock_file(const char *dir, const char *name, int *fd, char *err, size_t errlen);
 
 /* The last answer of engine_duplicates, for the change sequence it was computed at. */
 struct dup_cache {
@@ -43,6 +45,7 @@ struct dup_cache {
 
 struct engine {
     int lock_fd;                  /* the data directory's lock, -1 before it is taken */
+    char upgrade_to[160];         /* the embedding `imgsearch reembed` would move to, or "" */
     pthread_mutex_t dup_lock;     /* one duplicates computation at a time; guards dup_cache */
     struct dup_cache dup_cache;
     embed_engine *model;

@@ -1,6 +1,7 @@
 /* engine_reembed: every stored vector recomputed from the stored image with the current model,
  * then swapped in at once (engine.h). Runs on a data directory no server is using. */
 #include <errno.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #define REEMBED_BATCH 8
 
 typedef struct {
+    int reembed_lock_fd;  /* <dir>/reembed.lock: one reembed at a time */
     embed_engine *model;
     embed_session *session;
     store *db;
@@ -33,6 +35,7 @@ static void run_close(reembed_run *r) {
     free(r->tensors);
     free(r->vectors);
     if (r->lock_fd >= 0) close(r->lock_fd);
+    if (r->reembed_lock_fd >= 0) close(r->reembed_lock_fd);
 }
 
 /* Decodes and embeds one batch of stored images into r->vectors. */
@@ -52,14 +55,35 @@ static int embed_batch(reembed_run *r, uint64_t max_pixels, const int64_t *ids, 
     return embed_run(r->session, r->tensors, n, r->vectors, NULL, err, errlen);
 }
 
-int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *ctx, int64_t *count, char *err,
-                   size_t errlen) {
-    reembed_run r = {.lock_fd = -1};
+/* Recomputes every row that has no new vector yet (rows a server adds meanwhile included). */
+static int compute_pending(reembed_run *r, uint64_t max_pixels, int64_t *done, int64_t *total,
+                           engine_progress_fn progress, void *ctx, char *err, size_t errlen) {
+    int64_t ids[REEMBED_BATCH];
+    char shas[REEMBED_BATCH][BLOB_HEX_LEN + 1];
+    int rc = IS_OK;
+    for (int n = 1; !rc && n > 0;) {
+        rc = store_reembed_pending(r->db, ids, shas, REEMBED_BATCH, &n, err, errlen);
+        if (!rc && n) rc = embed_batch(r, max_pixels, ids, shas, n, err, errlen);
+        /* each batch is committed: an interrupted run resumes after the last one */
+        if (!rc && n) rc = store_reembed_put(r->db, ids, r->vectors, n, err, errlen);
+        if (!rc && n) {
+            *done += n;
+            if (*done > *total) *total = *done; /* rows a writer added meanwhile */
+            if (progress) progress(*done, *total, ctx);
+        }
+    }
+    return rc;
+}
+
+int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *ctx, int64_t *count, bool *swapped,
+                   char *err, size_t errlen) {
+    reembed_run r = {.lock_fd = -1, .reembed_lock_fd = -1};
     *count = 0;
+    *swapped = false;
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/imgsearch.db", cfg->data_dir);
     int rc = access(path, F_OK) ? is_fail(err, errlen, IS_ERR_NOT_FOUND, "%s holds no imgsearch data", cfg->data_dir)
-                                : engine_lock_dir(cfg->data_dir, &r.lock_fd, err, errlen);
+                                : engine_lock_file(cfg->data_dir, "reembed.lock", &r.reembed_lock_fd, err, errlen);
     if (!rc) rc = embed_engine_new(cfg->model_config, &r.model, err, errlen);
     if (!rc) rc = embed_session_new(r.model, cfg->infer_threads > 0 ? cfg->infer_threads : 1, &r.session, err, errlen);
     if (!rc) rc = store_open(path, NULL, 0, &r.db, err, errlen); /* any model: that is what changes */
@@ -78,19 +102,15 @@ int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *
         if (!r.tensors || !r.vectors) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     }
     if (progress && !rc) progress(done, total, ctx);
-    int64_t ids[REEMBED_BATCH];
-    char shas[REEMBED_BATCH][BLOB_HEX_LEN + 1];
-    for (int n = 1; !rc && n > 0;) {
-        rc = store_reembed_pending(r.db, ids, shas, REEMBED_BATCH, &n, err, errlen);
-        if (!rc && n) rc = embed_batch(&r, cfg->max_pixels, ids, shas, n, err, errlen);
-        /* each batch is committed: an interrupted run resumes after the last one */
-        if (!rc && n) rc = store_reembed_put(r.db, ids, r.vectors, n, err, errlen);
-        if (!rc && n) {
-            done += n;
-            if (done > total) total = done; /* rows a writer added meanwhile */
-            if (progress) progress(done, total, ctx);
-        }
+    /* a server may be serving the old vectors meanwhile: it is only needed gone for the swap */
+    if (!rc) rc = compute_pending(&r, cfg->max_pixels, &done, &total, progress, ctx, err, errlen);
+    if (!rc && engine_lock_dir(cfg->data_dir, &r.lock_fd, NULL, 0)) {
+        *count = done;
+        run_close(&r);
+        return IS_OK; /* computed, not swapped: a server holds the directory */
     }
+    /* with the directory to ourselves: what a server added before it stopped, then the swap */
+    if (!rc) rc = compute_pending(&r, cfg->max_pixels, &done, &total, progress, ctx, err, errlen);
     if (!rc) {
         /* The HNSW snapshot holds the old vectors: it goes first, so that no crash can leave it
          * beside the new ones (without it the server rebuilds the index from the store). */
@@ -98,7 +118,10 @@ int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *
         if (unlink(path) && errno != ENOENT) rc = is_fail(err, errlen, IS_ERR_IO, "cannot remove %s: %s", path, strerror(errno));
     }
     if (!rc) rc = store_reembed_swap(r.db, target, dims, err, errlen);
-    if (!rc) *count = done;
+    if (!rc) {
+        *count = done;
+        *swapped = true;
+    }
     run_close(&r);
     return rc;
 }

@@ -482,6 +482,14 @@ static int meta_set(store *s, const char *key, const char *value, char *err, siz
     return ok ? IS_OK : db_fail(s, err, errlen, "write meta");
 }
 
+int store_bind_embedding(store *s, const char *model, int dims, char *err, size_t errlen) {
+    pthread_mutex_lock(&s->lock);
+    int rc = check_meta(s, model, dims, err, errlen);
+    if (!rc) s->dims = dims;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 int store_embedding(store *s, char *model, size_t modellen, int *dims) {
     char d[32] = "";
     pthread_mutex_lock(&s->lock);

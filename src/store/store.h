@@ -80,6 +80,9 @@ int store_each_snapshot(store *s, bool with_vector, int (*fn)(const store_image 
 
 /* ---- re-embedding: every vector recomputed with another model, then swapped in at once ---- */
 
+/* Records model and dims in a new store, or checks that an existing one holds them
+ * (IS_ERR_INVALID with the reason otherwise); for a store opened with model NULL. */
+int store_bind_embedding(store *s, const char *model, int dims, char *err, size_t errlen);
 /* The model and vector size the store records. IS_ERR_NOT_FOUND for a new store. */
 int store_embedding(store *s, char *model, size_t modellen, int *dims);
 /* Starts or resumes recomputing every vector for model/dims: vectors of an interrupted run for
