@@ -14,7 +14,8 @@
 #include "engine/engine_internal.h"
 #include "util/status.h"
 
-#define DUP_NEIGHBOURS 32 /* candidates looked at per image: larger groups still form around anchors */
+#define DUP_NEIGHBOURS 32      /* candidates looked at first per image */
+#define DUP_NEIGHBOURS_MAX 1024 /* ... and at most, when all of the first are within max_dist (many copies) */
 
 typedef struct {
     int64_t id;
@@ -39,7 +40,7 @@ static int collect_candidates(engine *e, const int64_t *ids, size_t n, double ma
                               size_t errlen) {
     int dims = engine_dims(e);
     float *vec = malloc(sizeof(float) * (size_t)dims);
-    index_hit *hits = malloc(sizeof *hits * DUP_NEIGHBOURS);
+    index_hit *hits = malloc(sizeof *hits * DUP_NEIGHBOURS_MAX);
     if (!vec || !hits) {
         free(vec);
         free(hits);
@@ -49,12 +50,16 @@ static int collect_candidates(engine *e, const int64_t *ids, size_t n, double ma
     for (size_t i = 0; !rc && i < n; i++) {
         nodes[i] = (dup_node){.id = ids[i], .group = -1};
         if (store_get_vector(e->db, ids[i], vec) != IS_OK) continue; /* deleted meanwhile */
-        int found = 0;
-        pthread_rwlock_rdlock(&e->index_lock);
-        rc = index_search(e, vec, DUP_NEIGHBOURS, 0, NULL, ids[i], hits, &found, err, errlen);
-        pthread_rwlock_unlock(&e->index_lock);
-        int keep = 0;
-        while (!rc && keep < found && hits[keep].dist <= max_dist) keep++; /* nearest first */
+        int found = 0, keep = 0;
+        /* a picture stored many times has more copies than the first look shows: look wider */
+        for (int k = DUP_NEIGHBOURS; !rc && k <= DUP_NEIGHBOURS_MAX; k *= 2) {
+            pthread_rwlock_rdlock(&e->index_lock);
+            rc = index_search(e, vec, k, 0, NULL, ids[i], hits, &found, err, errlen);
+            pthread_rwlock_unlock(&e->index_lock);
+            keep = 0;
+            while (!rc && keep < found && hits[keep].dist <= max_dist) keep++; /* nearest first */
+            if (keep < k) break;
+        }
         if (!rc && keep) {
             nodes[i].cand = malloc(sizeof(int) * (size_t)keep);
             nodes[i].cand_dist = malloc(sizeof(float) * (size_t)keep);

@@ -3,6 +3,8 @@ brightened) and near misses (another framing of the same scene, other photos of 
 the copies are grouped with their original, nothing else is, and the answer follows deletes."""
 import io
 
+import pytest
+
 import requests
 from PIL import Image, ImageEnhance
 
@@ -88,3 +90,17 @@ def test_planted_copies_are_grouped_and_near_misses_are_not(server):
         r = requests.get(server.url + "/duplicates", params=bad)
         assert r.status_code == 400, bad
     assert requests.get(server.url + "/index/health").json()["result"] is True
+
+
+@pytest.mark.parametrize("index", ["exact", "hnsw"])
+def test_a_picture_stored_many_times_is_one_group(make_server, index):
+    server = make_server(index, ["--hnsw-threshold", "0"] if index == "hnsw" else []).start()
+    eagle = open(f"{DARKNET}/eagle.jpg", "rb").read()
+    many = [add(server, f"eagle-{i}.jpg", eagle) for i in range(40)]  # more than one look's 32 neighbours
+    few = [add(server, f"giraffe-{i}.jpg", open(f"{DARKNET}/giraffe.jpg", "rb").read()) for i in range(3)]
+    body = groups_of(server)
+    assert body["total"] == 2
+    assert [g["size"] for g in body["result"]] == [40, 3]
+    assert sorted(m["id"] for m in body["result"][0]["members"]) == many and body["result"][0]["exact"]
+    assert sorted(m["id"] for m in body["result"][1]["members"]) == few and body["result"][1]["exact"]
+    assert requests.get(server.url + "/index/status").json()["result"]["kind"] == index
