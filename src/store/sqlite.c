@@ -1,4 +1,5 @@
-/* The embedded store on SQLite. See store.h for the contract. */
+/* The embedded store on SQLite: one implementation of store.h (store_impl.h), opened by
+ * store_sqlite_open. See store.h for the contract. */
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -7,14 +8,18 @@
 #include <time.h>
 
 #include "store/store.h"
+#include "store/store_impl.h"
 #include "util/status.h"
 
-struct store {
+typedef struct {
+    store base; /* first: a sqlite_store is a store (store_impl.h) */
     sqlite3 *db;
     pthread_mutex_t lock;
     int dims;
-    char *path; /* for the second connection of store_each_snapshot */
-};
+    char *path; /* for the second connection of sq_each_snapshot */
+} sqlite_store;
+
+static const store_ops sqlite_ops;
 
 /* Schema versions, applied in order inside one transaction each; PRAGMA user_version records
  * how many have been applied. Never edit a released step: add a new one. */
@@ -40,14 +45,14 @@ static const char *const MIGRATIONS[] = {
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
-static int db_fail(store *s, char *err, size_t errlen, const char *what) {
+static int db_fail(sqlite_store *s, char *err, size_t errlen, const char *what) {
     int code = sqlite3_errcode(s->db);
     int status = code == SQLITE_FULL || code == SQLITE_IOERR || code == SQLITE_CANTOPEN ? IS_ERR_IO
                : code == SQLITE_NOMEM ? IS_ERR_NOMEM : IS_ERR_INTERNAL;
     return is_fail(err, errlen, status, "%s: %s", what, sqlite3_errmsg(s->db));
 }
 
-static int exec(store *s, const char *sql, char *err, size_t errlen) {
+static int exec(sqlite_store *s, const char *sql, char *err, size_t errlen) {
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) == SQLITE_OK) return IS_OK;
     int rc = is_fail(err, errlen, IS_ERR_INTERNAL, "%s", msg ? msg : sqlite3_errmsg(s->db));
@@ -55,7 +60,7 @@ static int exec(store *s, const char *sql, char *err, size_t errlen) {
     return rc;
 }
 
-static int migrate(store *s, char *err, size_t errlen) {
+static int migrate(sqlite_store *s, char *err, size_t errlen) {
     sqlite3_stmt *st;
     int version = 0;
     if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
@@ -81,7 +86,7 @@ static int migrate(store *s, char *err, size_t errlen) {
 }
 
 /* The first open records model and dims; later opens must agree. */
-static int check_meta(store *s, const char *model, int dims, char *err, size_t errlen) {
+static int check_meta(sqlite_store *s, const char *model, int dims, char *err, size_t errlen) {
     char dims_text[16];
     snprintf(dims_text, sizeof dims_text, "%d", dims);
     const char *keys[2] = {"model", "dims"}, *want[2] = {model, dims_text};
@@ -113,37 +118,8 @@ static int check_meta(store *s, const char *model, int dims, char *err, size_t e
     return IS_OK;
 }
 
-int store_open(const char *path, const char *model, int dims, store **out, char *err, size_t errlen) {
-    *out = NULL;
-    store *s = calloc(1, sizeof *s);
-    if (!s) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    s->dims = dims;
-    pthread_mutex_init(&s->lock, NULL);
-    int rc;
-    if (!(s->path = strdup(path))) {
-        store_close(s);
-        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    }
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
-        SQLITE_OK) {
-        rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "no memory");
-        store_close(s);
-        return rc;
-    }
-    sqlite3_busy_timeout(s->db, 5000);
-    /* WAL: readers never block the writer; FULL: a commit is on disk before it returns. */
-    rc = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", err, errlen);
-    if (!rc) rc = migrate(s, err, errlen);
-    if (!rc && model) rc = check_meta(s, model, dims, err, errlen);
-    if (rc) {
-        store_close(s);
-        return rc;
-    }
-    *out = s;
-    return IS_OK;
-}
-
-void store_close(store *s) {
+static void sq_close(store *base) {
+    sqlite_store *s = (sqlite_store *)base;
     if (!s) return;
     sqlite3_close(s->db);
     free(s->path);
@@ -151,16 +127,9 @@ void store_close(store *s) {
     free(s);
 }
 
-void store_image_clear(store_image *img) {
-    free(img->name);
-    free(img->content_type);
-    free(img->data);
-    free(img->vector);
-    memset(img, 0, sizeof *img);
-}
 
 /* Appends a change inside the caller's transaction. */
-static int log_change(store *s, change_op op, int64_t id, int64_t *seq, char *err, size_t errlen) {
+static int log_change(sqlite_store *s, change_op op, int64_t id, int64_t *seq, char *err, size_t errlen) {
     sqlite3_stmt *st;
     char opname[2] = {(char)op, 0};
     if (sqlite3_prepare_v2(s->db, "INSERT INTO changes(op, image_id) VALUES (?, ?)", -1, &st, NULL) != SQLITE_OK)
@@ -175,7 +144,7 @@ static int log_change(store *s, change_op op, int64_t id, int64_t *seq, char *er
     return IS_OK;
 }
 
-static int begin(store *s, char *err, size_t errlen) {
+static int begin(sqlite_store *s, char *err, size_t errlen) {
     pthread_mutex_lock(&s->lock);
     int rc = exec(s, "BEGIN IMMEDIATE;", err, errlen);
     if (rc) pthread_mutex_unlock(&s->lock);
@@ -183,7 +152,7 @@ static int begin(store *s, char *err, size_t errlen) {
 }
 
 /* Commits when rc is IS_OK, rolls back otherwise; returns the final status. */
-static int finish(store *s, int rc, char *err, size_t errlen) {
+static int finish(sqlite_store *s, int rc, char *err, size_t errlen) {
     if (!rc) rc = exec(s, "COMMIT;", err, errlen);
     if (rc) exec(s, "ROLLBACK;", NULL, 0);
     pthread_mutex_unlock(&s->lock);
@@ -196,7 +165,8 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int store_add(store *s, store_image *img, int64_t *seq, char *err, size_t errlen) {
+static int sq_add(store *base, store_image *img, int64_t *seq, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     if (!img->vector || img->dims != s->dims)
         return is_fail(err, errlen, IS_ERR_INVALID, "vector must have %d dimensions", s->dims);
     int rc = begin(s, err, errlen);
@@ -230,7 +200,7 @@ static char *column_dup(sqlite3_stmt *st, int col) {
 
 /* Fills img from a row of SELECT id, name, content_type, width, height, size, sha256, created_at,
  * data[, vector]. */
-static int read_row(store *s, sqlite3_stmt *st, bool with_vector, store_image *img) {
+static int read_row(sqlite_store *s, sqlite3_stmt *st, bool with_vector, store_image *img) {
     memset(img, 0, sizeof *img);
     img->id = sqlite3_column_int64(st, 0);
     img->name = column_dup(st, 1);
@@ -261,7 +231,8 @@ static int read_row(store *s, sqlite3_stmt *st, bool with_vector, store_image *i
 
 #define ROW_COLUMNS "id, name, content_type, width, height, size, sha256, created_at, data, vector"
 
-int store_get(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen) {
+static int sq_get(store *base, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *st;
@@ -282,7 +253,7 @@ int store_get(store *s, int64_t id, bool with_vector, store_image *out, char *er
     return rc;
 }
 
-static int blob_used_locked(store *s, const char *sha, bool *used) {
+static int blob_used_locked(sqlite_store *s, const char *sha, bool *used) {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM images WHERE sha256 = ? LIMIT 1", -1, &st, NULL) != SQLITE_OK)
         return IS_ERR_INTERNAL;
@@ -294,8 +265,9 @@ static int blob_used_locked(store *s, const char *sha, bool *used) {
     return IS_OK;
 }
 
-int store_delete(store *s, int64_t id, char sha_out[BLOB_HEX_LEN + 1], bool *blob_in_use, int64_t *seq,
+static int sq_delete(store *base, int64_t id, char sha_out[BLOB_HEX_LEN + 1], bool *blob_in_use, int64_t *seq,
                  char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     int rc = begin(s, err, errlen);
     if (rc) return rc;
     sqlite3_stmt *st;
@@ -315,7 +287,8 @@ int store_delete(store *s, int64_t id, char sha_out[BLOB_HEX_LEN + 1], bool *blo
     return finish(s, rc, err, errlen);
 }
 
-int store_delete_all(store *s, int64_t *count, int64_t *seq, char *err, size_t errlen) {
+static int sq_delete_all(store *base, int64_t *count, int64_t *seq, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     int rc = begin(s, err, errlen);
     if (rc) return rc;
     rc = exec(s, "DELETE FROM images;", err, errlen);
@@ -324,7 +297,8 @@ int store_delete_all(store *s, int64_t *count, int64_t *seq, char *err, size_t e
     return finish(s, rc, err, errlen);
 }
 
-int store_set_data(store *s, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen) {
+static int sq_set_data(store *base, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     int rc = begin(s, err, errlen);
     if (rc) return rc;
     sqlite3_stmt *st;
@@ -340,7 +314,7 @@ int store_set_data(store *s, int64_t id, const char *json, int64_t *seq, char *e
     return finish(s, log_change(s, CHANGE_DATA, id, seq, err, errlen), err, errlen);
 }
 
-static int scalar(store *s, const char *sql, const char *arg, int64_t *out) {
+static int scalar(sqlite_store *s, const char *sql, const char *arg, int64_t *out) {
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *st;
     int rc = IS_ERR_INTERNAL;
@@ -357,22 +331,26 @@ static int scalar(store *s, const char *sql, const char *arg, int64_t *out) {
     return rc;
 }
 
-int store_count(store *s, int64_t *count) { return scalar(s, "SELECT count(*) FROM images", NULL, count); }
+static int sq_count(store *base, int64_t *count) {
+    sqlite_store *s = (sqlite_store *)base; return scalar(s, "SELECT count(*) FROM images", NULL, count); }
 
-int store_last_seq(store *s, int64_t *seq) {
+static int sq_last_seq(store *base, int64_t *seq) {
+    sqlite_store *s = (sqlite_store *)base;
     /* sqlite_sequence keeps the highest seq even after old changes are pruned */
     return scalar(s, "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", NULL, seq);
 }
 
-int store_blob_used(store *s, const char *sha, bool *used) {
+static int sq_blob_used(store *base, const char *sha, bool *used) {
+    sqlite_store *s = (sqlite_store *)base;
     int64_t n = 0;
     int rc = scalar(s, "SELECT count(*) FROM images WHERE sha256 = ?", sha, &n);
     *used = n > 0;
     return rc;
 }
 
-int store_changes_after(store *s, int64_t seq, int (*fn)(int64_t seq, change_op op, int64_t id, void *ctx),
+static int sq_changes_after(store *base, int64_t seq, int (*fn)(int64_t seq, change_op op, int64_t id, void *ctx),
                         void *ctx, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *st;
     int rc = IS_OK;
@@ -392,8 +370,9 @@ int store_changes_after(store *s, int64_t seq, int (*fn)(int64_t seq, change_op 
     return rc;
 }
 
-int store_each(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
+static int sq_each(store *base, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
                char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *st;
     int rc = IS_OK;
@@ -417,7 +396,8 @@ int store_each(store *s, bool with_vector, int (*fn)(const store_image *img, voi
     return rc;
 }
 
-int store_get_vector(store *s, int64_t id, float *out) {
+static int sq_get_vector(store *base, int64_t id, float *out) {
+    sqlite_store *s = (sqlite_store *)base;
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *st;
     int rc = IS_ERR_INTERNAL;
@@ -436,9 +416,10 @@ int store_get_vector(store *s, int64_t id, float *out) {
     return rc;
 }
 
-int store_each_snapshot(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
+static int sq_each_snapshot(store *base, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
                         int64_t *seq, char *err, size_t errlen) {
-    store r = {.dims = s->dims}; /* a private read-only connection: the main one stays free */
+    sqlite_store *s = (sqlite_store *)base;
+    sqlite_store r = {.dims = s->dims}; /* a private read-only connection: the main one stays free */
     if (sqlite3_open_v2(s->path, &r.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         int rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", s->path, r.db ? sqlite3_errmsg(r.db) : "no memory");
         sqlite3_close(r.db);
@@ -448,8 +429,8 @@ int store_each_snapshot(store *s, bool with_vector, int (*fn)(const store_image 
     pthread_mutex_init(&r.lock, NULL);
     /* one read transaction: the sequence and the rows are the same moment of the database */
     int rc = exec(&r, "BEGIN;", err, errlen);
-    if (!rc) rc = store_last_seq(&r, seq);
-    if (!rc) rc = store_each(&r, with_vector, fn, ctx, err, errlen);
+    if (!rc) rc = sq_last_seq(&r.base, seq);
+    if (!rc) rc = sq_each(&r.base, with_vector, fn, ctx, err, errlen);
     exec(&r, "COMMIT;", NULL, 0);
     pthread_mutex_destroy(&r.lock);
     sqlite3_close(r.db);
@@ -458,7 +439,7 @@ int store_each_snapshot(store *s, bool with_vector, int (*fn)(const store_image 
 
 /* ---- re-embedding ---------------------------------------------------------------------------- */
 
-static int meta_get(store *s, const char *key, char *out, size_t outlen) {
+static int meta_get(sqlite_store *s, const char *key, char *out, size_t outlen) {
     sqlite3_stmt *st;
     int rc = IS_ERR_NOT_FOUND;
     if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = ?", -1, &st, NULL) != SQLITE_OK) return IS_ERR_INTERNAL;
@@ -471,7 +452,7 @@ static int meta_get(store *s, const char *key, char *out, size_t outlen) {
     return rc;
 }
 
-static int meta_set(store *s, const char *key, const char *value, char *err, size_t errlen) {
+static int meta_set(sqlite_store *s, const char *key, const char *value, char *err, size_t errlen) {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", -1, &st, NULL) != SQLITE_OK)
         return db_fail(s, err, errlen, "write meta");
@@ -482,7 +463,8 @@ static int meta_set(store *s, const char *key, const char *value, char *err, siz
     return ok ? IS_OK : db_fail(s, err, errlen, "write meta");
 }
 
-int store_bind_embedding(store *s, const char *model, int dims, char *err, size_t errlen) {
+static int sq_bind_embedding(store *base, const char *model, int dims, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     pthread_mutex_lock(&s->lock);
     int rc = check_meta(s, model, dims, err, errlen);
     if (!rc) s->dims = dims;
@@ -490,7 +472,8 @@ int store_bind_embedding(store *s, const char *model, int dims, char *err, size_
     return rc;
 }
 
-int store_embedding(store *s, char *model, size_t modellen, int *dims) {
+static int sq_embedding(store *base, char *model, size_t modellen, int *dims) {
+    sqlite_store *s = (sqlite_store *)base;
     char d[32] = "";
     pthread_mutex_lock(&s->lock);
     int rc = meta_get(s, "model", model, modellen);
@@ -500,8 +483,9 @@ int store_embedding(store *s, char *model, size_t modellen, int *dims) {
     return rc;
 }
 
-int store_reembed_begin(store *s, const char *model, int dims, int64_t *done, int64_t *total, char *err,
+static int sq_reembed_begin(store *base, const char *model, int dims, int64_t *done, int64_t *total, char *err,
                         size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     char key[192];
     snprintf(key, sizeof key, "%s/%d", model, dims);
     int rc = begin(s, err, errlen);
@@ -527,8 +511,9 @@ int store_reembed_begin(store *s, const char *model, int dims, int64_t *done, in
     return finish(s, rc, err, errlen);
 }
 
-int store_reembed_pending(store *s, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n, char *err,
+static int sq_reembed_pending(store *base, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n, char *err,
                           size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     *n = 0;
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *st;
@@ -552,7 +537,8 @@ int store_reembed_pending(store *s, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1]
     return rc;
 }
 
-int store_reembed_put(store *s, const int64_t *ids, const float *vectors, int n, char *err, size_t errlen) {
+static int sq_reembed_put(store *base, const int64_t *ids, const float *vectors, int n, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     int rc = begin(s, err, errlen);
     if (rc) return rc;
     sqlite3_stmt *st;
@@ -569,7 +555,8 @@ int store_reembed_put(store *s, const int64_t *ids, const float *vectors, int n,
     return finish(s, rc, err, errlen);
 }
 
-int store_reembed_swap(store *s, const char *model, int dims, char *err, size_t errlen) {
+static int sq_reembed_swap(store *base, const char *model, int dims, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
     int rc = begin(s, err, errlen);
     if (rc) return rc;
     sqlite3_stmt *st;
@@ -591,3 +578,60 @@ int store_reembed_swap(store *s, const char *model, int dims, char *err, size_t 
     if (!rc) rc = meta_set(s, "dims", dims_text, err, errlen);
     return finish(s, rc, err, errlen);
 }
+
+/* ---- the implementation behind store.h --------------------------------------------------------- */
+
+static const store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .add = sq_add,
+    .get = sq_get,
+    .delete = sq_delete,
+    .delete_all = sq_delete_all,
+    .set_data = sq_set_data,
+    .get_vector = sq_get_vector,
+    .count = sq_count,
+    .last_seq = sq_last_seq,
+    .blob_used = sq_blob_used,
+    .changes_after = sq_changes_after,
+    .each = sq_each,
+    .each_snapshot = sq_each_snapshot,
+    .bind_embedding = sq_bind_embedding,
+    .embedding = sq_embedding,
+    .reembed_begin = sq_reembed_begin,
+    .reembed_pending = sq_reembed_pending,
+    .reembed_put = sq_reembed_put,
+    .reembed_swap = sq_reembed_swap,
+};
+
+int store_sqlite_open(const char *path, const char *model, int dims, store **out, char *err, size_t errlen) {
+    *out = NULL;
+    sqlite_store *s = calloc(1, sizeof *s);
+    if (!s) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    s->base.ops = &sqlite_ops;
+    s->dims = dims;
+    pthread_mutex_init(&s->lock, NULL);
+    int rc;
+    if (!(s->path = strdup(path))) {
+        sq_close(&s->base);
+        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    }
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+        SQLITE_OK) {
+        rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "no memory");
+        sq_close(&s->base);
+        return rc;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    /* WAL: readers never block the writer; FULL: a commit is on disk before it returns. */
+    rc = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", err, errlen);
+    if (!rc) rc = migrate(s, err, errlen);
+    if (!rc && model) rc = check_meta(s, model, dims, err, errlen);
+    if (rc) {
+        sq_close(&s->base);
+        return rc;
+    }
+    *out = &s->base;
+    return IS_OK;
+}
+

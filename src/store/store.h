@@ -5,7 +5,9 @@
  * applied, so start-up can replay what an index missed. A committed write survives a crash
  * (WAL with synchronous=FULL). Ids are never reused.
  *
- * This is the embedded SQLite implementation; PostgreSQL will implement the same contract.
+ * An interface: store_open opens the embedded SQLite implementation (sqlite.c), and every other
+ * function dispatches to the implementation that opened the store (store_impl.h says what one
+ * provides). PostgreSQL will implement the same contract; callers do not know which one runs.
  *
  * Threads: every function may be called from any thread; calls are serialised on one
  * connection by an internal mutex. Memory: store_image strings and vectors filled by the store

@@ -1,0 +1,49 @@
+/* store_impl.h — what an implementation of store.h provides (for src/store/ only).
+ *
+ * An implementation defines its own struct with `store base` as its first member, fills a
+ * store_ops table with its functions and sets base.ops when it opens; store.c dispatches every
+ * store_* call through that table. Each function has exactly the contract of the store_* function
+ * of the same name in store.h (threads, ownership, errors). Implementations: sqlite.c (embedded,
+ * store_sqlite_open); PostgreSQL comes next. */
+#ifndef IMGSEARCH_STORE_IMPL_H
+#define IMGSEARCH_STORE_IMPL_H
+
+#include "store/store.h"
+
+typedef struct store_ops {
+    const char *name; /* "sqlite" */
+    void (*close)(store *s);
+    int (*add)(store *s, store_image *img, int64_t *seq, char *err, size_t errlen);
+    int (*get)(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen);
+    int (*delete)(store *s, int64_t id, char sha_out[BLOB_HEX_LEN + 1], bool *blob_in_use, int64_t *seq, char *err,
+                  size_t errlen);
+    int (*delete_all)(store *s, int64_t *count, int64_t *seq, char *err, size_t errlen);
+    int (*set_data)(store *s, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen);
+    int (*get_vector)(store *s, int64_t id, float *out);
+    int (*count)(store *s, int64_t *count);
+    int (*last_seq)(store *s, int64_t *seq);
+    int (*blob_used)(store *s, const char *sha, bool *used);
+    int (*changes_after)(store *s, int64_t seq, int (*fn)(int64_t seq, change_op op, int64_t id, void *ctx), void *ctx,
+                         char *err, size_t errlen);
+    int (*each)(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx, char *err,
+                size_t errlen);
+    int (*each_snapshot)(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
+                         int64_t *seq, char *err, size_t errlen);
+    int (*bind_embedding)(store *s, const char *model, int dims, char *err, size_t errlen);
+    int (*embedding)(store *s, char *model, size_t modellen, int *dims);
+    int (*reembed_begin)(store *s, const char *model, int dims, int64_t *done, int64_t *total, char *err,
+                         size_t errlen);
+    int (*reembed_pending)(store *s, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n, char *err,
+                           size_t errlen);
+    int (*reembed_put)(store *s, const int64_t *ids, const float *vectors, int n, char *err, size_t errlen);
+    int (*reembed_swap)(store *s, const char *model, int dims, char *err, size_t errlen);
+} store_ops;
+
+struct store {
+    const store_ops *ops;
+};
+
+/* The embedded SQLite store at path (created if missing); the contract of store_open. */
+int store_sqlite_open(const char *path, const char *model, int dims, store **out, char *err, size_t errlen);
+
+#endif
