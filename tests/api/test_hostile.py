@@ -152,6 +152,7 @@ def test_metadata_limits(server):
 
 def test_metadata_limit_flags_and_listing_pages_bounded(make_server):
     s = make_server(extra=["--max-data-bytes", "2000000", "--max-data-keys", "3", "--max-data-depth", "2"]).start()
+    base = warm(s)
     img = open(DOG, "rb").read()
     assert post_image(s, "/image/add", img, "d.jpg", form={"data": '{"a":{"b":1}}'}).status_code == 201
     r = post_image(s, "/image/add", img, "d.jpg", form={"data": '{"a":{"b":{"c":1}}}'})
@@ -165,17 +166,17 @@ def test_metadata_limit_flags_and_listing_pages_bounded(make_server):
     page = requests.get(s.url + "/images?limit=1000", timeout=60)
     body = page.json()
     shown = len(body["result"])
-    assert body["total"] == 13 and 1 <= shown < 13 and len(page.content) <= 16 << 20
+    assert body["total"] == 14 and 1 <= shown < 14 and len(page.content) <= 16 << 20
     assert body["next_offset"] == shown
     rest = requests.get(f"{s.url}/images?limit=1000&offset={shown}", timeout=60).json()
     seen = [r["id"] for r in body["result"]] + [r["id"] for r in rest["result"]]
     while rest["next_offset"] is not None:
         rest = requests.get(f"{s.url}/images?limit=1000&offset={rest['next_offset']}", timeout=60).json()
         seen += [r["id"] for r in rest["result"]]
-    assert seen == list(range(1, 14))
+    assert seen == list(range(1, 15))
     small = requests.get(s.url + "/images?limit=1").json()
     assert small["next_offset"] == 1 and len(small["result"]) == 1
-    assert requests.get(s.url + "/index/health").json()["result"] is True
+    still_well(s, base)
 
 
 # 3. Parts and filter terms: capped and linear.
@@ -278,7 +279,7 @@ def test_concurrent_bad_uploads_each_get_their_own_reason(server, images, tmp_pa
 
 
 def test_storage_faults_answer_without_paths(server):
-    warm(server)
+    base = warm(server)
     blobs = os.path.join(server.data_dir, "blobs")
     victims = [os.path.join(d, f) for d, _, files in os.walk(blobs) for f in files]
     assert len(victims) == 1
@@ -291,7 +292,10 @@ def test_storage_faults_answer_without_paths(server):
     ref = text.split("error ")[-1].split(" ")[0]
     log = open(server.log.name, "rb").read().decode(errors="replace")
     assert f"imgsearch: error {ref} (io_error): " in log and victims[0] in log
+    r = requests.get(server.url + "/image/1/thumbnail")
+    assert r.status_code == 500 and "/" not in detail(r)
     os.rmdir(victims[0])
+    still_well(server, base)
 
 
 # 6. Paths are refused, never cut.
