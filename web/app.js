@@ -540,6 +540,17 @@ async function loadIndex() {
     $('index-kind').parentElement.hidden = !status?.kind;
     $('index-kind-note').textContent = kindNote(status);
     $('index-seq').parentElement.hidden = !(status && status.seq !== undefined);
+    $('index-embedding').textContent = status?.embedding || '';
+    $('index-embedding').parentElement.hidden = !status?.embedding;
+    $('index-embedding-note').textContent = status?.dims ? `${status.dims} numbers per image` : '';
+    // a data directory of an older embedding is served as it is until `imgsearch reembed`
+    const hint = $('index-reembed');
+    hint.hidden = !status?.reembed_to;
+    hint.textContent = status?.reembed_to
+      ? `The stored vectors are of ${status.embedding} and searches use them as they are. ` +
+        `To move them to ${status.reembed_to} (closer matches, see the README), run “imgsearch reembed DATA_DIR”: ` +
+        'it may run while the server serves; then stop the server and run it again to swap them in.'
+      : '';
     showHealth(health);
     if (status?.reindex?.running && !reindexing) watchReindex(); // started elsewhere
   } catch (e) {

@@ -390,6 +390,9 @@ def test_reindex_and_health(browser):
     if st.status_code == 200:
         b.wait(lambda d: b.text("#index-kind") == st.json()["result"]["kind"])
         assert b.text("#index-count") == str(st.json()["result"]["count"])
+        # the embedding the vectors are of; the current one needs no reembed
+        assert b.text("#index-embedding") == st.json()["result"]["embedding"]
+        assert "numbers per image" in b.text("#index-embedding-note") and not b.el("#index-reembed").is_displayed()
     else:
         assert st.status_code == 404 and not b.el("#index-kind").is_displayed()
     b.shot("index")
@@ -487,7 +490,8 @@ window.__finish = false;
 window.fetch = async (url, init) => {
   if (url === '/index/status' && %(status)s)
     return new Response(JSON.stringify({result: {count: 5000, kind: 'hnsw', seq: 77,
-      reindex: {running: !window.__finish && !!window.__started, done: 2524, total: 5000}}}), {status: 200});
+      reindex: {running: !window.__finish && !!window.__started, done: 2524, total: 5000},
+      embedding: 'efficientnet_lite0', dims: 1280, reembed_to: 'efficientnet_lite0+pw512s-v1'}}), {status: 200});
   if (url === '/index/reindex') {
     window.__started = true;
     while (!window.__finish) await new Promise(r => setTimeout(r, 20));
@@ -509,6 +513,9 @@ def reindex_with_stub(b, status):
             b.wait(lambda d: "2524 of 5000" in b.text("#index-status"))
             assert b.js("const p = document.getElementById('reindex-progress'); return [p.value, p.max]") == [2524, 5000]
             assert b.text("#index-kind") == "hnsw" and b.text("#index-count") == "5000"
+            # a data directory of an older embedding: what it is, and how to move it
+            assert b.text("#index-embedding") == "efficientnet_lite0"
+            assert "imgsearch reembed" in b.text("#index-reembed") and "pw512s-v1" in b.text("#index-reembed")
             b.shot("index-progress")
         else:  # no /index/status: an indeterminate bar and the elapsed time
             assert b.js("return document.getElementById('reindex-progress').hasAttribute('value')") is False
