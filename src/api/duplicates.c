@@ -6,12 +6,14 @@
 #include "api/api.h"
 #include "util/status.h"
 
-/* A member as JSON: what a user needs to choose which copy to keep. */
-static json_t *member_json(engine *e, const engine_dup_member *m, const char *anchor_sha, bool *identical) {
+/* A member as JSON: what a user needs to choose which copy to keep. anchor_sha is the first
+ * member's blob name: filled in by the first call (which is then identical to itself). */
+static json_t *member_json(engine *e, const engine_dup_member *m, char anchor_sha[BLOB_HEX_LEN + 1], bool *identical) {
     store_image row;
     if (engine_get(e, m->id, false, &row, NULL, 0)) return NULL; /* deleted meanwhile */
+    if (!anchor_sha[0]) memcpy(anchor_sha, row.sha256, BLOB_HEX_LEN + 1);
+    *identical = !strcmp(row.sha256, anchor_sha);
     json_t *o = json_object();
-    *identical = anchor_sha && !strcmp(row.sha256, anchor_sha);
     if (o) {
         json_object_set_new(o, "id", json_integer(row.id));
         json_object_set_new(o, "name", api_text(row.name));
@@ -29,15 +31,10 @@ static json_t *member_json(engine *e, const engine_dup_member *m, const char *an
 static json_t *group_json(engine *e, const engine_dup_group *g) {
     json_t *members = json_array();
     char anchor_sha[BLOB_HEX_LEN + 1] = "";
-    store_image row;
-    if (!engine_get(e, g->members[0].id, false, &row, NULL, 0)) {
-        memcpy(anchor_sha, row.sha256, sizeof anchor_sha);
-        store_image_clear(&row);
-    }
     bool all_identical = true;
     for (int i = 0; members && i < g->n; i++) {
         bool identical = false;
-        json_t *m = member_json(e, &g->members[i], anchor_sha[0] ? anchor_sha : NULL, &identical);
+        json_t *m = member_json(e, &g->members[i], anchor_sha, &identical);
         if (!m) continue;
         all_identical &= identical;
         json_array_append_new(members, m);

@@ -77,30 +77,17 @@ static int collect_candidates(engine *e, const int64_t *ids, size_t n, double ma
     return rc;
 }
 
-static int cmp_anchor(const void *a, const void *b, void *ctx) {
-    const dup_node *nodes = ctx;
-    const dup_node *x = &nodes[*(const int *)a], *y = &nodes[*(const int *)b];
+/* Anchors are tried in this order: most candidates first, then the lowest id. */
+typedef struct {
+    int ncand;
+    int64_t id;
+    int index;
+} anchor_key;
+
+static int cmp_anchor(const void *a, const void *b) {
+    const anchor_key *x = a, *y = b;
     if (x->ncand != y->ncand) return y->ncand - x->ncand;
     return (x->id > y->id) - (x->id < y->id);
-}
-
-/* qsort has no context argument in C11: a small insertion-merge sort of indexes instead. */
-static void sort_anchors(int *order, size_t n, const dup_node *nodes) {
-    int *tmp = malloc(sizeof(int) * (n ? n : 1));
-    if (!tmp) { /* out of memory: keep id order, which is still a valid (if less good) grouping */
-        return;
-    }
-    for (size_t width = 1; width < n; width *= 2) {
-        for (size_t lo = 0; lo < n; lo += 2 * width) {
-            size_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
-            size_t i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) tmp[k++] = cmp_anchor(&order[j], &order[i], (void *)nodes) < 0 ? order[j++] : order[i++];
-            while (i < mid) tmp[k++] = order[i++];
-            while (j < hi) tmp[k++] = order[j++];
-        }
-        memcpy(order, tmp, sizeof(int) * n);
-    }
-    free(tmp);
 }
 
 static int cmp_group(const void *a, const void *b) {
@@ -111,7 +98,7 @@ static int cmp_group(const void *a, const void *b) {
 
 /* Members: the anchor first, then the others nearest first. */
 static int build_groups(dup_node *nodes, size_t n, engine_dup_group **out, int *nout, char *err, size_t errlen) {
-    int *order = malloc(sizeof(int) * (n ? n : 1));
+    anchor_key *order = malloc(sizeof *order * (n ? n : 1));
     engine_dup_group *groups = calloc(n / 2 + 1, sizeof *groups);
     int ng = 0;
     if (!order || !groups) {
@@ -119,10 +106,10 @@ static int build_groups(dup_node *nodes, size_t n, engine_dup_group **out, int *
         free(groups);
         return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     }
-    for (size_t i = 0; i < n; i++) order[i] = (int)i;
-    sort_anchors(order, n, nodes);
+    for (size_t i = 0; i < n; i++) order[i] = (anchor_key){nodes[i].ncand, nodes[i].id, (int)i};
+    qsort(order, n, sizeof *order, cmp_anchor);
     for (size_t o = 0; o < n; o++) {
-        dup_node *a = &nodes[order[o]];
+        dup_node *a = &nodes[order[o].index];
         if (a->group >= 0 || !a->ncand) continue;
         int free_cands = 0;
         for (int j = 0; j < a->ncand; j++) free_cands += nodes[a->cand[j]].group < 0;
