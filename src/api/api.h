@@ -1,9 +1,9 @@
 /* api.h — the HTTP API over the engine: routing, request parsing, JSON rendering.
  *
  * Success bodies are {"result": ..., "message": ...}; errors are {"detail": "..."} with the
- * status from util/status.h's table. Thread-
- * safe (the engine is). One file per resource: image.c, data.c, index.c, static.c; routes.c
- * dispatches. */
+ * status from util/status.h's table (a 5xx shows a log reference, not its reason). Thread-safe
+ * (the engine is). One file per resource: image.c, data.c, duplicates.c, index.c, static.c;
+ * routes.c dispatches and holds the shared helpers. */
 #ifndef IMGSEARCH_API_H
 #define IMGSEARCH_API_H
 
