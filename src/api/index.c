@@ -13,7 +13,9 @@ void api_index_health(engine *e, http_response *res) {
     bool healthy = false;
     char msg[512];
     int rc = engine_health(e, &healthy, msg, sizeof msg);
-    if (rc) http_fail(res, rc, msg);
+    /* the message names no file or library here: a node cut off from its database says so */
+    if (rc == IS_ERR_UNAVAILABLE) http_result(res, 503, json_false(), msg);
+    else if (rc) http_fail(res, rc, msg);
     else http_result(res, 200, json_boolean(healthy), msg);
 }
 
@@ -31,6 +33,12 @@ void api_index_status(engine *e, http_response *res) {
         json_object_set_new(o, "dims", json_integer(st.dims));
         /* vectors of an older embedding are served as they are until `imgsearch reembed` */
         json_object_set_new(o, "reembed_to", st.upgrade_to ? json_string(st.upgrade_to) : json_null());
+        /* where the truth is, and how far behind it this node's index may be */
+        json_t *store = json_pack("{s:s,s:b,s:I,s:I,s:b}", "kind", st.store, "shared", st.shared, "seq",
+                                  (json_int_t)st.store_seq, "lag", (json_int_t)(st.store_seq - st.seq), "stale", st.stale);
+        if (store && st.shared)
+            json_object_set_new(store, "synced_ms_ago", st.synced_ms_ago < 0 ? json_null() : json_integer(st.synced_ms_ago));
+        json_object_set_new(o, "store", store);
     }
     http_result(res, 200, o, st.building ? "building" : "ready");
 }

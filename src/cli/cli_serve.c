@@ -1,4 +1,4 @@
-/* `imgsearch serve`: the HTTP service on the embedded store. */
+/* `imgsearch serve`: the HTTP service, on the embedded store or a shared PostgreSQL one. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +16,11 @@ static void usage(FILE *f) {
             "usage: imgsearch serve [OPTIONS]\n"
             "  --host ADDR          address to listen on (default 0.0.0.0)\n"
             "  --port N             port (default 8001)\n"
-            "  --data DIR           data directory (default ./data)\n"
+            "  --data DIR           data directory (default ./data): the embedded store, or with --store\n"
+            "                       this node's cache (its index snapshot)\n"
+            "  --store URL          PostgreSQL shared by any number of servers: a libpq URI\n"
+            "                       (postgresql://user:pass@host:port/db) or key=value string\n"
+            "                       (default: $IMGSEARCH_STORE, else the embedded store in --data)\n"
             "  --model PATH         model config (default: %s)\n"
             "  --threads N          images decoded and embedded at once (default: the number of CPUs)\n"
             "  --max-connections N  connections served at once, each on its own thread (default 256)\n"
@@ -57,9 +61,9 @@ int cli_serve(int argc, char **argv) {
         {"hnsw-ef-construction", required_argument, 0, 'C'}, {"hnsw-ef-search", required_argument, 0, 'S'},
         {"hnsw-int8", no_argument, 0, '8'},        {"max-connections", required_argument, 0, 'c'},
         {"max-data-bytes", required_argument, 0, 'B'}, {"max-data-keys", required_argument, 0, 'K'},
-        {"max-data-depth", required_argument, 0, 'D'},
+        {"max-data-depth", required_argument, 0, 'D'}, {"store", required_argument, 0, 'P'},
         {0, 0, 0, 0}};
-    const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL;
+    const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL, *store_url = getenv("IMGSEARCH_STORE");
     long long port = 8001, threads = 0, connections = 256, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
     long long threshold = 10000, hnsw_m = 16, ef_construction = 200, ef_search = 64;
     long long data_bytes = ENGINE_DATA_MAX_BYTES, data_keys = ENGINE_DATA_MAX_KEYS, data_depth = ENGINE_DATA_MAX_DEPTH;
@@ -70,6 +74,7 @@ int cli_serve(int argc, char **argv) {
         switch (c) {
         case 'H': host = optarg; break;
         case 'd': data = optarg; break;
+        case 'P': store_url = optarg; break;
         case 'm': model = optarg; break;
         case 'w': web = optarg; break;
         case 'p': bad = positive("--port", optarg, 65535, &port); break;
@@ -100,7 +105,7 @@ int cli_serve(int argc, char **argv) {
     }
     char err[512];
     engine *e;
-    engine_config cfg = {.data_dir = data, .model_config = model ? model : cli_default_model(),
+    engine_config cfg = {.data_dir = data, .store_url = store_url && *store_url ? store_url : NULL, .model_config = model ? model : cli_default_model(),
                          .infer_threads = (int)infer, .sessions = (int)threads, .max_pixels = (uint64_t)max_pixels,
                          .hnsw_threshold = threshold ? threshold : -1, .hnsw_m = (int)hnsw_m,
                          .hnsw_ef_construction = (int)ef_construction, .hnsw_ef_search = (int)ef_search,

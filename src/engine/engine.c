@@ -58,24 +58,6 @@ static int embed_pooled(engine *e, const void *bytes, size_t len, float *vec, de
     return rc;
 }
 
-typedef struct {
-    engine *e;
-    int removed;
-} orphan_ctx;
-
-/* Unlinks a blob that no row names; true when it did. Callers hold the write lock (or run
- * before anything else can write, at start-up), so no add of the same bytes can race it. */
-static bool unlink_if_unused(engine *e, const char *hex) {
-    bool used = true;
-    return store_blob_used(e->db, hex, &used) == IS_OK && !used && blobs_unlink(e->files, hex, NULL, 0) == IS_OK;
-}
-
-static int remove_orphan(const char *hex, void *ctx) {
-    orphan_ctx *o = ctx;
-    if (unlink_if_unused(o->e, hex)) o->removed++;
-    return 0;
-}
-
 /* A data directory made before the model had its head holds plain pooled vectors: they are served
  * as they are (queries embedded the same way) until `imgsearch reembed` recomputes them; any other
  * mismatch is refused with the reason. */
@@ -120,20 +102,12 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     pthread_mutex_init(&e->maint_mu, NULL);
     pthread_mutex_init(&e->dup_lock, NULL);
     pthread_cond_init(&e->maint_cv, NULL);
-    char path[PATH_MAX];
     int rc = embed_engine_new(cfg->model_config, &e->model, err, errlen);
     if (!rc && mkdir(cfg->data_dir, 0755) && errno != EEXIST)
         rc = is_fail(err, errlen, IS_ERR_IO, "cannot create %s: %s", cfg->data_dir, strerror(errno));
     if (!rc) rc = engine_lock_dir(cfg->data_dir, &e->lock_fd, err, errlen);
-    if (!rc) {
-        snprintf(path, sizeof path, "%s/imgsearch.db", cfg->data_dir);
-        rc = store_open(path, NULL, 0, &e->db, err, errlen);
-    }
-    if (!rc) rc = choose_embedding(e, cfg->data_dir, err, errlen);
-    if (!rc) {
-        snprintf(path, sizeof path, "%s/blobs", cfg->data_dir);
-        rc = blobs_open(path, &e->files, err, errlen);
-    }
+    if (!rc) rc = store_open(cfg->data_dir, cfg->store_url, NULL, 0, &e->db, err, errlen);
+    if (!rc) rc = choose_embedding(e, cfg->store_url && *cfg->store_url ? "the database" : cfg->data_dir, err, errlen);
     if (!rc) {
         hnsw_params_default(&e->hnsw, embed_dims(e->model));
         if (cfg->hnsw_m) e->hnsw.m = cfg->hnsw_m;
@@ -147,11 +121,17 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
         snprintf(e->snapshot_path, sizeof e->snapshot_path, "%s/index.hnsw", cfg->data_dir);
     }
     if (!rc) rc = index_open(e, err, errlen);
+    if (!rc && store_shared(e->db)) {
+        pthread_mutex_lock(&e->write_lock);
+        index_catch_up(e, NULL, 0); /* changes committed while the index was read */
+        pthread_mutex_unlock(&e->write_lock);
+        engine_follow_start(e);
+    }
     if (!rc) {
         /* a crash between writing a blob and committing its row leaves the blob unnamed */
-        orphan_ctx o = {e, 0};
-        blobs_each(e->files, remove_orphan, &o);
-        if (o.removed) fprintf(stderr, "imgsearch: removed %d unreferenced blob(s)\n", o.removed);
+        int removed = 0;
+        store_sweep(e->db, &removed, NULL, 0);
+        if (removed) fprintf(stderr, "imgsearch: removed %d unreferenced blob(s)\n", removed);
     }
     if (rc) {
         engine_close(e);
@@ -165,13 +145,13 @@ engine_data_limits engine_data_limits_of(const engine *e) { return e->data_limit
 
 void engine_close(engine *e) {
     if (!e) return;
+    engine_follow_stop(e);
     index_maintenance_stop(e);
     for (int i = 0; i < e->nidle; i++) embed_session_free(e->idle_sessions[i]);
     free(e->idle_sessions);
     pthread_mutex_destroy(&e->session_lock);
     pthread_cond_destroy(&e->session_free);
     index_state_free(&e->idx);
-    blobs_close(e->files);
     store_close(e->db);
     embed_engine_free(e->model);
     pthread_mutex_destroy(&e->write_lock);
@@ -281,11 +261,22 @@ static int normalise_data(const engine *e, const char *text, char **out, char *e
     return IS_OK;
 }
 
+/* After a write to a shared store committed (write_lock held): the index applies the log up to and
+ * including it, other nodes' earlier changes first, so the writer reads its own write. The write
+ * is committed whatever happens here: if the store cannot be read just now, the follower thread
+ * applies it as soon as it can. */
+static void follow_own_write(engine *e, int64_t seq) {
+    char why[512];
+    if (index_catch_up(e, why, sizeof why))
+        fprintf(stderr, "imgsearch: change %lld is committed but not yet in this node's index: %s\n", (long long)seq,
+                why);
+}
+
 /* Writing an upload to the blob store (hash, write, three or four fsyncs) is mostly waiting on
  * the disk; it runs on its own thread while the image is decoded and embedded, so it leaves the
  * add's critical path. */
 typedef struct {
-    blobs *files;
+    store *db;
     const void *bytes;
     size_t len;
     char hex[BLOB_HEX_LEN + 1];
@@ -295,16 +286,8 @@ typedef struct {
 
 static void *blob_write(void *arg) {
     blob_job *j = arg;
-    j->rc = blobs_put(j->files, j->bytes, j->len, j->hex, j->err, sizeof j->err);
+    j->rc = store_bytes_prepare(j->db, j->bytes, j->len, j->hex, j->err, sizeof j->err);
     return NULL;
-}
-
-/* The upload turned out not to be an image: its blob goes unless a row already names it (the same
- * bytes added before). Under the write lock, like every unlink. */
-static void drop_unused_blob(engine *e, const char *hex) {
-    pthread_mutex_lock(&e->write_lock);
-    unlink_if_unused(e, hex);
-    pthread_mutex_unlock(&e->write_lock);
 }
 
 int engine_add(engine *e, const void *bytes, size_t len, const char *name, const char *data_json,
@@ -312,7 +295,7 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
     char *data = NULL;
     int rc = normalise_data(e, data_json && *data_json ? data_json : "{}", &data, err, errlen);
     if (rc) return rc;
-    blob_job job = {.files = e->files, .bytes = bytes, .len = len};
+    blob_job job = {.db = e->db, .bytes = bytes, .len = len};
     pthread_t writer;
     bool threaded = pthread_create(&writer, NULL, blob_write, &job) == 0;
     float *vec = malloc(sizeof(float) * (size_t)embed_dims(e->model));
@@ -322,7 +305,8 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
     if (threaded) pthread_join(writer, NULL);
     else if (!rc) blob_write(&job);
     if (!rc && job.rc) rc = is_fail(err, errlen, job.rc, "%s", job.err);
-    else if (rc && threaded && !job.rc) drop_unused_blob(e, job.hex);
+    /* not an image after all: its blob goes unless a row already names the same bytes */
+    else if (rc && threaded && !job.rc) store_bytes_discard(e->db, job.hex);
     if (rc) {
         free(vec);
         free(data);
@@ -341,15 +325,13 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
     memcpy(row.sha256, job.hex, sizeof row.sha256);
     int64_t seq;
     pthread_mutex_lock(&e->write_lock);
-    /* A delete of other rows with the same bytes, or of everything, may have unlinked the blob
-     * since it was written; blobs_store puts it back (one stat when it is there). A crash before
-     * the row commits leaves an orphan blob, which start-up removes. */
-    rc = blobs_store(e->files, bytes, len, row.sha256, err, errlen);
-    if (!rc) rc = store_add(e->db, &row, &seq, err, errlen);
-    if (!rc) {
+    rc = store_add(e->db, &row, bytes, len, &seq, err, errlen);
+    if (!rc && store_shared(e->db)) {
+        follow_own_write(e, seq);
+    } else if (!rc) {
         /* metadata first: a search that meets the new vector can already filter on it */
         pthread_rwlock_wrlock(&e->index_lock);
-        rc = index_put_meta(&e->idx, row.id, data);
+        rc = index_put_meta(&e->idx, row.id, row.name, data);
         pthread_rwlock_unlock(&e->index_lock);
         if (!rc) rc = index_add_vector(e, &e->idx, row.id, vec);
         pthread_rwlock_wrlock(&e->index_lock);
@@ -374,7 +356,7 @@ int engine_image(engine *e, int64_t id, unsigned char **bytes, size_t *len, stor
                  char *err, size_t errlen) {
     int rc = store_get(e->db, id, false, row, err, errlen);
     if (rc) return rc;
-    rc = blobs_read(e->files, row->sha256, bytes, len, err, errlen);
+    rc = store_bytes_read(e->db, row->sha256, bytes, len, err, errlen);
     if (rc == IS_ERR_NOT_FOUND) /* a deleted image whose row we read just before: gone */
         rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id);
     else if (rc && rc != IS_ERR_NOMEM) /* a damaged store, whatever the file layer called it */
@@ -397,35 +379,31 @@ int engine_thumbnail(engine *e, int64_t id, int size, const char *format, unsign
 }
 
 int engine_delete(engine *e, int64_t id, char *err, size_t errlen) {
-    char sha[BLOB_HEX_LEN + 1];
-    bool in_use = true;
     int64_t seq;
     pthread_mutex_lock(&e->write_lock);
-    int rc = store_delete(e->db, id, sha, &in_use, &seq, err, errlen);
-    if (!rc) {
+    int rc = store_delete(e->db, id, &seq, err, errlen);
+    if (!rc && store_shared(e->db)) {
+        follow_own_write(e, seq);
+    } else if (!rc) {
         index_remove_vector(e, &e->idx, id); /* the vector first: no search returns it from here on */
         pthread_rwlock_wrlock(&e->index_lock);
         index_drop_meta(&e->idx, id);
         e->idx.applied_seq = seq;
         pthread_rwlock_unlock(&e->index_lock);
         index_after_write(e);
-        /* under the write lock, so no add of the same bytes can race the unlink */
-        if (!in_use) blobs_unlink(e->files, sha, NULL, 0);
     }
     pthread_mutex_unlock(&e->write_lock);
     return rc;
-}
-
-static int unlink_all(const char *hex, void *ctx) {
-    blobs_unlink(ctx, hex, NULL, 0);
-    return 0;
 }
 
 int engine_delete_all(engine *e, int64_t *count, char *err, size_t errlen) {
     int64_t seq;
     pthread_mutex_lock(&e->write_lock);
     int rc = store_delete_all(e->db, count, &seq, err, errlen);
-    if (!rc) {
+    if (!rc && store_shared(e->db)) {
+        index_forget_snapshot(e);
+        follow_own_write(e, seq);
+    } else if (!rc) {
         index_state fresh;
         if (index_state_empty(e, index_wants_hnsw(e, 0), &fresh, NULL, 0)) {
             rc = is_fail(err, errlen, IS_ERR_NOMEM, "deleted every image but could not reset the index; reindex");
@@ -438,7 +416,6 @@ int engine_delete_all(engine *e, int64_t *count, char *err, size_t errlen) {
             pthread_rwlock_unlock(&e->index_lock);
             index_state_free(&old);
         }
-        blobs_each(e->files, unlink_all, e->files);
     }
     pthread_mutex_unlock(&e->write_lock);
     return rc;
@@ -451,9 +428,11 @@ int engine_set_data(engine *e, int64_t id, const char *data_json, char *err, siz
     int64_t seq;
     pthread_mutex_lock(&e->write_lock);
     rc = store_set_data(e->db, id, data, &seq, err, errlen);
-    if (!rc) {
+    if (!rc && store_shared(e->db)) {
+        follow_own_write(e, seq);
+    } else if (!rc) {
         pthread_rwlock_wrlock(&e->index_lock);
-        rc = index_put_meta(&e->idx, id, data);
+        rc = index_put_meta(&e->idx, id, NULL, data);
         e->idx.applied_seq = seq;
         pthread_rwlock_unlock(&e->index_lock);
         if (rc) rc = is_fail(err, errlen, IS_ERR_NOMEM, "saved, but the index kept the old metadata; reindex");
@@ -487,7 +466,7 @@ static int check_opts(const engine_search_opts *o, char *err, size_t errlen) {
     return IS_OK;
 }
 
-/* Nearest neighbours of vec, then names and data from the store. */
+/* Nearest neighbours of vec, with their names and metadata. */
 static int search_vector(engine *e, const float *vec, const engine_search_opts *o, int64_t exclude,
                          engine_hit **hits, int *n, char *err, size_t errlen) {
     *hits = NULL;
@@ -501,21 +480,24 @@ static int search_vector(engine *e, const float *vec, const engine_search_opts *
     engine_hit *out = calloc((size_t)k, sizeof *out);
     int found = 0;
     if (!raw || !out) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    int m = 0;
     if (!rc) {
+        /* names and metadata come from the index's own copy, under the same read lock: a search
+         * costs no store access (and goes on while a shared store is unreachable) */
         pthread_rwlock_rdlock(&e->index_lock);
         rc = index_search(e, vec, k, o->ef, f, exclude, raw, &found, err, errlen);
+        for (int i = 0; !rc && i < found; i++) {
+            /* nearest first: the first one too far ends the list */
+            if (o->max_dist >= 0 && raw[i].dist > o->max_dist) break;
+            engine_hit *h = &out[m];
+            int got = index_record(&e->idx, raw[i].id, &h->name, &h->data);
+            if (got == IS_ERR_NOMEM) rc = is_fail(err, errlen, got, "out of memory");
+            if (got) continue;
+            h->id = raw[i].id;
+            h->dist = raw[i].dist < 0 ? 0 : raw[i].dist;
+            m++;
+        }
         pthread_rwlock_unlock(&e->index_lock);
-    }
-    int m = 0;
-    for (int i = 0; !rc && i < found; i++) {
-        /* nearest first: the first one too far ends the list */
-        if (o->max_dist >= 0 && raw[i].dist > o->max_dist) break;
-        store_image row;
-        if (store_get(e->db, raw[i].id, false, &row, NULL, 0)) continue; /* deleted since */
-        out[m] = (engine_hit){raw[i].id, raw[i].dist < 0 ? 0 : raw[i].dist, row.name, row.data};
-        row.name = row.data = NULL;
-        store_image_clear(&row);
-        m++;
     }
     filter_free(f);
     free(raw);

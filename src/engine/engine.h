@@ -43,7 +43,9 @@ typedef struct {
 } engine_data_limits;
 
 typedef struct {
-    const char *data_dir;     /* created if missing: imgsearch.db and blobs/ live there */
+    const char *data_dir;     /* created if missing: the embedded store (imgsearch.db, blobs/), or with
+                               * store_url this node's cache (the index snapshot) */
+    const char *store_url;    /* NULL: the embedded store in data_dir; else PostgreSQL (store.h) */
     const char *model_config; /* models/<name>.json */
     int infer_threads;        /* threads per inference session (1 = the calling thread) */
     int sessions;             /* inferences at once (each an XNNPACK runtime); 0 = the CPU count */
@@ -69,7 +71,15 @@ typedef struct {
     const char *embedding;    /* what the stored vectors are: "<model>" or "<model>+<head>" */
     const char *upgrade_to;   /* the embedding `imgsearch reembed` would move them to, or NULL */
     int dims;
+    const char *store;        /* "sqlite" or "postgresql" */
+    bool shared;              /* other nodes write to the same store */
+    int64_t store_seq;        /* the store's last change when this node last looked (= seq unless shared) */
+    int64_t synced_ms_ago;    /* since this node last caught up with a shared store; -1 = never */
+    bool stale;               /* shared store unreachable, or not caught up for ENGINE_STALE_MS */
 } engine_status_info;
+
+/* A node that has not caught up with a shared store for this long says it may be stale. */
+#define ENGINE_STALE_MS 5000
 
 typedef struct {
     int64_t id;

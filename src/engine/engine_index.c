@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/engine_internal.h"
@@ -23,7 +24,8 @@ int index_state_empty(engine *e, bool hnsw, index_state *st, char *err, size_t e
     if (hnsw) st->hnsw = hnsw_new(&e->hnsw);
     else st->flat = flat_new(embed_dims(e->model));
     st->meta = json_object();
-    if ((!st->hnsw && !st->flat) || !st->meta) {
+    st->names = json_object();
+    if ((!st->hnsw && !st->flat) || !st->meta || !st->names) {
         index_state_free(st);
         return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory creating the index");
     }
@@ -34,6 +36,7 @@ void index_state_free(index_state *st) {
     flat_free(st->flat);
     hnsw_free(st->hnsw);
     json_decref(st->meta);
+    json_decref(st->names);
     memset(st, 0, sizeof *st);
 }
 
@@ -41,7 +44,7 @@ size_t index_state_count(const index_state *st) {
     return st->hnsw ? hnsw_count(st->hnsw) : st->flat ? flat_count(st->flat) : 0;
 }
 
-int index_put_meta(index_state *st, int64_t id, const char *data) {
+int index_put_meta(index_state *st, int64_t id, const char *name, const char *data) {
     json_t *doc = json_loads(data ? data : "{}", 0, NULL);
     if (!json_is_object(doc)) {
         json_decref(doc);
@@ -49,6 +52,10 @@ int index_put_meta(index_state *st, int64_t id, const char *data) {
     }
     char key[24];
     engine_id_key(id, key);
+    if (name && json_object_set_new(st->names, key, json_string(name))) {
+        json_decref(doc);
+        return IS_ERR_NOMEM;
+    }
     return doc && !json_object_set_new(st->meta, key, doc) ? IS_OK : IS_ERR_NOMEM;
 }
 
@@ -56,6 +63,22 @@ void index_drop_meta(index_state *st, int64_t id) {
     char key[24];
     engine_id_key(id, key);
     json_object_del(st->meta, key);
+    json_object_del(st->names, key);
+}
+
+int index_record(const index_state *st, int64_t id, char **name, char **data) {
+    char key[24];
+    engine_id_key(id, key);
+    const json_t *doc = json_object_get(st->meta, key);
+    const char *n = json_string_value(json_object_get(st->names, key));
+    if (!doc) return IS_ERR_NOT_FOUND;
+    *name = strdup(n ? n : "");
+    *data = json_dumps(doc, JSON_COMPACT | JSON_ENSURE_ASCII);
+    if (*name && *data) return IS_OK;
+    free(*name);
+    free(*data);
+    *name = *data = NULL;
+    return IS_ERR_NOMEM;
 }
 
 /* The live index is shared with searches; a state under construction is private to its builder. */
@@ -122,7 +145,7 @@ static int replay(engine *e, index_state *st, char *err, size_t errlen) {
             int got = store_get(e->db, c.id, c.op == CHANGE_ADD, &row, NULL, 0);
             if (got == IS_OK) {
                 if (shared) pthread_rwlock_wrlock(&e->index_lock);
-                rc = index_put_meta(st, c.id, row.data);
+                rc = index_put_meta(st, c.id, row.name, row.data);
                 if (shared) pthread_rwlock_unlock(&e->index_lock);
                 if (!rc && c.op == CHANGE_ADD && !index_has(st, c.id)) rc = index_add_vector(e, st, c.id, row.vector);
                 store_image_clear(&row);
@@ -152,6 +175,25 @@ static int replay(engine *e, index_state *st, char *err, size_t errlen) {
     return rc;
 }
 
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int index_catch_up(engine *e, char *err, size_t errlen) {
+    int rc = replay(e, &e->idx, err, errlen);
+    int64_t last = 0;
+    if (!rc) rc = store_last_seq(e->db, &last);
+    if (!rc) {
+        __atomic_store_n(&e->store_seq, last, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->synced_at_ms, wall_ms(), __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&e->follow_failing, rc != IS_OK, __ATOMIC_RELAXED);
+    index_after_write(e);
+    return rc;
+}
+
 /* ---- building ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -162,7 +204,7 @@ typedef struct {
 static int build_row(const store_image *img, void *ctx) {
     build_ctx *b = ctx;
     if (__atomic_load_n(&b->e->stopping, __ATOMIC_RELAXED)) return IS_ERR_INTERNAL; /* shutting down */
-    int rc = index_put_meta(b->st, img->id, img->data);
+    int rc = index_put_meta(b->st, img->id, img->name, img->data);
     if (!rc) rc = index_add_vector(b->e, b->st, img->id, img->vector);
     __atomic_add_fetch(&b->e->build_done, 1, __ATOMIC_RELAXED);
     return rc;
@@ -281,7 +323,7 @@ void index_after_write(engine *e) {
 /* ---- start-up ------------------------------------------------------------------------------ */
 
 static int meta_row(const store_image *img, void *ctx) {
-    return index_put_meta(ctx, img->id, img->data);
+    return index_put_meta(ctx, img->id, img->name, img->data);
 }
 
 /* The snapshot plus the store's later changes, if the snapshot fits this configuration. */
@@ -304,8 +346,8 @@ static int open_from_snapshot(engine *e, index_state *st) {
         return IS_ERR_INVALID;
     }
     hnsw_set_ef_search(h, e->hnsw.ef_search);
-    *st = (index_state){.hnsw = h, .meta = json_object(), .applied_seq = seq};
-    rc = st->meta ? store_each(e->db, false, meta_row, st, err, sizeof err) : IS_ERR_NOMEM;
+    *st = (index_state){.hnsw = h, .meta = json_object(), .names = json_object(), .applied_seq = seq};
+    rc = st->meta && st->names ? store_each(e->db, false, meta_row, st, err, sizeof err) : IS_ERR_NOMEM;
     if (!rc) rc = replay(e, st, err, sizeof err);
     int64_t count = 0;
     if (!rc) rc = store_count(e->db, &count);
@@ -396,6 +438,7 @@ typedef struct {
     engine *e;
     int64_t seen, every, checked, mismatched;
     int64_t first_bad;
+    bool shared; /* rows committed by other nodes during the walk are not in the index yet */
 } sample_ctx;
 
 /* Compares every n-th stored vector with the index's copy, bit for bit (after int8 encoding). */
@@ -404,6 +447,7 @@ static int sample_row(const store_image *img, void *ctx) {
     if (s->seen++ % s->every) return 0;
     s->checked++;
     const index_state *st = &s->e->idx;
+    if (s->shared && !index_has(st, img->id)) return 0;
     bool same;
     if (st->hnsw) same = hnsw_matches(st->hnsw, img->id, img->vector);
     else {
@@ -418,19 +462,31 @@ static int sample_row(const store_image *img, void *ctx) {
 
 int engine_health(engine *e, bool *healthy, char *msg, size_t msglen) {
     int64_t count = 0, seq = 0;
-    /* the write lock keeps store and index still while they are compared */
+    bool shared = store_shared(e->db);
+    /* the write lock keeps the index still while it is compared */
     pthread_mutex_lock(&e->write_lock);
-    int rc = store_count(e->db, &count);
-    if (!rc) rc = store_last_seq(e->db, &seq);
+    int rc = IS_OK;
+    /* A shared store moves under us: catch up, then read count and sequence; if the sequence is
+     * still the one applied, no change committed in between and the count is comparable. */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (shared) rc = index_catch_up(e, NULL, 0);
+        if (!rc) rc = store_count(e->db, &count);
+        if (!rc) rc = store_last_seq(e->db, &seq);
+        if (rc || seq == e->idx.applied_seq) break;
+    }
     size_t icount = index_state_count(&e->idx), nmeta = json_object_size(e->idx.meta);
     int64_t iseq = e->idx.applied_seq;
     const char *kind = e->idx.hnsw ? "HNSW" : "exact";
-    sample_ctx s = {e, 0, count > HEALTH_SAMPLE ? count / HEALTH_SAMPLE : 1, 0, 0, 0};
+    sample_ctx s = {e, 0, count > HEALTH_SAMPLE ? count / HEALTH_SAMPLE : 1, 0, 0, 0, shared};
     if (!rc) rc = store_each(e->db, true, sample_row, &s, NULL, 0);
     pthread_mutex_unlock(&e->write_lock);
     if (rc) {
         *healthy = false;
-        return is_fail(msg, msglen, rc, "cannot read the store");
+        return is_fail(msg, msglen, rc,
+                       rc == IS_ERR_UNAVAILABLE ? "the database cannot be reached; this server answers searches from "
+                                                  "its index as of change %lld"
+                                                : "cannot read the store (index at change %lld)",
+                       (long long)iseq);
     }
     *healthy = (int64_t)icount == count && (int64_t)nmeta == count && iseq == seq && s.mismatched == 0;
     if (*healthy)
@@ -468,5 +524,16 @@ int engine_status(engine *e, engine_status_info *out) {
     out->ef_construction = e->hnsw.ef_construction;
     out->ef_search = e->hnsw.ef_search;
     out->storage = e->hnsw.storage == HNSW_INT8 ? "int8" : "float32";
+    out->store = store_kind(e->db);
+    out->shared = store_shared(e->db);
+    if (out->shared) {
+        out->store_seq = __atomic_load_n(&e->store_seq, __ATOMIC_RELAXED);
+        int64_t synced = __atomic_load_n(&e->synced_at_ms, __ATOMIC_RELAXED);
+        out->synced_ms_ago = synced ? wall_ms() - synced : -1;
+        out->stale = __atomic_load_n(&e->follow_failing, __ATOMIC_RELAXED) || !synced ||
+                     out->synced_ms_ago > ENGINE_STALE_MS;
+    } else {
+        out->store_seq = out->seq;
+    }
     return IS_OK;
 }

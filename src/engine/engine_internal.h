@@ -26,6 +26,7 @@ typedef struct {
     flat_index *flat;
     hnsw_index *hnsw;
     json_t *meta;        /* object: decimal id → metadata object */
+    json_t *names;       /* object: decimal id → stored file name (searches answer without the store) */
     int64_t applied_seq; /* last store change reflected here */
 } index_state;
 
@@ -63,7 +64,6 @@ struct engine {
     embed_session **idle_sessions; /* max_sessions slots */
     int nidle, nsessions, max_sessions;
     store *db;
-    blobs *files;
     pthread_mutex_t write_lock;
     pthread_rwlock_t index_lock;
     index_state idx;
@@ -75,6 +75,13 @@ struct engine {
     bool maint_started, want_build, want_save, stopping;
     pthread_mutex_t maint_mu;
     pthread_cond_t maint_cv;
+    /* following a shared store (engine_follow.c): the follower thread, and what /index/status
+     * says of it (atomics) */
+    pthread_t follower;
+    bool follower_started;
+    int64_t store_seq;    /* the store's last change when this node last caught up */
+    int64_t synced_at_ms; /* when that was (wall clock), 0 = never */
+    bool follow_failing;  /* the last catch-up could not read the store */
     /* build progress for /index/status (atomics) */
     int building;
     int64_t build_done, build_total;
@@ -87,8 +94,10 @@ void index_state_free(index_state *st);
 size_t index_state_count(const index_state *st);
 /* Metadata (under index_lock for writing) and vectors (under write_lock; takes index_lock
  * itself where the exact index needs it). */
-int index_put_meta(index_state *st, int64_t id, const char *data);
+int index_put_meta(index_state *st, int64_t id, const char *name, const char *data); /* name NULL: kept */
 void index_drop_meta(index_state *st, int64_t id);
+/* id's name and metadata text (caller frees both); IS_ERR_NOT_FOUND when the index lacks it. */
+int index_record(const index_state *st, int64_t id, char **name, char **data);
 int index_add_vector(engine *e, index_state *st, int64_t id, const float *vec);
 void index_remove_vector(engine *e, index_state *st, int64_t id);
 /* Opens the index at start-up: the snapshot plus replay when one fits, else the exact index
@@ -103,6 +112,12 @@ void index_after_write(engine *e);
 /* The k nearest accepted hits (index_lock held for reading by the caller). */
 int index_search(engine *e, const float *vec, int k, int ef, const filter *f, int64_t exclude, index_hit *out,
                  int *n, char *err, size_t errlen);
+/* Applies the store's changes after the live index's sequence (write_lock held) and records how
+ * far the store is; every write on a shared store ends with it (other nodes' changes first). */
+int index_catch_up(engine *e, char *err, size_t errlen);
+/* engine_follow.c: the thread that keeps the index in step with a shared store. */
+void engine_follow_start(engine *e);
+void engine_follow_stop(engine *e);
 /* Removes the snapshot file (after delete-all or a shrink to the exact index). */
 void index_forget_snapshot(engine *e);
 

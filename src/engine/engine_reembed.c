@@ -11,7 +11,6 @@
 #include "embed/embed.h"
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
-#include "store/blobs.h"
 #include "store/store.h"
 #include "util/status.h"
 
@@ -22,7 +21,6 @@ typedef struct {
     embed_engine *model;
     embed_session *session;
     store *db;
-    blobs *files;
     int lock_fd;
     float *tensors, *vectors;
 } reembed_run;
@@ -31,7 +29,6 @@ static void run_close(reembed_run *r) {
     embed_session_free(r->session);
     embed_engine_free(r->model);
     store_close(r->db);
-    blobs_close(r->files);
     free(r->tensors);
     free(r->vectors);
     if (r->lock_fd >= 0) close(r->lock_fd);
@@ -47,7 +44,7 @@ static int embed_batch(reembed_run *r, uint64_t max_pixels, const int64_t *ids, 
         unsigned char *bytes = NULL;
         size_t len = 0;
         char why[384];
-        int rc = blobs_read(r->files, shas[i], &bytes, &len, why, sizeof why);
+        int rc = store_bytes_read(r->db, shas[i], &bytes, &len, why, sizeof why);
         if (!rc) rc = decode_preprocess(bytes, len, &dp, r->tensors + tlen * (size_t)i, NULL, why, sizeof why);
         free(bytes);
         if (rc) return is_fail(err, errlen, rc, "image %lld: %s", (long long)ids[i], why);
@@ -86,11 +83,7 @@ int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *
                                 : engine_lock_file(cfg->data_dir, "reembed.lock", &r.reembed_lock_fd, err, errlen);
     if (!rc) rc = embed_engine_new(cfg->model_config, &r.model, err, errlen);
     if (!rc) rc = embed_session_new(r.model, cfg->infer_threads > 0 ? cfg->infer_threads : 1, &r.session, err, errlen);
-    if (!rc) rc = store_open(path, NULL, 0, &r.db, err, errlen); /* any model: that is what changes */
-    if (!rc) {
-        snprintf(path, sizeof path, "%s/blobs", cfg->data_dir);
-        rc = blobs_open(path, &r.files, err, errlen);
-    }
+    if (!rc) rc = store_open(cfg->data_dir, NULL, NULL, 0, &r.db, err, errlen); /* any model: that is what changes */
     const char *target = rc ? NULL : embed_model_name(r.model);
     int dims = rc ? 0 : embed_dims(r.model);
     int64_t done = 0, total = 0;

@@ -37,12 +37,15 @@ void http_fail(http_response *res, int status_code, const char *err) {
         return;
     }
     unsigned long ref = atomic_fetch_add(&error_refs, 1) + 1;
-    char logged[1024], msg[200];
+    char logged[1024], msg[320];
     text_log_escape(err && *err ? err : name, logged, sizeof logged);
     fprintf(stderr, "imgsearch: error %lu (%s): %s\n", ref, name, logged);
     snprintf(msg, sizeof msg, "%s: %s (error %lu in the server log)", name,
              status_code == IS_ERR_NOMEM ? "the server is out of memory, try again later"
-                                         : "the server could not complete the request",
+             : status_code == IS_ERR_UNAVAILABLE
+                 ? "the database cannot be reached just now; nothing was changed, try again later (searches "
+                   "go on from this server's index)"
+                 : "the server could not complete the request",
              ref);
     http_error(res, http, msg);
 }

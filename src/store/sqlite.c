@@ -1,5 +1,8 @@
 /* The embedded store on SQLite: one implementation of store.h (store_impl.h), opened by
- * store_sqlite_open. See store.h for the contract. */
+ * store_sqlite_open. The database is <dir>/imgsearch.db, the image bytes are files under
+ * <dir>/blobs (blobs.h). A blob file is written before its row commits and unlinked after the last
+ * row naming it is gone, both under the store's mutex, so no add can see a blob that a delete is
+ * about to unlink. See store.h for the contract. */
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -7,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "store/blobs.h"
 #include "store/store.h"
 #include "store/store_impl.h"
 #include "util/status.h"
@@ -14,7 +18,8 @@
 typedef struct {
     store base; /* first: a sqlite_store is a store (store_impl.h) */
     sqlite3 *db;
-    pthread_mutex_t lock;
+    blobs *files;         /* NULL on the private connection of sq_each_snapshot */
+    pthread_mutex_t lock; /* one caller at a time on db, and blob unlinks against adds */
     int dims;
     char *path; /* for the second connection of sq_each_snapshot */
 } sqlite_store;
@@ -122,6 +127,7 @@ static void sq_close(store *base) {
     sqlite_store *s = (sqlite_store *)base;
     if (!s) return;
     sqlite3_close(s->db);
+    blobs_close(s->files);
     free(s->path);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -165,12 +171,18 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int sq_add(store *base, store_image *img, int64_t *seq, char *err, size_t errlen) {
+static int sq_add(store *base, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err,
+                  size_t errlen) {
     sqlite_store *s = (sqlite_store *)base;
     if (!img->vector || img->dims != s->dims)
         return is_fail(err, errlen, IS_ERR_INVALID, "vector must have %d dimensions", s->dims);
     int rc = begin(s, err, errlen);
     if (rc) return rc;
+    /* A delete of other rows with the same bytes may have unlinked the prepared blob since; this
+     * puts it back (one stat when it is there). A crash before the row commits leaves an orphan
+     * blob, which store_sweep removes. */
+    rc = blobs_store(s->files, bytes, len, img->sha256, err, errlen);
+    if (rc) return finish(s, rc, err, errlen);
     sqlite3_stmt *st;
     img->created_at = now_ms();
     if (sqlite3_prepare_v2(s->db,
@@ -265,26 +277,37 @@ static int blob_used_locked(sqlite_store *s, const char *sha, bool *used) {
     return IS_OK;
 }
 
-static int sq_delete(store *base, int64_t id, char sha_out[BLOB_HEX_LEN + 1], bool *blob_in_use, int64_t *seq,
-                 char *err, size_t errlen) {
+static int sq_delete(store *base, int64_t id, int64_t *seq, char *err, size_t errlen) {
     sqlite_store *s = (sqlite_store *)base;
     int rc = begin(s, err, errlen);
     if (rc) return rc;
     sqlite3_stmt *st;
+    char sha[BLOB_HEX_LEN + 1] = "";
+    bool in_use = true;
     if (sqlite3_prepare_v2(s->db, "DELETE FROM images WHERE id = ? RETURNING sha256", -1, &st, NULL) != SQLITE_OK)
         return finish(s, db_fail(s, err, errlen, "delete image"), err, errlen);
     sqlite3_bind_int64(st, 1, id);
     int step = sqlite3_step(st);
-    if (step == SQLITE_ROW) snprintf(sha_out, BLOB_HEX_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 0));
+    if (step == SQLITE_ROW) snprintf(sha, sizeof sha, "%s", (const char *)sqlite3_column_text(st, 0));
     while (step == SQLITE_ROW) step = sqlite3_step(st);
     sqlite3_finalize(st);
     if (step != SQLITE_DONE) return finish(s, db_fail(s, err, errlen, "delete image"), err, errlen);
     if (sqlite3_changes(s->db) == 0)
         return finish(s, is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id), err, errlen);
-    rc = blob_used_locked(s, sha_out, blob_in_use);
+    rc = blob_used_locked(s, sha, &in_use);
     if (rc) rc = db_fail(s, err, errlen, "check blob use");
     if (!rc) rc = log_change(s, CHANGE_DELETE, id, seq, err, errlen);
-    return finish(s, rc, err, errlen);
+    if (!rc) rc = exec(s, "COMMIT;", err, errlen);
+    if (rc) exec(s, "ROLLBACK;", NULL, 0);
+    /* still under the mutex: no add of the same bytes runs between the check and the unlink */
+    else if (!in_use) blobs_unlink(s->files, sha, NULL, 0);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int unlink_blob(const char *hex, void *ctx) {
+    blobs_unlink(ctx, hex, NULL, 0);
+    return 0;
 }
 
 static int sq_delete_all(store *base, int64_t *count, int64_t *seq, char *err, size_t errlen) {
@@ -294,7 +317,11 @@ static int sq_delete_all(store *base, int64_t *count, int64_t *seq, char *err, s
     rc = exec(s, "DELETE FROM images;", err, errlen);
     *count = rc ? 0 : sqlite3_changes64(s->db);
     if (!rc) rc = log_change(s, CHANGE_CLEAR, 0, seq, err, errlen);
-    return finish(s, rc, err, errlen);
+    if (!rc) rc = exec(s, "COMMIT;", err, errlen);
+    if (rc) exec(s, "ROLLBACK;", NULL, 0);
+    else blobs_each(s->files, unlink_blob, s->files);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
 }
 
 static int sq_set_data(store *base, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen) {
@@ -340,11 +367,45 @@ static int sq_last_seq(store *base, int64_t *seq) {
     return scalar(s, "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", NULL, seq);
 }
 
-static int sq_blob_used(store *base, const char *sha, bool *used) {
+static int sq_bytes_prepare(store *base, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1], char *err,
+                            size_t errlen) {
     sqlite_store *s = (sqlite_store *)base;
-    int64_t n = 0;
-    int rc = scalar(s, "SELECT count(*) FROM images WHERE sha256 = ?", sha, &n);
-    *used = n > 0;
+    return blobs_put(s->files, bytes, len, hex, err, errlen); /* no lock: the file system arbitrates */
+}
+
+/* Unlinks a blob no row names; true when it did. */
+static bool unlink_if_unused(sqlite_store *s, const char *hex) {
+    pthread_mutex_lock(&s->lock);
+    bool used = true;
+    bool gone = blob_used_locked(s, hex, &used) == IS_OK && !used && blobs_unlink(s->files, hex, NULL, 0) == IS_OK;
+    pthread_mutex_unlock(&s->lock);
+    return gone;
+}
+
+static void sq_bytes_discard(store *base, const char *hex) { unlink_if_unused((sqlite_store *)base, hex); }
+
+static int sq_bytes_read(store *base, const char *hex, unsigned char **out, size_t *len, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
+    return blobs_read(s->files, hex, out, len, err, errlen);
+}
+
+typedef struct {
+    sqlite_store *s;
+    int removed;
+} sweep_ctx;
+
+static int sweep_blob(const char *hex, void *ctx) {
+    sweep_ctx *w = ctx;
+    if (unlink_if_unused(w->s, hex)) w->removed++;
+    return 0;
+}
+
+static int sq_sweep(store *base, int *removed, char *err, size_t errlen) {
+    (void)err;
+    (void)errlen;
+    sweep_ctx w = {(sqlite_store *)base, 0};
+    int rc = blobs_each(w.s->files, sweep_blob, &w);
+    *removed = w.removed;
     return rc;
 }
 
@@ -592,7 +653,10 @@ static const store_ops sqlite_ops = {
     .get_vector = sq_get_vector,
     .count = sq_count,
     .last_seq = sq_last_seq,
-    .blob_used = sq_blob_used,
+    .bytes_prepare = sq_bytes_prepare,
+    .bytes_discard = sq_bytes_discard,
+    .bytes_read = sq_bytes_read,
+    .sweep = sq_sweep,
     .changes_after = sq_changes_after,
     .each = sq_each,
     .each_snapshot = sq_each_snapshot,
@@ -604,7 +668,7 @@ static const store_ops sqlite_ops = {
     .reembed_swap = sq_reembed_swap,
 };
 
-int store_sqlite_open(const char *path, const char *model, int dims, store **out, char *err, size_t errlen) {
+int store_sqlite_open(const char *dir, const char *model, int dims, store **out, char *err, size_t errlen) {
     *out = NULL;
     sqlite_store *s = calloc(1, sizeof *s);
     if (!s) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
@@ -612,13 +676,15 @@ int store_sqlite_open(const char *path, const char *model, int dims, store **out
     s->dims = dims;
     pthread_mutex_init(&s->lock, NULL);
     int rc;
-    if (!(s->path = strdup(path))) {
+    size_t plen = strlen(dir) + sizeof "/imgsearch.db";
+    if (!(s->path = malloc(plen))) {
         sq_close(&s->base);
         return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     }
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+    snprintf(s->path, plen, "%s/imgsearch.db", dir);
+    if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
         SQLITE_OK) {
-        rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "no memory");
+        rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", s->path, s->db ? sqlite3_errmsg(s->db) : "no memory");
         sq_close(&s->base);
         return rc;
     }
@@ -627,6 +693,9 @@ int store_sqlite_open(const char *path, const char *model, int dims, store **out
     rc = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", err, errlen);
     if (!rc) rc = migrate(s, err, errlen);
     if (!rc && model) rc = check_meta(s, model, dims, err, errlen);
+    char blobdir[4096];
+    snprintf(blobdir, sizeof blobdir, "%s/blobs", dir);
+    if (!rc) rc = blobs_open(blobdir, &s->files, err, errlen);
     if (rc) {
         sq_close(&s->base);
         return rc;
@@ -634,4 +703,3 @@ int store_sqlite_open(const char *path, const char *model, int dims, store **out
     *out = &s->base;
     return IS_OK;
 }
-

@@ -2,13 +2,32 @@
  * (store_impl.h). */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/store.h"
 #include "store/store_impl.h"
 
-int store_open(const char *path, const char *model, int dims, store **out, char *err, size_t errlen) {
-    return store_sqlite_open(path, model, dims, out, err, errlen);
+int store_open(const char *data_dir, const char *url, const char *model, int dims, store **out, char *err,
+               size_t errlen) {
+    if (url && *url) return store_postgres_open(url, model, dims, out, err, errlen);
+    return store_sqlite_open(data_dir, model, dims, out, err, errlen);
 }
+
+const char *store_kind(const store *s) { return s->ops->name; }
+bool store_shared(const store *s) { return s->ops->shared; }
+
+int store_bytes_prepare(store *s, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1], char *err,
+                        size_t errlen) {
+    return s->ops->bytes_prepare(s, bytes, len, hex, err, errlen);
+}
+
+void store_bytes_discard(store *s, const char *hex) { s->ops->bytes_discard(s, hex); }
+
+int store_bytes_read(store *s, const char *hex, unsigned char **out, size_t *len, char *err, size_t errlen) {
+    return s->ops->bytes_read(s, hex, out, len, err, errlen);
+}
+
+int store_sweep(store *s, int *removed, char *err, size_t errlen) { return s->ops->sweep(s, removed, err, errlen); }
 
 void store_close(store *s) {
     if (s) s->ops->close(s);
@@ -22,17 +41,16 @@ void store_image_clear(store_image *img) {
     memset(img, 0, sizeof *img);
 }
 
-int store_add(store *s, store_image *img, int64_t *seq, char *err, size_t errlen) {
-    return s->ops->add(s, img, seq, err, errlen);
+int store_add(store *s, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err, size_t errlen) {
+    return s->ops->add(s, img, bytes, len, seq, err, errlen);
 }
 
 int store_get(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen) {
     return s->ops->get(s, id, with_vector, out, err, errlen);
 }
 
-int store_delete(store *s, int64_t id, char sha_out[BLOB_HEX_LEN + 1], bool *blob_in_use, int64_t *seq, char *err,
-                 size_t errlen) {
-    return s->ops->delete(s, id, sha_out, blob_in_use, seq, err, errlen);
+int store_delete(store *s, int64_t id, int64_t *seq, char *err, size_t errlen) {
+    return s->ops->delete(s, id, seq, err, errlen);
 }
 
 int store_delete_all(store *s, int64_t *count, int64_t *seq, char *err, size_t errlen) {
@@ -46,7 +64,6 @@ int store_set_data(store *s, int64_t id, const char *json, int64_t *seq, char *e
 int store_get_vector(store *s, int64_t id, float *out) { return s->ops->get_vector(s, id, out); }
 int store_count(store *s, int64_t *count) { return s->ops->count(s, count); }
 int store_last_seq(store *s, int64_t *seq) { return s->ops->last_seq(s, seq); }
-int store_blob_used(store *s, const char *sha, bool *used) { return s->ops->blob_used(s, sha, used); }
 
 int store_changes_after(store *s, int64_t seq, int (*fn)(int64_t seq, change_op op, int64_t id, void *ctx), void *ctx,
                         char *err, size_t errlen) {
@@ -87,4 +104,14 @@ int store_reembed_put(store *s, const int64_t *ids, const float *vectors, int n,
 
 int store_reembed_swap(store *s, const char *model, int dims, char *err, size_t errlen) {
     return s->ops->reembed_swap(s, model, dims, err, errlen);
+}
+
+int store_wait_changes(store *s, int timeout_ms) {
+    if (s->ops->wait_changes) return s->ops->wait_changes(s, timeout_ms);
+    usleep((useconds_t)timeout_ms * 1000);
+    return 0;
+}
+
+void store_stop_waiting(store *s) {
+    if (s->ops->stop_waiting) s->ops->stop_waiting(s);
 }

@@ -1,17 +1,29 @@
-/* store.h — the truth: image rows, metadata, vectors and the change log.
+/* store.h — the truth: image rows, metadata, vectors, the image bytes and the change log.
  *
  * Every write is one transaction that also appends a change (add, delete, data, clear) with a
  * sequence number; the indexes apply changes after commit and remember the last sequence they
- * applied, so start-up can replay what an index missed. A committed write survives a crash
- * (WAL with synchronous=FULL). Ids are never reused.
+ * applied, so start-up (and, on a shared store, every node all the time) can replay what an index
+ * missed. A committed write survives a crash. Ids are never reused.
  *
- * An interface: store_open opens the embedded SQLite implementation (sqlite.c), and every other
- * function dispatches to the implementation that opened the store (store_impl.h says what one
- * provides). PostgreSQL will implement the same contract; callers do not know which one runs.
+ * An interface with two implementations (store_impl.h says what one provides; store.c
+ * dispatches): the embedded store (sqlite.c: <data_dir>/imgsearch.db, WAL with synchronous=FULL,
+ * the image bytes as content-addressed files under <data_dir>/blobs, blobs.h), one process at a
+ * time; and PostgreSQL (postgres.c), which any number of processes share (store_shared): rows,
+ * jsonb metadata, vectors, the bytes (bytea) and the change log all in the database. On a shared
+ * store the change sequence equals commit order: every write transaction takes one database-wide
+ * lock before it draws its sequence number and holds it to commit, so a reader that has seen
+ * change N has seen every change below N (postgres.c).
  *
- * Threads: every function may be called from any thread; calls are serialised on one
- * connection by an internal mutex. Memory: store_image strings and vectors filled by the store
- * belong to the caller, released with store_image_clear. */
+ * Image bytes are named by their SHA-256 and stored once however many rows name them; they go
+ * when the last row naming them goes (store_delete, store_delete_all).
+ *
+ * Errors: IS_ERR_NOT_FOUND for an unknown id; IS_ERR_UNAVAILABLE when a shared store cannot be
+ * reached (the call changed nothing, or committed nothing the caller was told of: retry later);
+ * IS_ERR_IO for files and disks; IS_ERR_INVALID for a database made for another model.
+ *
+ * Threads: every function may be called from any thread (each implementation serialises what it
+ * must). Memory: store_image strings and vectors filled by the store belong to the caller,
+ * released with store_image_clear; bytes from store_bytes_read are the caller's to free. */
 #ifndef IMGSEARCH_STORE_H
 #define IMGSEARCH_STORE_H
 
@@ -40,20 +52,40 @@ typedef enum { CHANGE_ADD = 'a', CHANGE_DELETE = 'd', CHANGE_DATA = 'm', CHANGE_
 
 void store_image_clear(store_image *img);
 
-/* Opens or creates the database at path and migrates it to the current schema. A database made
- * with another model or vector size is refused (IS_ERR_INVALID) rather than mixed. model NULL
- * skips that check (for `imgsearch reembed`, which changes the model). */
-int store_open(const char *path, const char *model, int dims, store **out, char *err, size_t errlen);
+/* Opens or creates a store and migrates it to the current schema: PostgreSQL when url is given (a
+ * libpq connection URI or key=value string), else the embedded store in data_dir (which must
+ * exist). A store made with another model or vector size is refused (IS_ERR_INVALID) rather than
+ * mixed. model NULL skips that check (for `imgsearch reembed`, which changes the model). */
+int store_open(const char *data_dir, const char *url, const char *model, int dims, store **out, char *err,
+               size_t errlen);
 void store_close(store *s);
+/* "sqlite" or "postgresql". */
+const char *store_kind(const store *s);
+/* May other processes write to this store meanwhile (PostgreSQL)? Then a reader must follow the
+ * change log rather than assume it saw every write. */
+bool store_shared(const store *s);
 
-/* Inserts img (its id and created_at are set here) with its vector; *seq gets the change. */
-int store_add(store *s, store_image *img, int64_t *seq, char *err, size_t errlen);
+/* Makes bytes durable ahead of the row that will name them, and names them (hex); the embedded
+ * store writes its blob file here, so that the caller can do it while it embeds the image; a
+ * shared store only hashes (the bytes travel with store_add). */
+int store_bytes_prepare(store *s, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1], char *err,
+                        size_t errlen);
+/* Prepared bytes that no row will name after all: removed unless a row names them. */
+void store_bytes_discard(store *s, const char *hex);
+/* The bytes named hex (caller frees *out). IS_ERR_NOT_FOUND when no row names them any more. */
+int store_bytes_read(store *s, const char *hex, unsigned char **out, size_t *len, char *err, size_t errlen);
+/* Removes stored bytes that no row names (what a crash between prepare and add leaves); *removed
+ * counts them. */
+int store_sweep(store *s, int *removed, char *err, size_t errlen);
+
+/* Inserts img (its id and created_at are set here) with its vector and its image bytes (named by
+ * img->sha256; bytes already stored under that name are kept); *seq gets the change. */
+int store_add(store *s, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err, size_t errlen);
 /* IS_ERR_NOT_FOUND for an unknown id. */
 int store_get(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen);
-/* Deletes the row; sha_out gets its blob and *blob_in_use whether another row still names it. */
-int store_delete(store *s, int64_t id, char sha_out[BLOB_HEX_LEN + 1], bool *blob_in_use, int64_t *seq,
-                 char *err, size_t errlen);
-/* Deletes every row; *count gets how many. */
+/* Deletes the row, and its bytes when no other row names them. */
+int store_delete(store *s, int64_t id, int64_t *seq, char *err, size_t errlen);
+/* Deletes every row and all bytes; *count gets how many rows. */
 int store_delete_all(store *s, int64_t *count, int64_t *seq, char *err, size_t errlen);
 /* Replaces the metadata (JSON object text, validated by the caller). */
 int store_set_data(store *s, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen);
@@ -63,8 +95,6 @@ int store_get_vector(store *s, int64_t id, float *out);
 
 int store_count(store *s, int64_t *count);
 int store_last_seq(store *s, int64_t *seq);
-/* Is this blob named by any row? */
-int store_blob_used(store *s, const char *sha, bool *used);
 
 /* Calls fn for each change after seq, in order; fn returning non-zero stops and is returned. */
 int store_changes_after(store *s, int64_t seq, int (*fn)(int64_t seq, change_op op, int64_t id, void *ctx),
@@ -79,6 +109,14 @@ int store_each(store *s, bool with_vector, int (*fn)(const store_image *img, voi
  * may call back into it). For long walks: index builds. */
 int store_each_snapshot(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
                         int64_t *seq, char *err, size_t errlen);
+
+/* Waits up to timeout_ms for other writers' changes to be announced (PostgreSQL: LISTEN on a
+ * connection of the calling thread's own, remade when it breaks); IS_OK when woken or timed out,
+ * IS_ERR_UNAVAILABLE when the store cannot be reached (it waited anyway). A wake-up is a hint: the
+ * caller reads store_changes_after whatever it returns, so a lost notification costs one timeout.
+ * One thread per store calls it; store_stop_waiting (same thread) closes its connection. */
+int store_wait_changes(store *s, int timeout_ms);
+void store_stop_waiting(store *s);
 
 /* ---- re-embedding: every vector recomputed with another model, then swapped in at once ---- */
 

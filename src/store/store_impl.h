@@ -4,25 +4,28 @@
  * store_ops table with its functions and sets base.ops when it opens; store.c dispatches every
  * store_* call through that table. Each function has exactly the contract of the store_* function
  * of the same name in store.h (threads, ownership, errors). Implementations: sqlite.c (embedded,
- * store_sqlite_open); PostgreSQL comes next. */
+ * store_sqlite_open) and postgres.c (shared, store_postgres_open). */
 #ifndef IMGSEARCH_STORE_IMPL_H
 #define IMGSEARCH_STORE_IMPL_H
 
 #include "store/store.h"
 
 typedef struct store_ops {
-    const char *name; /* "sqlite" */
+    const char *name; /* "sqlite", "postgresql": store_kind */
+    bool shared;      /* store_shared */
     void (*close)(store *s);
-    int (*add)(store *s, store_image *img, int64_t *seq, char *err, size_t errlen);
+    int (*bytes_prepare)(store *s, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1], char *err, size_t errlen);
+    void (*bytes_discard)(store *s, const char *hex);
+    int (*bytes_read)(store *s, const char *hex, unsigned char **out, size_t *len, char *err, size_t errlen);
+    int (*sweep)(store *s, int *removed, char *err, size_t errlen);
+    int (*add)(store *s, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err, size_t errlen);
     int (*get)(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen);
-    int (*delete)(store *s, int64_t id, char sha_out[BLOB_HEX_LEN + 1], bool *blob_in_use, int64_t *seq, char *err,
-                  size_t errlen);
+    int (*delete)(store *s, int64_t id, int64_t *seq, char *err, size_t errlen);
     int (*delete_all)(store *s, int64_t *count, int64_t *seq, char *err, size_t errlen);
     int (*set_data)(store *s, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen);
     int (*get_vector)(store *s, int64_t id, float *out);
     int (*count)(store *s, int64_t *count);
     int (*last_seq)(store *s, int64_t *seq);
-    int (*blob_used)(store *s, const char *sha, bool *used);
     int (*changes_after)(store *s, int64_t seq, int (*fn)(int64_t seq, change_op op, int64_t id, void *ctx), void *ctx,
                          char *err, size_t errlen);
     int (*each)(store *s, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx, char *err,
@@ -37,13 +40,17 @@ typedef struct store_ops {
                            size_t errlen);
     int (*reembed_put)(store *s, const int64_t *ids, const float *vectors, int n, char *err, size_t errlen);
     int (*reembed_swap)(store *s, const char *model, int dims, char *err, size_t errlen);
+    int (*wait_changes)(store *s, int timeout_ms); /* NULL: sleeps (no other writer) */
+    void (*stop_waiting)(store *s);
 } store_ops;
 
 struct store {
     const store_ops *ops;
 };
 
-/* The embedded SQLite store at path (created if missing); the contract of store_open. */
-int store_sqlite_open(const char *path, const char *model, int dims, store **out, char *err, size_t errlen);
+/* The embedded SQLite store in dir (created if missing); the contract of store_open. */
+int store_sqlite_open(const char *dir, const char *model, int dims, store **out, char *err, size_t errlen);
+/* The PostgreSQL store at url (a libpq URI or key=value string); the contract of store_open. */
+int store_postgres_open(const char *url, const char *model, int dims, store **out, char *err, size_t errlen);
 
 #endif

@@ -21,6 +21,7 @@ static const struct {
     {IS_ERR_MODEL, "model_error", 500},
     {IS_ERR_INTERNAL, "internal_error", 500},
     {IS_ERR_CORRUPT, "corrupt_data", 500},
+    {IS_ERR_UNAVAILABLE, "store_unavailable", 503},
 };
 
 const char *is_status_name(int status) {

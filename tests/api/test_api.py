@@ -146,8 +146,7 @@ def test_error_paths_and_the_server_keeps_serving(server, images):
 
 
 def blob_names(server):
-    root = os.path.join(server.data_dir, "blobs")
-    return {f for d, _, files in os.walk(root) if not d.endswith("tmp") for f in files}
+    return server.stored_blobs()
 
 
 def test_same_bytes_twice_then_one_deleted(server, images):

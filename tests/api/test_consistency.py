@@ -128,12 +128,6 @@ def test_concurrent_clients_stay_consistent(make_server, index):
     assert server.stop() == 0
 
 
-def blob_names(data_dir):
-    names = set()
-    for root, _, files in os.walk(os.path.join(data_dir, "blobs")):
-        if os.path.basename(root) != "tmp":
-            names.update(files)
-    return names
 
 
 @INDEXES
@@ -205,7 +199,7 @@ def test_kill9_during_writes_loses_nothing_acknowledged(make_server, index):
                 referenced.add(sha[acked_add[r["id"]]])
             else:  # added but not acknowledged before the kill: fetch to learn which image
                 referenced.add(hashlib.sha256(requests.get(f"{s.url}/image/{r['id']}").content).hexdigest())
-        on_disk = blob_names(s.data_dir)
+        on_disk = s.stored_blobs()
         assert referenced <= on_disk, f"cycle {cycle}: blobs missing for rows"
         assert not on_disk - referenced, f"cycle {cycle}: orphan blobs {on_disk - referenced}"
         s.kill()

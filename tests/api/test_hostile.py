@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from conftest import embedded_only
 from paths import DARKNET, SKIMAGE
 
 DOG = f"{DARKNET}/dog.jpg"
@@ -278,6 +279,7 @@ def test_concurrent_bad_uploads_each_get_their_own_reason(server, images, tmp_pa
     still_well(server, base)
 
 
+@embedded_only
 def test_storage_faults_answer_without_paths(server):
     base = warm(server)
     blobs = os.path.join(server.data_dir, "blobs")

@@ -13,7 +13,10 @@ import time
 import requests
 
 from paths import DARKNET, SKIMAGE
+from conftest import embedded_only
 from server import Server
+
+pytestmark = embedded_only  # reembed works on an embedded data directory
 
 PHOTOS = [f"{DARKNET}/{n}" for n in ("dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg", "person.jpg", "kite.jpg")] + \
          [f"{SKIMAGE}/{n}" for n in ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")]

@@ -78,10 +78,9 @@ static void test_blobs(void **state) {
 }
 
 static store *open_store(const char *model, int dims) {
-    char path[256], err[256];
-    snprintf(path, sizeof path, "%s/imgsearch.db", dir);
+    char err[256];
     store *s = NULL;
-    int rc = store_open(path, model, dims, &s, err, sizeof err);
+    int rc = store_open(dir, NULL, model, dims, &s, err, sizeof err);
     if (rc) fail_msg("store_open: %s", err);
     return s;
 }
@@ -90,10 +89,11 @@ static int64_t add(store *s, const char *name, const char *data, float x) {
     float vec[4] = {x, 1, 2, 3};
     store_image img = {.name = (char *)name, .content_type = "image/png", .data = (char *)data, .width = 10,
                        .height = 20, .size = 1234, .vector = vec, .dims = 4};
-    snprintf(img.sha256, sizeof img.sha256, "%064d", (int)x);
+    char bytes[32], err[256];
+    snprintf(bytes, sizeof bytes, "image bytes %d", (int)x);
+    assert_int_equal(store_bytes_prepare(s, bytes, strlen(bytes), img.sha256, err, sizeof err), IS_OK);
     int64_t seq;
-    char err[256];
-    assert_int_equal(store_add(s, &img, &seq, err, sizeof err), IS_OK);
+    assert_int_equal(store_add(s, &img, bytes, strlen(bytes), &seq, err, sizeof err), IS_OK);
     assert_true(img.created_at > 1600000000000ll);
     return img.id;
 }
@@ -122,7 +122,7 @@ static int sum_ids(const store_image *img, void *ctx) {
 
 static void test_store_lifecycle(void **state) {
     (void)state;
-    char err[256], sha[BLOB_HEX_LEN + 1];
+    char err[256];
     store *s = open_store("efficientnet_lite0", 4);
     int64_t a = add(s, "a.png", "{\"breed\": \"pug\"}", 1), b = add(s, "b.png", NULL, 2), c = add(s, "c.png", NULL, 1);
     assert_true(a < b && b < c);
@@ -139,13 +139,32 @@ static void test_store_lifecycle(void **state) {
     int64_t seq;
     assert_int_equal(store_set_data(s, b, "{\"x\": 1}", &seq, err, sizeof err), IS_OK);
     assert_int_equal(store_set_data(s, 999, "{}", &seq, err, sizeof err), IS_ERR_NOT_FOUND);
-    /* a and c share a blob: deleting a leaves it in use, deleting c frees it */
-    bool in_use;
-    assert_int_equal(store_delete(s, a, sha, &in_use, &seq, err, sizeof err), IS_OK);
-    assert_true(in_use);
-    assert_int_equal(store_delete(s, a, sha, &in_use, &seq, err, sizeof err), IS_ERR_NOT_FOUND);
-    assert_int_equal(store_delete(s, c, sha, &in_use, &seq, err, sizeof err), IS_OK);
-    assert_false(in_use);
+    /* a and c share their bytes: deleting a keeps them, deleting c removes them */
+    store_image row;
+    assert_int_equal(store_get(s, c, false, &row, err, sizeof err), IS_OK);
+    unsigned char *got;
+    size_t glen;
+    assert_int_equal(store_delete(s, a, &seq, err, sizeof err), IS_OK);
+    assert_int_equal(store_bytes_read(s, row.sha256, &got, &glen, err, sizeof err), IS_OK);
+    assert_memory_equal(got, "image bytes 1", glen);
+    free(got);
+    assert_int_equal(store_delete(s, a, &seq, err, sizeof err), IS_ERR_NOT_FOUND);
+    assert_int_equal(store_delete(s, c, &seq, err, sizeof err), IS_OK);
+    assert_int_equal(store_bytes_read(s, row.sha256, &got, &glen, err, sizeof err), IS_ERR_NOT_FOUND);
+    store_image_clear(&row);
+    /* bytes prepared for a row that never came are swept */
+    char orphan[BLOB_HEX_LEN + 1];
+    int removed = 0;
+    assert_int_equal(store_bytes_prepare(s, "never named", 11, orphan, err, sizeof err), IS_OK);
+    assert_int_equal(store_sweep(s, &removed, err, sizeof err), IS_OK);
+    assert_true(removed >= 1); /* test_blobs left some in the same directory */
+    assert_int_equal(store_bytes_read(s, orphan, &got, &glen, err, sizeof err), IS_ERR_NOT_FOUND);
+    assert_int_equal(store_get(s, b, false, &row, err, sizeof err), IS_OK); /* named bytes stay */
+    assert_int_equal(store_bytes_read(s, row.sha256, &got, &glen, err, sizeof err), IS_OK);
+    free(got);
+    store_image_clear(&row);
+    assert_string_equal(store_kind(s), "sqlite");
+    assert_false(store_shared(s));
     int64_t total = 0;
     assert_int_equal(store_each(s, true, sum_ids, &total, err, sizeof err), IS_OK);
     assert_int_equal(total, b);
@@ -180,22 +199,21 @@ static void test_store_lifecycle(void **state) {
     /* a vector of the wrong size never reaches the database */
     float small[2] = {0};
     store_image bad = {.name = "x", .vector = small, .dims = 2};
-    assert_int_equal(store_add(s, &bad, &seq, err, sizeof err), IS_ERR_INVALID);
+    assert_int_equal(store_add(s, &bad, "x", 1, &seq, err, sizeof err), IS_ERR_INVALID);
     store_close(s);
 }
 
 static void test_store_refuses_other_model(void **state) {
     (void)state;
     char path[256], err[256];
-    snprintf(path, sizeof path, "%s/imgsearch.db", dir);
     store *s = NULL;
-    assert_int_equal(store_open(path, "efficientnet_lite0", 8, &s, err, sizeof err), IS_ERR_INVALID);
+    assert_int_equal(store_open(dir, NULL, "efficientnet_lite0", 8, &s, err, sizeof err), IS_ERR_INVALID);
     assert_null(s);
     assert_non_null(strstr(err, "dims 4"));
-    assert_int_equal(store_open(path, "efficientnet_lite2", 4, &s, err, sizeof err), IS_ERR_INVALID);
+    assert_int_equal(store_open(dir, NULL, "efficientnet_lite2", 4, &s, err, sizeof err), IS_ERR_INVALID);
     assert_non_null(strstr(err, "model efficientnet_lite0"));
-    snprintf(path, sizeof path, "%s/no/such/dir/x.db", dir);
-    assert_int_equal(store_open(path, "m", 4, &s, err, sizeof err), IS_ERR_IO);
+    snprintf(path, sizeof path, "%s/no/such/dir", dir);
+    assert_int_equal(store_open(path, NULL, "m", 4, &s, err, sizeof err), IS_ERR_IO);
 }
 
 int main(void) {
