@@ -7,6 +7,7 @@ int cli_embed(int argc, char **argv);
 int cli_classify(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_reembed(int argc, char **argv);
+int cli_migrate(int argc, char **argv);
 
 /* The model config to use: --model, else $IMGSEARCH_MODEL, else models/efficientnet_lite0.json in
  * the working directory, else beside the executable (../models). Returns a static buffer. */

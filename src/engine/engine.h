@@ -170,6 +170,15 @@ typedef void (*engine_progress_fn)(int64_t done, int64_t total, void *ctx);
 int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *ctx, int64_t *count, bool *swapped,
                    char *err, size_t errlen);
 
+/* Copies every image of one store into another, as it is: ids, names, metadata, vectors, bytes and
+ * times (`imgsearch migrate`). Each side is a data directory (dir, url NULL; no server may hold it:
+ * its lock is taken) or PostgreSQL (url). The destination must be empty or an interrupted copy of
+ * the same source: rows up to its largest id are kept and the rest copied (resumable). Every row
+ * and its bytes are compared with the source at the end (IS_ERR_CORRUPT names the first
+ * difference). progress gets rows done/total. *copied counts rows copied by this run. */
+int engine_migrate(const char *from_dir, const char *from_url, const char *to_dir, const char *to_url,
+                   engine_progress_fn progress, void *ctx, int64_t *copied, int64_t *total, char *err, size_t errlen);
+
 /* Is the index exactly what the store says (count, sequence, sampled vectors)? */
 int engine_health(engine *e, bool *healthy, char *msg, size_t msglen);
 /* Rebuilds the index from the store and swaps it in; searches and writes continue meanwhile

@@ -314,9 +314,10 @@ void index_after_write(engine *e) {
     if (e->idx.flat && index_wants_hnsw(e, count) && !__atomic_load_n(&e->building, __ATOMIC_RELAXED))
         index_maintenance_request(e, true, false);
     /* a snapshot about every eighth of the collection's worth of changes (at least 1000) keeps
-     * the replay at start-up short without writing the graph all the time */
+     * the replay at start-up short without writing the graph all the time (an empty graph needs
+     * none: delete-all removed the file) */
     int64_t every = (int64_t)(count / 8 > 1000 ? count / 8 : 1000);
-    if (e->idx.hnsw && (e->saved_seq < 0 || e->idx.applied_seq - e->saved_seq >= every))
+    if (e->idx.hnsw && count && (e->saved_seq < 0 || e->idx.applied_seq - e->saved_seq >= every))
         index_maintenance_request(e, false, true);
 }
 

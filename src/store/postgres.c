@@ -348,15 +348,14 @@ static int read_row(pg_store *s, const PGresult *r, int i, bool with_vector, sto
     return IS_OK;
 }
 
-static int pg_add(store *base, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err,
-                  size_t errlen) {
-    pg_store *s = (pg_store *)base;
+/* Inserts img (id 0: a new one) with its bytes and logs the add, in one transaction. */
+static int insert_row(pg_store *s, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err,
+                      size_t errlen) {
     if (!img->vector || img->dims != s->dims)
         return is_fail(err, errlen, IS_ERR_INVALID, "vector must have %d dimensions", s->dims);
     int rc;
     PGconn *c = begin(s, err, errlen, &rc);
     if (!c) return rc;
-    img->created_at = now_ms();
     /* the bytes first: a row may only name bytes that are there (foreign key) */
     const char *bv[2] = {img->sha256, bytes};
     int bl[2] = {0, (int)len}, bf[2] = {0, 1};
@@ -366,24 +365,60 @@ static int pg_add(store *base, store_image *img, const void *bytes, size_t len, 
                       2, bv, bl, bf, 0, PGRES_COMMAND_OK, err, errlen, &rc, "store the image bytes");
     PQclear(r);
     if (rc) return finish(s, c, rc, err, errlen);
-    char w[16], h[16], sz[24], ts[24];
+    char w[16], h[16], sz[24], ts[24], id[24];
     snprintf(w, sizeof w, "%d", img->width);
     snprintf(h, sizeof h, "%d", img->height);
     snprintf(sz, sizeof sz, "%lld", (long long)img->size);
     snprintf(ts, sizeof ts, "%lld", (long long)img->created_at);
-    const char *vals[9] = {img->name ? img->name : "",
-                           img->content_type ? img->content_type : "application/octet-stream",
-                           w, h, sz, img->sha256, ts, img->data ? img->data : "{}", (const char *)img->vector};
-    int lens[9] = {0, 0, 0, 0, 0, 0, 0, 0, (int)(sizeof(float) * (size_t)s->dims)};
-    int fmts[9] = {0, 0, 0, 0, 0, 0, 0, 0, 1};
+    snprintf(id, sizeof id, "%lld", (long long)img->id);
+    const char *vals[10] = {img->name ? img->name : "",
+                            img->content_type ? img->content_type : "application/octet-stream",
+                            w, h, sz, img->sha256, ts, img->data ? img->data : "{}", (const char *)img->vector, id};
+    int lens[10] = {0, 0, 0, 0, 0, 0, 0, 0, (int)(sizeof(float) * (size_t)s->dims), 0};
+    int fmts[10] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 0};
     r = run(s, c,
-            "INSERT INTO imgsearch.images(name, content_type, width, height, size, sha256, created_at, data, vector)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-            9, vals, lens, fmts, 0, PGRES_TUPLES_OK, err, errlen, &rc, "add image");
+            img->id ? "INSERT INTO imgsearch.images(name, content_type, width, height, size, sha256, created_at, data,"
+                      " vector, id) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id"
+                    : "INSERT INTO imgsearch.images(name, content_type, width, height, size, sha256, created_at, data,"
+                      " vector) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            img->id ? 10 : 9, vals, lens, fmts, 0, PGRES_TUPLES_OK, err, errlen, &rc, "add image");
     if (r) img->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
+    if (rc == IS_ERR_INTERNAL && strstr(err ? err : "", "duplicate key"))
+        rc = is_fail(err, errlen, IS_ERR_INVALID, "id %s is taken", id);
     if (!rc) rc = log_change(s, c, CHANGE_ADD, img->id, seq, err, errlen);
     return finish(s, c, rc, err, errlen);
+}
+
+static int pg_add(store *base, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err,
+                  size_t errlen) {
+    img->created_at = now_ms();
+    img->id = 0;
+    return insert_row((pg_store *)base, img, bytes, len, seq, err, errlen);
+}
+
+static int pg_import(store *base, const store_image *img, const void *bytes, size_t len, char *err, size_t errlen) {
+    pg_store *s = (pg_store *)base;
+    store_image copy = *img;
+    int64_t seq;
+    int rc = insert_row(s, &copy, bytes, len, &seq, err, errlen);
+    if (rc) return rc;
+    /* later adds get larger ids than every imported one */
+    PGconn *c = conn_get(s, err, errlen);
+    if (!c) return IS_ERR_UNAVAILABLE;
+    rc = exec_simple(s, c,
+                     "SELECT setval(pg_get_serial_sequence('imgsearch.images', 'id'),"
+                     " greatest((SELECT max(id) FROM imgsearch.images),"
+                     " (SELECT last_value FROM imgsearch.images_id_seq)))",
+                     err, errlen, "advance the id sequence");
+    conn_put(s, c);
+    return rc;
+}
+
+static int scalar(pg_store *s, const char *sql, int64_t *out);
+
+static int pg_max_id(store *base, int64_t *id) {
+    return scalar((pg_store *)base, "SELECT coalesce(max(id), 0) FROM imgsearch.images", id);
 }
 
 static int pg_get(store *base, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen) {
@@ -702,6 +737,8 @@ static const store_ops postgres_ops = {
     .bytes_read = pg_bytes_read,
     .sweep = pg_sweep,
     .add = pg_add,
+    .import = pg_import,
+    .max_id = pg_max_id,
     .get = pg_get,
     .delete = pg_delete,
     .delete_all = pg_delete_all,

@@ -171,9 +171,9 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int sq_add(store *base, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err,
-                  size_t errlen) {
-    sqlite_store *s = (sqlite_store *)base;
+/* Inserts img (id 0: a new one) with its bytes and logs the add, in one transaction. */
+static int insert_row(sqlite_store *s, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err,
+                      size_t errlen) {
     if (!img->vector || img->dims != s->dims)
         return is_fail(err, errlen, IS_ERR_INVALID, "vector must have %d dimensions", s->dims);
     int rc = begin(s, err, errlen);
@@ -184,10 +184,9 @@ static int sq_add(store *base, store_image *img, const void *bytes, size_t len, 
     rc = blobs_store(s->files, bytes, len, img->sha256, err, errlen);
     if (rc) return finish(s, rc, err, errlen);
     sqlite3_stmt *st;
-    img->created_at = now_ms();
     if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO images(name, content_type, width, height, size, sha256, created_at, data, vector)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &st, NULL) != SQLITE_OK)
+                           "INSERT INTO images(name, content_type, width, height, size, sha256, created_at, data, vector,"
+                           " id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &st, NULL) != SQLITE_OK)
         return finish(s, db_fail(s, err, errlen, "add image"), err, errlen);
     sqlite3_bind_text(st, 1, img->name ? img->name : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, img->content_type ? img->content_type : "application/octet-stream", -1, SQLITE_STATIC);
@@ -198,11 +197,37 @@ static int sq_add(store *base, store_image *img, const void *bytes, size_t len, 
     sqlite3_bind_int64(st, 7, img->created_at);
     sqlite3_bind_text(st, 8, img->data ? img->data : "{}", -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 9, img->vector, (int)(sizeof(float) * (size_t)s->dims), SQLITE_STATIC);
-    int ok = sqlite3_step(st) == SQLITE_DONE;
+    if (img->id) sqlite3_bind_int64(st, 10, img->id);
+    else sqlite3_bind_null(st, 10);
+    int step = sqlite3_step(st);
     sqlite3_finalize(st);
-    if (!ok) return finish(s, db_fail(s, err, errlen, "add image"), err, errlen);
+    if (step != SQLITE_DONE)
+        return finish(s,
+                      sqlite3_errcode(s->db) == SQLITE_CONSTRAINT
+                          ? is_fail(err, errlen, IS_ERR_INVALID, "id %lld is taken", (long long)img->id)
+                          : db_fail(s, err, errlen, "add image"),
+                      err, errlen);
     img->id = sqlite3_last_insert_rowid(s->db);
     return finish(s, log_change(s, CHANGE_ADD, img->id, seq, err, errlen), err, errlen);
+}
+
+static int sq_add(store *base, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err,
+                  size_t errlen) {
+    img->created_at = now_ms();
+    img->id = 0;
+    return insert_row((sqlite_store *)base, img, bytes, len, seq, err, errlen);
+}
+
+static int sq_import(store *base, const store_image *img, const void *bytes, size_t len, char *err, size_t errlen) {
+    store_image copy = *img;
+    int64_t seq;
+    return insert_row((sqlite_store *)base, &copy, bytes, len, &seq, err, errlen);
+}
+
+static int scalar(sqlite_store *s, const char *sql, const char *arg, int64_t *out);
+
+static int sq_max_id(store *base, int64_t *id) {
+    return scalar((sqlite_store *)base, "SELECT coalesce(max(id), 0) FROM images", NULL, id);
 }
 
 static char *column_dup(sqlite3_stmt *st, int col) {
@@ -646,6 +671,8 @@ static const store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sq_close,
     .add = sq_add,
+    .import = sq_import,
+    .max_id = sq_max_id,
     .get = sq_get,
     .delete = sq_delete,
     .delete_all = sq_delete_all,

@@ -45,6 +45,12 @@ int store_add(store *s, store_image *img, const void *bytes, size_t len, int64_t
     return s->ops->add(s, img, bytes, len, seq, err, errlen);
 }
 
+int store_import(store *s, const store_image *img, const void *bytes, size_t len, char *err, size_t errlen) {
+    return s->ops->import(s, img, bytes, len, err, errlen);
+}
+
+int store_max_id(store *s, int64_t *id) { return s->ops->max_id(s, id); }
+
 int store_get(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen) {
     return s->ops->get(s, id, with_vector, out, err, errlen);
 }

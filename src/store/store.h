@@ -81,6 +81,11 @@ int store_sweep(store *s, int *removed, char *err, size_t errlen);
 /* Inserts img (its id and created_at are set here) with its vector and its image bytes (named by
  * img->sha256; bytes already stored under that name are kept); *seq gets the change. */
 int store_add(store *s, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err, size_t errlen);
+/* Inserts a row copied from another store as it is: its id, created_at, vector and bytes kept (for
+ * `imgsearch migrate`); later adds get larger ids. IS_ERR_INVALID when the id is taken. */
+int store_import(store *s, const store_image *img, const void *bytes, size_t len, char *err, size_t errlen);
+/* The largest id stored, 0 when empty. */
+int store_max_id(store *s, int64_t *id);
 /* IS_ERR_NOT_FOUND for an unknown id. */
 int store_get(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen);
 /* Deletes the row, and its bytes when no other row names them. */

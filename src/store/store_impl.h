@@ -19,6 +19,8 @@ typedef struct store_ops {
     int (*bytes_read)(store *s, const char *hex, unsigned char **out, size_t *len, char *err, size_t errlen);
     int (*sweep)(store *s, int *removed, char *err, size_t errlen);
     int (*add)(store *s, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err, size_t errlen);
+    int (*import)(store *s, const store_image *img, const void *bytes, size_t len, char *err, size_t errlen);
+    int (*max_id)(store *s, int64_t *id);
     int (*get)(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen);
     int (*delete)(store *s, int64_t id, int64_t *seq, char *err, size_t errlen);
     int (*delete_all)(store *s, int64_t *count, int64_t *seq, char *err, size_t errlen);
