@@ -76,6 +76,31 @@ static int choose_embedding(engine *e, const char *data_dir, char *err, size_t e
     return store_bind_embedding(e->db, embed_model_name(e->model), embed_dims(e->model), err, errlen);
 }
 
+/* A node of a shared store keeps its index snapshot in its own data directory: one made from
+ * another database (the directory reused, the URL changed) must not be loaded, however its
+ * sequence compares. <data_dir>/store.id names the store the snapshot came from. */
+static int bind_cache_to_store(engine *e, const char *data_dir, char *err, size_t errlen) {
+    char id[128] = "", kept[128] = "", path[PATH_MAX];
+    int rc = store_identity(e->db, id, sizeof id);
+    if (rc || !*id) return rc ? is_fail(err, errlen, rc, "cannot read the store's identity") : IS_OK;
+    snprintf(path, sizeof path, "%s/store.id", data_dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(kept, sizeof kept, f)) kept[0] = 0;
+        fclose(f);
+        kept[strcspn(kept, "\n")] = 0;
+    }
+    if (!strcmp(kept, id)) return IS_OK;
+    if (unlink(e->snapshot_path) && errno != ENOENT)
+        return is_fail(err, errlen, IS_ERR_IO, "cannot remove %s: %s", e->snapshot_path, strerror(errno));
+    f = fopen(path, "w");
+    if (!f || fprintf(f, "%s\n", id) < 0 || fclose(f)) {
+        if (f) fclose(f);
+        return is_fail(err, errlen, IS_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    }
+    return IS_OK;
+}
+
 int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen) {
     *out = NULL;
     engine *e = calloc(1, sizeof *e);
@@ -120,6 +145,7 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
         hnsw_free(probe);
         snprintf(e->snapshot_path, sizeof e->snapshot_path, "%s/index.hnsw", cfg->data_dir);
     }
+    if (!rc) rc = bind_cache_to_store(e, cfg->data_dir, err, errlen);
     if (!rc) rc = index_open(e, err, errlen);
     if (!rc && store_shared(e->db)) {
         pthread_mutex_lock(&e->write_lock);

@@ -665,6 +665,15 @@ static int pg_sweep(store *base, int *removed, char *err, size_t errlen) {
 
 /* ---- embedding -------------------------------------------------------------------------------- */
 
+static int pg_identity(store *base, char *out, size_t outlen) {
+    pg_store *s = (pg_store *)base;
+    PGconn *c = conn_get(s, NULL, 0);
+    if (!c) return IS_ERR_UNAVAILABLE;
+    int rc = meta_get(s, c, "store_id", out, outlen);
+    conn_put(s, c);
+    return rc;
+}
+
 static int pg_bind_embedding(store *base, const char *model, int dims, char *err, size_t errlen) {
     pg_store *s = (pg_store *)base;
     PGconn *c = conn_get(s, err, errlen);
@@ -732,6 +741,7 @@ static const store_ops postgres_ops = {
     .name = "postgresql",
     .shared = true,
     .close = pg_close,
+    .identity = pg_identity,
     .bytes_prepare = pg_bytes_prepare,
     .bytes_discard = pg_bytes_discard,
     .bytes_read = pg_bytes_read,

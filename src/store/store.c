@@ -16,6 +16,12 @@ int store_open(const char *data_dir, const char *url, const char *model, int dim
 const char *store_kind(const store *s) { return s->ops->name; }
 bool store_shared(const store *s) { return s->ops->shared; }
 
+int store_identity(store *s, char *out, size_t outlen) {
+    if (s->ops->identity) return s->ops->identity(s, out, outlen);
+    if (outlen) *out = 0;
+    return 0;
+}
+
 int store_bytes_prepare(store *s, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1], char *err,
                         size_t errlen) {
     return s->ops->bytes_prepare(s, bytes, len, hex, err, errlen);

@@ -61,6 +61,9 @@ int store_open(const char *data_dir, const char *url, const char *model, int dim
 void store_close(store *s);
 /* "sqlite" or "postgresql". */
 const char *store_kind(const store *s);
+/* A name for this store that no other store has (PostgreSQL: made at its creation; embedded: ""),
+ * so that a node can tell whether a cache it kept (an index snapshot) was made from this store. */
+int store_identity(store *s, char *out, size_t outlen);
 /* May other processes write to this store meanwhile (PostgreSQL)? Then a reader must follow the
  * change log rather than assume it saw every write. */
 bool store_shared(const store *s);

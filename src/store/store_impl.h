@@ -14,6 +14,7 @@ typedef struct store_ops {
     const char *name; /* "sqlite", "postgresql": store_kind */
     bool shared;      /* store_shared */
     void (*close)(store *s);
+    int (*identity)(store *s, char *out, size_t outlen); /* NULL: "" */
     int (*bytes_prepare)(store *s, const void *bytes, size_t len, char hex[BLOB_HEX_LEN + 1], char *err, size_t errlen);
     void (*bytes_discard)(store *s, const char *hex);
     int (*bytes_read)(store *s, const char *hex, unsigned char **out, size_t *len, char *err, size_t errlen);

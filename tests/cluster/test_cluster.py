@@ -267,3 +267,35 @@ def test_delete_all_and_reindex_on_one_node_reach_every_node(nodes):
         assert health(s)["result"] is True
     # ids are never reused, whichever node adds next
     assert post_add(a.url, imgs[0], {}).json()["result"] > 6
+
+
+def test_database_of_another_model_is_refused(nodes, binary, models_dir, tmp_path):
+    (a,) = nodes(1)
+    assert post_add(a.url, variants(1, seed=17)[0], {}).status_code == 201
+    lite1 = os.path.join(models_dir, "efficientnet_lite1.json")
+    if not os.path.exists(lite1):
+        pytest.skip("efficientnet_lite1 not fetched")
+    s = Server(binary, lite1, tmp_path / "other", ["--store", nodes.url])
+    with pytest.raises(RuntimeError):
+        s.start()
+    log = open(s.log.name, "rb").read().decode(errors="replace")
+    assert "the database holds vectors of model efficientnet_lite0" in log, log
+
+
+def test_snapshot_of_another_database_is_not_loaded(binary, model, pg, tmp_path):
+    imgs = variants(4, seed=18)
+    first, second = pg.create_database(), pg.create_database()
+    s = Server(binary, model, tmp_path / "node", ["--store", first, "--hnsw-threshold", "0"]).start()
+    for i in range(3):
+        post_add(s.url, imgs[i], {"i": i})
+    assert s.stop() == 0 and os.path.exists(os.path.join(s.data_dir, "index.hnsw"))
+    # the same cache directory, another database that happens to be further along
+    t = Server(binary, model, tmp_path / "other", ["--store", second]).start()
+    for i in range(4):
+        post_add(t.url, imgs[3], {"other": i})
+    t.stop()
+    s = Server(binary, model, tmp_path / "node", ["--store", second, "--hnsw-threshold", "0"]).start()
+    assert all_ids(s.url) == {1, 2, 3, 4}
+    assert nearest(s.url, imgs[3])[0]["data"]["other"] in range(4)
+    assert health(s)["result"] is True
+    s.stop()
