@@ -1,22 +1,27 @@
-/* engine.h — the one facade over embedding, store, blobs and index; owns consistency.
+/* engine.h — the one facade over embedding, store and index; owns consistency.
  *
- * Consistency: the store is the truth. Every write holds the engine's write mutex across
- * blob write, store transaction and index update, so the index applies changes in sequence
- * order and always equals the store between writes. Inference runs before that mutex is taken,
- * and searches only take the index's read lock, so they run during writes. At open the index is
- * loaded from its snapshot (HNSW) and the store's change log after the snapshot's sequence is
- * replayed; without a usable snapshot the exact index is filled from the store and the HNSW graph,
- * when due, is built in the background. Blobs that no row names (left by a crash) are removed.
+ * Consistency: the store is the truth (store.h: rows, vectors, image bytes, the change log). Every
+ * write holds the engine's write mutex across the store transaction and the index update, so the
+ * index applies changes in sequence order and equals the store between writes. On a shared store
+ * (PostgreSQL) other nodes write too: a write ends by catching up with the log through its own
+ * change (read-your-writes), and a follower thread applies other nodes' changes (engine_follow.c).
+ * Inference runs before the write mutex is taken, and searches only take the index's read lock
+ * (names and metadata come from the index's own copy, never from the store), so they run during
+ * writes and while a shared store is unreachable. At open the index is loaded from its snapshot
+ * (HNSW) and the change log after the snapshot's sequence is replayed; without a usable snapshot
+ * the exact index is filled from the store and the HNSW graph, when due, is built in the
+ * background. Image bytes that no row names (left by a crash) are removed.
  *
- * Embedding: a data directory records the embedding its vectors came from. One made with the
- * same network before heads existed is served with that plain embedding (queries too) until
- * engine_reembed moves it; any other mismatch is refused at open.
+ * Embedding: a store records the embedding its vectors came from. One made with the same network
+ * before heads existed is served with that plain embedding (queries too) until engine_reembed
+ * moves it; any other mismatch is refused at open.
  *
  * Input: image names are stored as clean UTF-8 (util/text.h: last path component, ill-formed bytes
  * replaced, at most 255 bytes); metadata must be a JSON object within engine_data_limits (size
  * checked before parsing, then key count and depth; IS_ERR_TOO_LARGE when over), duplicate keys
  * refused (IS_ERR_INVALID). Errors that come from files (IS_ERR_IO) may name paths: callers that
- * answer clients log them instead of showing them.
+ * answer clients log them instead of showing them. IS_ERR_UNAVAILABLE: a shared store cannot be
+ * reached; nothing was changed.
  *
  * Threads: every function is thread-safe. Inference runs on a pool of sessions (config.sessions),
  * each built on first need and reused; a caller waits while all are busy. Memory: results filled
