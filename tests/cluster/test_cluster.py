@@ -44,8 +44,8 @@ def nodes(binary, model, pg, tmp_path):
     _make.url = url
     _make.db = url.rsplit("/", 1)[1]
     yield _make
-    for s in made:
-        s.stop()
+    codes = [s.stop() for s in made]
+    assert codes == [0] * len(made), f"servers exited with {codes} (see their logs)"
 
 
 def status(s):
@@ -298,4 +298,4 @@ def test_snapshot_of_another_database_is_not_loaded(binary, model, pg, tmp_path)
     assert all_ids(s.url) == {1, 2, 3, 4}
     assert nearest(s.url, imgs[3])[0]["data"]["other"] in range(4)
     assert health(s)["result"] is True
-    s.stop()
+    assert s.stop() == 0
