@@ -606,10 +606,15 @@ int engine_query(engine *e, const char *filter_json, int64_t offset, int limit, 
     qsort(ids, m, sizeof *ids, cmp_id);
     store_image *out = calloc((size_t)limit, sizeof *out);
     int got = 0;
-    for (size_t i = (size_t)offset; out && i < m && got < limit; i++)
-        if (store_get(e->db, ids[i], false, &out[got], NULL, 0) == IS_OK) got++;
+    size_t from = (size_t)offset < m ? (size_t)offset : m, want = m - from < (size_t)limit ? m - from : (size_t)limit;
+    /* one read for the page (rows deleted since the index was read are left out) */
+    if (out) rc = store_get_many(e->db, ids + from, (int)want, false, out, &got, err, errlen);
     free(ids);
     if (!out) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    if (rc) {
+        free(out);
+        return rc;
+    }
     *rows = out;
     *n = got;
     *total = (int64_t)m;

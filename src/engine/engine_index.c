@@ -131,46 +131,78 @@ static int collect_change(int64_t seq, change_op op, int64_t id, void *ctx) {
     return 0;
 }
 
+static const store_image *find_row(const store_image *rows, int n, int64_t id) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (rows[mid].id == id) return &rows[mid];
+        if (rows[mid].id < id) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return NULL;
+}
+
+#define REPLAY_BATCH 256
+
+/* Applies one change (its row, if any, already read: NULL when deleted by a later change). */
+static int apply_change(engine *e, index_state *st, const change *c, const store_image *row, char *err,
+                        size_t errlen) {
+    bool shared = st == &e->idx;
+    int rc = IS_OK;
+    if (c->op == CHANGE_ADD || c->op == CHANGE_DATA) {
+        if (!row) return IS_OK; /* deleted by a later change, which removes it */
+        if (shared) pthread_rwlock_wrlock(&e->index_lock);
+        rc = index_put_meta(st, c->id, row->name, row->data);
+        if (shared) pthread_rwlock_unlock(&e->index_lock);
+        if (!rc && c->op == CHANGE_ADD && !index_has(st, c->id)) rc = index_add_vector(e, st, c->id, row->vector);
+    } else if (c->op == CHANGE_DELETE) {
+        if (index_has(st, c->id)) index_remove_vector(e, st, c->id);
+        if (shared) pthread_rwlock_wrlock(&e->index_lock);
+        index_drop_meta(st, c->id);
+        if (shared) pthread_rwlock_unlock(&e->index_lock);
+    } else if (c->op == CHANGE_CLEAR) {
+        index_state empty;
+        rc = index_state_empty(e, st->hnsw != NULL, &empty, err, errlen);
+        if (!rc) {
+            if (shared) pthread_rwlock_wrlock(&e->index_lock);
+            index_state old = *st;
+            *st = empty;
+            if (shared) pthread_rwlock_unlock(&e->index_lock);
+            index_state_free(&old);
+        }
+    }
+    return rc;
+}
+
 /* Applies the store's changes after st->applied_seq to st, in order. The caller holds write_lock
- * (no change can arrive meanwhile) and, if st is the live state, takes index_lock around each
- * metadata change via the helpers. */
+ * (no local change can arrive meanwhile) and, if st is the live state, takes index_lock around
+ * each metadata change via the helpers. Rows are read REPLAY_BATCH changes at a time (one round
+ * trip each on a shared store); a row read reflects the store now, which later changes in the log
+ * bring about anyway. */
 static int replay(engine *e, index_state *st, char *err, size_t errlen) {
     change_list l = {0};
     int rc = store_changes_after(e->db, st->applied_seq, collect_change, &l, err, errlen);
-    bool shared = st == &e->idx;
-    for (size_t i = 0; !rc && i < l.n; i++) {
-        change c = l.v[i];
-        store_image row;
-        if (c.op == CHANGE_ADD || c.op == CHANGE_DATA) {
-            int got = store_get(e->db, c.id, c.op == CHANGE_ADD, &row, NULL, 0);
-            if (got == IS_OK) {
-                if (shared) pthread_rwlock_wrlock(&e->index_lock);
-                rc = index_put_meta(st, c.id, row.name, row.data);
-                if (shared) pthread_rwlock_unlock(&e->index_lock);
-                if (!rc && c.op == CHANGE_ADD && !index_has(st, c.id)) rc = index_add_vector(e, st, c.id, row.vector);
-                store_image_clear(&row);
-            } else if (got != IS_ERR_NOT_FOUND) { /* not found: deleted by a later change */
-                rc = is_fail(err, errlen, got, "cannot read image %lld while catching up", (long long)c.id);
+    int64_t ids[REPLAY_BATCH];
+    store_image *rows = rc ? NULL : calloc(REPLAY_BATCH, sizeof *rows);
+    if (!rc && !rows) rc = IS_ERR_NOMEM;
+    for (size_t at = 0; !rc && at < l.n; at += REPLAY_BATCH) {
+        size_t end = at + REPLAY_BATCH < l.n ? at + REPLAY_BATCH : l.n;
+        int nids = 0, found = 0;
+        bool vectors = false;
+        for (size_t i = at; i < end; i++)
+            if (l.v[i].op == CHANGE_ADD || l.v[i].op == CHANGE_DATA) {
+                ids[nids++] = l.v[i].id;
+                vectors |= l.v[i].op == CHANGE_ADD;
             }
-        } else if (c.op == CHANGE_DELETE) {
-            if (index_has(st, c.id)) index_remove_vector(e, st, c.id);
-            if (shared) pthread_rwlock_wrlock(&e->index_lock);
-            index_drop_meta(st, c.id);
-            if (shared) pthread_rwlock_unlock(&e->index_lock);
-        } else if (c.op == CHANGE_CLEAR) {
-            index_state empty;
-            rc = index_state_empty(e, st->hnsw != NULL, &empty, err, errlen);
-            if (!rc) {
-                if (shared) pthread_rwlock_wrlock(&e->index_lock);
-                index_state old = *st;
-                *st = empty;
-                if (shared) pthread_rwlock_unlock(&e->index_lock);
-                index_state_free(&old);
-            }
+        rc = store_get_many(e->db, ids, nids, vectors, rows, &found, err, errlen);
+        for (size_t i = at; !rc && i < end; i++) {
+            rc = apply_change(e, st, &l.v[i], find_row(rows, found, l.v[i].id), err, errlen);
+            if (!rc) st->applied_seq = l.v[i].seq;
         }
-        if (!rc) st->applied_seq = c.seq;
+        for (int i = 0; i < found; i++) store_image_clear(&rows[i]);
     }
     if (rc == IS_ERR_NOMEM) rc = is_fail(err, errlen, rc, "out of memory catching up with the store");
+    free(rows);
     free(l.v);
     return rc;
 }

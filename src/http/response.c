@@ -43,7 +43,7 @@ void http_fail(http_response *res, int status_code, const char *err) {
     snprintf(msg, sizeof msg, "%s: %s (error %lu in the server log)", name,
              status_code == IS_ERR_NOMEM ? "the server is out of memory, try again later"
              : status_code == IS_ERR_UNAVAILABLE
-                 ? "the database cannot be reached just now; nothing was changed, try again later (searches "
+                 ? "the database cannot be reached just now, so this was not done; try again later (searches "
                    "go on from this server's index)"
                  : "the server could not complete the request",
              ref);

@@ -106,6 +106,19 @@ static void ignore_notice(void *arg, const char *message) {
     (void)message;
 }
 
+/* Connects with our defaults for what the URL leaves unsaid: a 5 s connect timeout (an unreachable
+ * host would otherwise hold a request for the TCP timeout) and TCP keepalives, so that a database
+ * that vanished without closing the connection is noticed in about 30 s rather than hours. The
+ * URL's own settings win (libpq: later parameters override the expanded dbname's). */
+static PGconn *connect_to(const char *url) {
+    const char *keys[] = {"connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                          "application_name", "dbname", NULL};
+    const char *vals[] = {"5", "10", "5", "3", "imgsearch", url, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c) PQsetNoticeProcessor(c, ignore_notice, NULL); /* NOTICEs (IF NOT EXISTS …) are not errors */
+    return c;
+}
+
 /* A pooled connection, or NULL with IS_ERR_UNAVAILABLE in err while the server cannot be reached. */
 static PGconn *conn_get(pg_store *s, char *err, size_t errlen) {
     pthread_mutex_lock(&s->lock);
@@ -122,10 +135,9 @@ static PGconn *conn_get(pg_store *s, char *err, size_t errlen) {
     }
     s->nopen++;
     pthread_mutex_unlock(&s->lock);
-    PGconn *c = PQconnectdb(s->url);
+    PGconn *c = connect_to(s->url);
     if (PQstatus(c) == CONNECTION_OK) {
-        PQsetNoticeProcessor(c, ignore_notice, NULL); /* NOTICEs (IF NOT EXISTS …) are not errors */
-        PQclear(PQexec(c, "SET application_name = 'imgsearch'; SET synchronous_commit = on"));
+        PQclear(PQexec(c, "SET synchronous_commit = on")); /* an acknowledged write is on disk */
         pthread_mutex_lock(&s->lock);
         s->backoff_ms = 0;
         s->retry_at_ms = 0;
@@ -443,6 +455,44 @@ static int pg_get(store *base, int64_t id, bool with_vector, store_image *out, c
     return rc;
 }
 
+static int pg_get_many(store *base, const int64_t *ids, int n, bool with_vector, store_image *rows, int *found,
+                       char *err, size_t errlen) {
+    pg_store *s = (pg_store *)base;
+    *found = 0;
+    char *list = malloc((size_t)n * 21 + 3);
+    if (!list) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    size_t at = 0;
+    list[at++] = '{';
+    for (int i = 0; i < n; i++) at += (size_t)sprintf(list + at, i ? ",%lld" : "%lld", (long long)ids[i]);
+    list[at++] = '}';
+    list[at] = 0;
+    PGconn *c = conn_get(s, err, errlen);
+    if (!c) {
+        free(list);
+        return IS_ERR_UNAVAILABLE;
+    }
+    const char *vals[1] = {list};
+    int rc = IS_OK;
+    PGresult *r = run(s, c,
+                      with_vector ? "SELECT " ROW_COLUMNS " FROM imgsearch.images WHERE id = ANY($1::bigint[]) ORDER BY id"
+                                  : "SELECT id, name, content_type, width, height, size, sha256, created_at, data"
+                                    " FROM imgsearch.images WHERE id = ANY($1::bigint[]) ORDER BY id",
+                      1, vals, NULL, NULL, 0, PGRES_TUPLES_OK, err, errlen, &rc, "get images");
+    conn_put(s, c);
+    free(list);
+    for (int i = 0; r && !rc && i < PQntuples(r) && i < n; i++) {
+        rc = read_row(s, r, i, with_vector, &rows[i]);
+        if (rc) rc = is_fail(err, errlen, rc, "cannot read an image row");
+        else ++*found;
+    }
+    PQclear(r);
+    if (rc) {
+        for (int i = 0; i < *found; i++) store_image_clear(&rows[i]);
+        *found = 0;
+    }
+    return rc;
+}
+
 static int pg_delete(store *base, int64_t id, int64_t *seq, char *err, size_t errlen) {
     pg_store *s = (pg_store *)base;
     int rc;
@@ -750,6 +800,7 @@ static const store_ops postgres_ops = {
     .import = pg_import,
     .max_id = pg_max_id,
     .get = pg_get,
+    .get_many = pg_get_many,
     .delete = pg_delete,
     .delete_all = pg_delete_all,
     .set_data = pg_set_data,
@@ -812,8 +863,7 @@ static int pg_wait_changes(store *base, int timeout_ms) {
     pg_store *s = (pg_store *)base;
     if (listener && listener_owner != s) drop_listener();
     if (!listener) {
-        listener = PQconnectdb(s->url);
-        PQsetNoticeProcessor(listener, ignore_notice, NULL);
+        listener = connect_to(s->url);
         PGresult *r = PQstatus(listener) == CONNECTION_OK ? PQexec(listener, "LISTEN " CHANGE_CHANNEL) : NULL;
         bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);

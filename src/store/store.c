@@ -6,6 +6,7 @@
 
 #include "store/store.h"
 #include "store/store_impl.h"
+#include "util/status.h"
 
 int store_open(const char *data_dir, const char *url, const char *model, int dims, store **out, char *err,
                size_t errlen) {
@@ -56,6 +57,35 @@ int store_import(store *s, const store_image *img, const void *bytes, size_t len
 }
 
 int store_max_id(store *s, int64_t *id) { return s->ops->max_id(s, id); }
+
+static int cmp_id(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+int store_get_many(store *s, const int64_t *ids, int n, bool with_vector, store_image *rows, int *found, char *err,
+                   size_t errlen) {
+    *found = 0;
+    if (n <= 0) return IS_OK;
+    if (s->ops->get_many) return s->ops->get_many(s, ids, n, with_vector, rows, found, err, errlen);
+    int64_t *sorted = malloc(sizeof *sorted * (size_t)n);
+    if (!sorted) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    memcpy(sorted, ids, sizeof *sorted * (size_t)n);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_id);
+    int rc = IS_OK;
+    for (int i = 0; !rc && i < n; i++) {
+        if (i && sorted[i] == sorted[i - 1]) continue;
+        rc = s->ops->get(s, sorted[i], with_vector, &rows[*found], err, errlen);
+        if (rc == IS_ERR_NOT_FOUND) rc = IS_OK;
+        else if (!rc) ++*found;
+    }
+    free(sorted);
+    if (rc) {
+        for (int i = 0; i < *found; i++) store_image_clear(&rows[i]);
+        *found = 0;
+    }
+    return rc;
+}
 
 int store_get(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen) {
     return s->ops->get(s, id, with_vector, out, err, errlen);

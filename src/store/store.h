@@ -18,7 +18,8 @@
  * when the last row naming them goes (store_delete, store_delete_all).
  *
  * Errors: IS_ERR_NOT_FOUND for an unknown id; IS_ERR_UNAVAILABLE when a shared store cannot be
- * reached (the call changed nothing, or committed nothing the caller was told of: retry later);
+ * reached (the write was rolled back, unless the connection broke while its COMMIT was under way,
+ * when PostgreSQL may have committed it: the change log then carries it like any other);
  * IS_ERR_IO for files and disks; IS_ERR_INVALID for a database made for another model.
  *
  * Threads: every function may be called from any thread (each implementation serialises what it
@@ -84,6 +85,10 @@ int store_sweep(store *s, int *removed, char *err, size_t errlen);
 /* Inserts img (its id and created_at are set here) with its vector and its image bytes (named by
  * img->sha256; bytes already stored under that name are kept); *seq gets the change. */
 int store_add(store *s, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err, size_t errlen);
+/* The rows of up to n ids at once (one round trip on PostgreSQL), into rows (room for n), in
+ * ascending id order; ids that do not exist are left out; *found counts the rows filled. */
+int store_get_many(store *s, const int64_t *ids, int n, bool with_vector, store_image *rows, int *found, char *err,
+                   size_t errlen);
 /* Inserts a row copied from another store as it is: its id, created_at, vector and bytes kept (for
  * `imgsearch migrate`); later adds get larger ids. IS_ERR_INVALID when the id is taken. */
 int store_import(store *s, const store_image *img, const void *bytes, size_t len, char *err, size_t errlen);

@@ -22,6 +22,9 @@ typedef struct store_ops {
     int (*add)(store *s, store_image *img, const void *bytes, size_t len, int64_t *seq, char *err, size_t errlen);
     int (*import)(store *s, const store_image *img, const void *bytes, size_t len, char *err, size_t errlen);
     int (*max_id)(store *s, int64_t *id);
+    /* NULL: store.c calls get for each id */
+    int (*get_many)(store *s, const int64_t *ids, int n, bool with_vector, store_image *rows, int *found, char *err,
+                    size_t errlen);
     int (*get)(store *s, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen);
     int (*delete)(store *s, int64_t id, int64_t *seq, char *err, size_t errlen);
     int (*delete_all)(store *s, int64_t *count, int64_t *seq, char *err, size_t errlen);

@@ -198,7 +198,7 @@ def test_database_restart_under_load(nodes, pg):
     # writes: a clear 503; searches: answered from each node's index, flagged stale
     r = post_add(a.url, imgs[4], {"i": 4})
     assert r.status_code == 503, r.text
-    assert "database cannot be reached" in r.json()["detail"]
+    assert "database cannot be reached" in r.json()["detail"] and "store_unavailable" in r.json()["detail"]
     assert requests.delete(f"{b.url}/image/1").status_code == 503
     for s in (a, b):
         hit = nearest(s.url, imgs[2])[0]
@@ -219,6 +219,67 @@ def test_database_restart_under_load(nodes, pg):
     converged([a, b])
     assert status(a)["store"]["stale"] is False
     assert len(same_everywhere([a, b], imgs[:6])) == 5
+
+
+def test_database_crash_under_concurrent_load(nodes, pg):
+    """PostgreSQL killed (crash, not a clean stop) while two nodes take adds, metadata changes and
+    searches, then started again: writes only ever get 201 or 503, searches always 200, every
+    acknowledged write is on both nodes afterwards, and both are healthy."""
+    a, b = nodes(2)
+    imgs = variants(12, seed=19)
+    acked, unknown, statuses, lock = {}, set(), [], threading.Lock()
+    stop = threading.Event()
+
+    def writer(node, seed):
+        rnd = random.Random(seed)
+        while not stop.is_set():
+            i = rnd.randrange(len(imgs))
+            try:
+                if acked and rnd.random() < 0.3:
+                    with lock:
+                        id_ = rnd.choice(sorted(acked))
+                    r = requests.post(f"{node.url}/data/{id_}", json={"image_data": {"i": acked[id_], "t": 1}},
+                                      timeout=30)
+                else:
+                    r = post_add(node.url, imgs[i], {"i": i}, timeout=30)
+                    if r.status_code == 201:
+                        with lock:
+                            acked[r.json()["result"]] = i
+                with lock:
+                    statuses.append(("write", r.status_code))
+            except requests.RequestException as e:
+                with lock:
+                    statuses.append(("write", repr(e)))
+
+    def searcher(node, seed):
+        rnd = random.Random(seed)
+        while not stop.is_set():
+            r = requests.post(node.url + "/image/search", params={"k": 3},
+                              files={"image": ("q.jpg", imgs[rnd.randrange(len(imgs))])}, timeout=30)
+            with lock:
+                statuses.append(("search", r.status_code))
+
+    threads = [threading.Thread(target=writer, args=(n, k)) for k, n in enumerate((a, b))] + \
+              [threading.Thread(target=searcher, args=(n, 10 + k)) for k, n in enumerate((a, b))]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    pg.kill()
+    time.sleep(2)
+    pg.start()
+    time.sleep(7)  # the nodes' back-off is at most 5 s: writes succeed again before the end
+    stop.set()
+    for t in threads:
+        t.join()
+    writes = [s for k, s in statuses if k == "write"]
+    searches = [s for k, s in statuses if k == "search"]
+    assert set(writes) <= {201, 503}, set(writes)
+    assert 503 in writes and writes[-4:].count(201) >= 1, writes[-10:]
+    assert set(searches) == {200}, set(searches)
+    converged([a, b])
+    for s in (a, b):
+        assert set(acked) <= all_ids(s.url)
+    same_everywhere([a, b], imgs[:3])
 
 
 def test_late_node_catches_up_from_snapshot_and_log(nodes):
@@ -298,4 +359,15 @@ def test_snapshot_of_another_database_is_not_loaded(binary, model, pg, tmp_path)
     assert all_ids(s.url) == {1, 2, 3, 4}
     assert nearest(s.url, imgs[3])[0]["data"]["other"] in range(4)
     assert health(s)["result"] is True
+    assert s.stop() == 0
+
+
+def test_a_key_value_connection_string_works(binary, model, pg, tmp_path):
+    db = pg.create_database().rsplit("/", 1)[1]
+    conninfo = f"host=127.0.0.1 port={pg.port} user=postgres dbname={db} connect_timeout=3"
+    s = Server(binary, model, tmp_path / "node", ["--store", conninfo]).start()
+    img = variants(1, seed=20)[0]
+    id_ = post_add(s.url, img, {"kv": True}).json()["result"]
+    assert nearest(s.url, img)[0]["id"] == id_
+    assert status(s)["store"]["kind"] == "postgresql"
     assert s.stop() == 0
