@@ -40,6 +40,9 @@ void engine_follow_start(engine *e) {
 
 void engine_follow_stop(engine *e) {
     __atomic_store_n(&e->stopping, true, __ATOMIC_RELAXED);
-    if (e->follower_started) pthread_join(e->follower, NULL);
+    if (e->follower_started) {
+        store_wake(e->db);
+        pthread_join(e->follower, NULL);
+    }
     e->follower_started = false;
 }

@@ -27,6 +27,7 @@
  *
  * Test hook: IMGSEARCH_FAULT_COMMIT_DELAY_MS (read at open) sleeps that long between drawing a
  * change's number and committing it, to let the suite race two writers. */
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -56,12 +57,14 @@ typedef struct {
     PGconn *idle[POOL_MAX];
     int nidle, nopen;
     int64_t retry_at_ms, backoff_ms; /* no connection attempt before retry_at_ms */
+    int wake[2];                     /* a byte written to wake[1] ends a store_wait_changes at once */
     char last_error[256];
 } pg_store;
 
 static const store_ops postgres_ops;
 static int pg_wait_changes(store *base, int timeout_ms);
 static void pg_stop_waiting(store *base);
+static void pg_wake(store *base);
 
 static const char *const MIGRATIONS[] = {
     "CREATE SCHEMA IF NOT EXISTS imgsearch;"
@@ -781,6 +784,8 @@ static void pg_close(store *base) {
     pg_store *s = (pg_store *)base;
     if (!s) return;
     for (int i = 0; i < s->nidle; i++) PQfinish(s->idle[i]);
+    for (int i = 0; i < 2; i++)
+        if (s->wake[i] >= 0) close(s->wake[i]);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->freed);
     free(s->url);
@@ -818,6 +823,7 @@ static const store_ops postgres_ops = {
     .reembed_swap = pg_reembed_swap,
     .wait_changes = pg_wait_changes,
     .stop_waiting = pg_stop_waiting,
+    .wake = pg_wake,
 };
 
 int store_postgres_open(const char *url, const char *model, int dims, store **out, char *err, size_t errlen) {
@@ -825,9 +831,16 @@ int store_postgres_open(const char *url, const char *model, int dims, store **ou
     pg_store *s = calloc(1, sizeof *s);
     if (!s) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     s->base.ops = &postgres_ops;
+    s->wake[0] = s->wake[1] = -1;
     s->dims = dims;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->freed, NULL);
+    if (pipe(s->wake)) s->wake[0] = s->wake[1] = -1; /* then a stop waits one poll */
+    for (int i = 0; i < 2; i++)
+        if (s->wake[i] >= 0) {
+            fcntl(s->wake[i], F_SETFL, O_NONBLOCK);
+            fcntl(s->wake[i], F_SETFD, FD_CLOEXEC);
+        }
     const char *delay = getenv("IMGSEARCH_FAULT_COMMIT_DELAY_MS");
     s->commit_delay_ms = delay ? atoi(delay) : 0;
     if (!(s->url = strdup(url))) {
@@ -869,7 +882,12 @@ static int pg_wait_changes(store *base, int timeout_ms) {
         PQclear(r);
         if (!ok) {
             drop_listener();
-            usleep((useconds_t)timeout_ms * 1000); /* the caller polls anyway: nothing is missed */
+            /* the caller polls anyway: nothing is missed; a wake-up still ends the wait */
+            fd_set in;
+            FD_ZERO(&in);
+            if (s->wake[0] >= 0) FD_SET(s->wake[0], &in);
+            struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+            select(s->wake[0] + 1, &in, NULL, NULL, &tv);
             return IS_ERR_UNAVAILABLE;
         }
         listener_owner = s;
@@ -879,8 +897,14 @@ static int pg_wait_changes(store *base, int timeout_ms) {
     fd_set in;
     FD_ZERO(&in);
     FD_SET(fd, &in);
+    if (s->wake[0] >= 0) FD_SET(s->wake[0], &in);
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    if (select(fd + 1, &in, NULL, NULL, &tv) < 0) return IS_OK;
+    int top = fd > s->wake[0] ? fd : s->wake[0];
+    if (select(top + 1, &in, NULL, NULL, &tv) < 0) return IS_OK;
+    if (s->wake[0] >= 0 && FD_ISSET(s->wake[0], &in)) {
+        char drain[64];
+        while (read(s->wake[0], drain, sizeof drain) > 0) continue;
+    }
     if (!PQconsumeInput(listener)) {
         drop_listener(); /* reconnect on the next call */
         return IS_ERR_UNAVAILABLE;
@@ -892,4 +916,10 @@ static int pg_wait_changes(store *base, int timeout_ms) {
 
 static void pg_stop_waiting(store *base) {
     if (listener_owner == (pg_store *)base) drop_listener();
+}
+
+static void pg_wake(store *base) {
+    pg_store *s = (pg_store *)base;
+    if (s->wake[1] >= 0 && write(s->wake[1], "w", 1) < 0) { /* full: a wake-up is pending anyway */
+    }
 }

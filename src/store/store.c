@@ -157,3 +157,7 @@ int store_wait_changes(store *s, int timeout_ms) {
 void store_stop_waiting(store *s) {
     if (s->ops->stop_waiting) s->ops->stop_waiting(s);
 }
+
+void store_wake(store *s) {
+    if (s->ops->wake) s->ops->wake(s);
+}

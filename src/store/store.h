@@ -130,6 +130,8 @@ int store_each_snapshot(store *s, bool with_vector, int (*fn)(const store_image 
  * One thread per store calls it; store_stop_waiting (same thread) closes its connection. */
 int store_wait_changes(store *s, int timeout_ms);
 void store_stop_waiting(store *s);
+/* Ends a store_wait_changes under way (from any thread), e.g. to stop its thread. */
+void store_wake(store *s);
 
 /* ---- re-embedding: every vector recomputed with another model, then swapped in at once ---- */
 

@@ -48,6 +48,7 @@ typedef struct store_ops {
     int (*reembed_swap)(store *s, const char *model, int dims, char *err, size_t errlen);
     int (*wait_changes)(store *s, int timeout_ms); /* NULL: sleeps (no other writer) */
     void (*stop_waiting)(store *s);
+    void (*wake)(store *s); /* NULL: nothing waits long */
 } store_ops;
 
 struct store {
