@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 
+import pytest
 import requests
 
 _cluster = None
@@ -18,6 +19,10 @@ _databases = {}
 
 def store_kind():
     return "postgresql" if os.environ.get("IMGSEARCH_TEST_STORE") == "postgresql" else "sqlite"
+
+
+# Tests of what only the embedded store has (its files on disk, `imgsearch reembed`).
+embedded_only = pytest.mark.skipif(store_kind() != "sqlite", reason="about the embedded store's own files")
 
 
 def cluster():

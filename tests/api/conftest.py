@@ -9,9 +9,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from paths import DARKNET, ROOT, SKIMAGE  # noqa: E402,F401
 from server import Server, free_port, store_kind  # noqa: E402,F401
 
-# Tests of what only the embedded store has (its files on disk, `imgsearch reembed`).
-embedded_only = pytest.mark.skipif(store_kind() != "sqlite", reason="about the embedded store's own files")
-
 
 @pytest.fixture
 def server(binary, model, tmp_path):

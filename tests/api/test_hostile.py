@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from conftest import embedded_only
+from server import embedded_only
 from paths import DARKNET, SKIMAGE
 
 DOG = f"{DARKNET}/dog.jpg"

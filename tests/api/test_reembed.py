@@ -13,7 +13,7 @@ import time
 import requests
 
 from paths import DARKNET, SKIMAGE
-from conftest import embedded_only
+from server import embedded_only
 from server import Server
 
 pytestmark = embedded_only  # reembed works on an embedded data directory
