@@ -1,20 +1,28 @@
 #!/usr/bin/python3
-"""bench/ann.py — our HNSW against hnswlib, FAISS IndexHNSWFlat and brute force, same data,
-same M and ef_construction, same run; and the replaced system's approach (PostgreSQL float8[]
-with a SQL cosine function) at 10,000 vectors.
+"""bench/ann.py — our HNSW against the ANN libraries a user who wants speed installs with pip:
+hnswlib, FAISS (IndexHNSWFlat and its 8-bit quantised IndexHNSWSQ) and usearch (f32 and i8), in a
+throw-away virtual environment the bench makes (never the product's), plus exact search (FAISS
+IndexFlatIP); same data, same M and ef_construction, same run; and the replaced system's approach
+(PostgreSQL float8[] with a SQL cosine function) at 10,000 vectors.
 
 Datasets (deterministic):
   clustered128   1,000,000 x 128  clustered synthetic (numpy seed 1; queries from the same clusters)
+  clustered256     100,000 x 256  clustered synthetic (seed 5)
+  gist960           60,000 x 960  clustered synthetic (seed 4), GIST-like width
   synthetic1280    200,000 x 1280 clustered synthetic (numpy seed 2)
   openclipart      every PNG of Debian's openclipart-png embedded by our engine (EfficientNet-Lite0),
                    500 of them held out as queries
 For each: build time, memory, QPS at 1 and 2 threads at recall@10 >= 0.90 / 0.95 / 0.99 (the
-smallest ef of the sweep reaching it), for ours float32 and int8 (re-ranked), hnswlib, FAISS.
+smallest ef of the sweep reaching it), for ours float32 and int8 (re-ranked) and every peer, and
+the ratio of ours to the best peer: float32 against the best float32 peer, int8 against the best
+peer of any precision. The vector kernels in use (AVX-512/VNNI, AVX2, portable) are printed;
+IMGSEARCH_SIMD=avx2 measures our fallback.
 
-Usage: /usr/bin/python3 bench/ann.py [--datasets clustered128,synthetic1280,openclipart]
-                                     [--scale 1.0] [--m 16] [--efc 200] [--no-postgres]
-Needs: build/bench/bench_ann, build/imgsearch, python3-hnswlib, python3-faiss, openclipart-png,
-postgresql + python3-psycopg2 (for the PostgreSQL row). Writes bench/out/ann-<dataset>.json.
+Usage: /usr/bin/python3 bench/ann.py [--datasets gist960,clustered256,...] [--scale 1.0] [--m 16]
+                                     [--efc 200] [--no-postgres] [--peers-python PATH]
+Needs: build/bench/bench_ann, build/imgsearch, openclipart-png, PyPI access for the peers' venv
+(bench/out/peers-venv, made once, pinned versions in PEERS), postgresql + python3-psycopg2 (for the
+PostgreSQL row). Writes bench/out/ann-<dataset>.json.
 """
 import argparse
 import glob
@@ -34,6 +42,11 @@ BENCH = os.path.join(ROOT, "build", "bench", "bench_ann")
 BIN = os.path.join(ROOT, "build", "imgsearch")
 MODEL = os.path.join(ROOT, "models", "efficientnet_lite0.json")
 EFS = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+# pip-built peers, pinned: what a user who wants speed installs (PyPI wheels built for x86-64 with
+# run-time SIMD dispatch), installed into bench/out/peers-venv, never into the product
+PEERS = ["hnswlib==0.8.0", "faiss-cpu==1.15.1", "usearch==2.26.6", "numpy==2.4.6"]
+PEER_SYSTEMS = ("hnswlib", "faiss", "faiss_sq8", "usearch", "usearch_i8")
+FLOAT_PEERS = ("hnswlib", "faiss", "usearch")
 TARGETS = (0.90, 0.95, 0.99)
 K = 10
 
@@ -100,6 +113,10 @@ def dataset(name, scale):
     if name == "clustered128":
         n = int(1_000_000 * scale)
         return clustered(n, 1000, 128, 1)
+    if name == "clustered256":
+        return clustered(int(100_000 * scale), 1000, 256, 5)
+    if name == "gist960":
+        return clustered(int(60_000 * scale), 1000, 960, 4, clusters=500, spread=0.8, decay=0.5)
     if name == "synthetic1280":
         n = int(200_000 * scale)
         return clustered(n, 1000, 1280, 2, clusters=500, spread=0.8, decay=0.5)
@@ -118,12 +135,35 @@ def write_matrix(path, x, dtype=np.float32):
         x.astype(dtype).tofile(f)
 
 
+def peers_python(explicit=None):
+    """The venv's python with the pinned peers (made on first use)."""
+    if explicit:
+        return explicit
+    venv = os.path.join(OUT, "peers-venv")
+    py = os.path.join(venv, "bin", "python")
+    stamp = os.path.join(venv, "pins.txt")
+    if not (os.path.exists(py) and os.path.exists(stamp) and open(stamp).read() == "\n".join(PEERS)):
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run(["/usr/bin/python3", "-m", "venv", venv], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", *PEERS], check=True)
+        with open(stamp, "w") as f:
+            f.write("\n".join(PEERS))
+    return py
+
+
+PY_PEERS = None  # set in main()
+
+
 def ground_truth(base, queries):
-    import faiss
-    faiss.omp_set_num_threads(2)
-    index = faiss.IndexFlatIP(base.shape[1])
-    index.add(base)
-    return index.search(queries, K)[1]
+    """Exact top-K by inner product, computed by FAISS IndexFlatIP in the peers' venv."""
+    work = tempfile.mkdtemp(dir=OUT, prefix="truth-")
+    try:
+        write_matrix(os.path.join(work, "base.f32"), base)
+        write_matrix(os.path.join(work, "q.f32"), queries)
+        subprocess.run([PY_PEERS, __file__, "--child", "truth", "--work", work], check=True)
+        return read_matrix(os.path.join(work, "truth.i32"), np.int32)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def recall(found, truth, base, queries):
@@ -155,7 +195,7 @@ def read_matrix(path, dtype=np.float32):
 def run_child(peer, files, m, efc):
     """Each peer builds in a fresh process, so its memory is its own (RSS after build minus RSS
     with the data loaded), not whatever the allocator kept from earlier steps."""
-    out = subprocess.run([sys.executable, __file__, "--child", peer, "--work", files["dir"], "--m", str(m),
+    out = subprocess.run([PY_PEERS, __file__, "--child", peer, "--work", files["dir"], "--m", str(m),
                           "--efc", str(efc)], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -163,9 +203,27 @@ def run_child(peer, files, m, efc):
 def child_main(peer, work, m, efc):
     base = read_matrix(os.path.join(work, "base.f32"))
     queries = read_matrix(os.path.join(work, "q.f32"))
+    if peer == "truth":
+        import faiss
+        faiss.omp_set_num_threads(2)
+        index = faiss.IndexFlatIP(base.shape[1])
+        index.add(base)
+        write_matrix(os.path.join(work, "truth.i32"), index.search(queries, K)[1].astype(np.int32), np.int32)
+        return
     truth = read_matrix(os.path.join(work, "truth.i32"), np.int32)
-    fn = run_hnswlib if peer == "hnswlib" else run_faiss
-    print(json.dumps(fn(base, queries, truth, m, efc)))
+    if peer == "faiss_flat":
+        print(json.dumps(run_faiss_flat(base, queries, truth)))
+        return
+    fn = {"hnswlib": run_hnswlib, "faiss": run_faiss, "faiss_sq8": run_faiss_sq8, "usearch": run_usearch,
+          "usearch_i8": run_usearch_i8}[peer]
+    res = fn(base, queries, truth, m, efc)
+    res["version"] = peer_version(peer)
+    print(json.dumps(res))
+
+
+def peer_version(peer):
+    from importlib.metadata import version
+    return version({"hnswlib": "hnswlib", "faiss": "faiss-cpu", "faiss_sq8": "faiss-cpu"}.get(peer, "usearch"))
 
 
 def run_hnswlib(base, queries, truth, m, efc):
@@ -185,14 +243,18 @@ def run_hnswlib(base, queries, truth, m, efc):
     return res
 
 
-def run_faiss(base, queries, truth, m, efc):
+def run_faiss(base, queries, truth, m, efc, sq8=False):
     import faiss
     # FAISS's HNSW insert is several times slower than the others single-threaded; it builds with
     # both cores so the bench ends in reasonable time (its row says so)
     faiss.omp_set_num_threads(2)
     before = rss()
     t0 = time.perf_counter()
-    index = faiss.IndexHNSWFlat(base.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    if sq8:  # FAISS's best quantised HNSW at this size: 8-bit scalar codes, distances on the codes
+        index = faiss.IndexHNSWSQ(base.shape[1], faiss.ScalarQuantizer.QT_8bit, m, faiss.METRIC_INNER_PRODUCT)
+        index.train(base)
+    else:
+        index = faiss.IndexHNSWFlat(base.shape[1], m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = efc
     index.add(base)
     res = {"build_seconds": time.perf_counter() - t0, "memory_bytes": rss() - before, "build_threads": 2, "sweep": []}
@@ -204,6 +266,30 @@ def run_faiss(base, queries, truth, m, efc):
             res["sweep"].append({"ef": max(ef, K), "threads": threads, "recall": recall(labels, truth, base, queries), "qps": qps})
     del index
     return res
+
+
+def run_faiss_sq8(base, queries, truth, m, efc):
+    return run_faiss(base, queries, truth, m, efc, sq8=True)
+
+
+def run_usearch(base, queries, truth, m, efc, dtype="f32"):
+    from usearch.index import Index
+    before = rss()
+    t0 = time.perf_counter()
+    index = Index(ndim=base.shape[1], metric="ip", dtype=dtype, connectivity=m, expansion_add=efc)
+    index.add(np.arange(len(base)), base, threads=1)
+    res = {"build_seconds": time.perf_counter() - t0, "memory_bytes": rss() - before, "build_threads": 1, "sweep": []}
+    for ef in EFS:
+        index.expansion_search = max(ef, K)
+        for threads in (1, 2):
+            labels, qps = timed_qps(lambda: index.search(queries, K, threads=threads).keys, len(queries))
+            res["sweep"].append({"ef": max(ef, K), "threads": threads, "recall": recall(labels, truth, base, queries), "qps": qps})
+    del index
+    return res
+
+
+def run_usearch_i8(base, queries, truth, m, efc):
+    return run_usearch(base, queries, truth, m, efc, dtype="i8")
 
 
 def run_faiss_flat(base, queries, truth):
@@ -236,6 +322,12 @@ def run_ours(files, storage, m, efc, snapshot, filters):
             "snapshot": next((x for x in lines if x["what"] == "snapshot"), None),
             "filtered": [x for x in lines if x["what"] == "filtered"],
             "brute_force": [x for x in lines if x["what"] == "brute_force"]}
+
+
+def simd_level():
+    """The vector kernels bench_ann uses (its first line says)."""
+    out = subprocess.run([BENCH, "--cpu"], capture_output=True, text=True).stdout.strip()
+    return json.loads(out)["dot_level"] if out else "unknown"
 
 
 def at_target(sweep, target, threads):
@@ -303,27 +395,32 @@ def ours_flat_10k(files_dir, base, queries, truth_fn):
 def report(name, shape, res, pg):
     mib = 1 << 20
     n = shape[0]
+    systems = ("ours_float32", "ours_int8") + PEER_SYSTEMS
     print(f"\n## {name}: {shape[0]:,} x {shape[1]}, M={res['m']}, ef_construction={res['efc']}, k={K}\n")
-    print("| system | build s (threads) | RSS growth MiB | bytes/vector | accounted by the index |")
-    print("|---|---|---|---|---|")
-    for sysname in ("ours_float32", "ours_int8", "hnswlib", "faiss"):
+    print("| system | version | build s (threads) | RSS growth MiB | bytes/vector | accounted by the index |")
+    print("|---|---|---|---|---|---|")
+    for sysname in systems:
         r = res[sysname]
         grown = r.get("rss_delta_bytes", r["memory_bytes"])
         own = f"{r['memory_bytes'] / n:.0f} B/vector" if "rss_delta_bytes" in r else "-"
-        print(f"| {sysname} | {r['build_seconds']:.1f} ({r['build_threads']}) | {grown / mib:.1f} | {grown / n:.0f} | {own} |")
-    print("\n| recall@10 >= | threads | ours f32 QPS (ef) | ours int8 QPS (ef) | hnswlib QPS (ef) | FAISS QPS (ef) | ours/hnswlib | ours/FAISS |")
-    print("|---|---|---|---|---|---|---|---|")
+        print(f"| {sysname} | {r.get('version', 'this tree')} | {r['build_seconds']:.1f} ({r['build_threads']}) | "
+              f"{grown / mib:.1f} | {grown / n:.0f} | {own} |")
+    print("\n| recall@10 >= | threads | " + " | ".join(f"{x} QPS (ef)" for x in systems) +
+          " | ours f32 / best f32 peer | ours int8 / best peer |")
+    print("|---|---|" + "---|" * (len(systems) + 2))
     for target in TARGETS:
         for threads in (1, 2):
-            cells, rows = [], {}
-            for sysname in ("ours_float32", "ours_int8", "hnswlib", "faiss"):
-                row = at_target(res[sysname]["sweep"], target, threads)
-                rows[sysname] = row
-                cells.append(f"{row['qps']:.0f} ({row['ef']})" if row else "not reached")
-            def ratio(a, b):
-                return f"{rows[a]['qps'] / rows[b]['qps']:.2f}x" if rows[a] and rows[b] else "-"
+            rows = {x: at_target(res[x]["sweep"], target, threads) for x in systems}
+            cells = [f"{rows[x]['qps']:.0f} ({rows[x]['ef']})" if rows[x] else "not reached" for x in systems]
+
+            def vs_best(ours, peers):
+                got = [(rows[p]["qps"], p) for p in peers if rows[p]]
+                if not rows[ours] or not got:
+                    return "-"
+                qps, who = max(got)
+                return f"{rows[ours]['qps'] / qps:.2f}x {who}"
             print(f"| {target:.2f} | {threads} | " + " | ".join(cells) +
-                  f" | {ratio('ours_float32', 'hnswlib')} | {ratio('ours_float32', 'faiss')} |")
+                  f" | {vs_best('ours_float32', FLOAT_PEERS)} | {vs_best('ours_int8', PEER_SYSTEMS)} |")
     bf = res["ours_float32"]["brute_force"]
     if bf:
         fb = res["faiss_flat"]
@@ -355,13 +452,19 @@ def main():
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--efc", type=int, default=200)
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--peers-python", help="a python with the peers installed (default: bench/out/peers-venv, made once)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child_main(args.child, args.work, args.m, args.efc)
     os.makedirs(OUT, exist_ok=True)
-    print(f"imgsearch ANN bench — {os.cpu_count()} CPUs; recall@{K} against exact ground truth (FAISS IndexFlatIP)")
+    global PY_PEERS
+    PY_PEERS = peers_python(args.peers_python)
+    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
+    have = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16"))
+    print(f"imgsearch ANN bench — {os.cpu_count()} CPUs ({have}); our kernels: {simd_level()}; "
+          f"recall@{K} against exact ground truth (FAISS IndexFlatIP)")
     for name in args.datasets.split(","):
         base, queries = dataset(name, args.scale)
         truth = ground_truth(base, queries)
@@ -375,9 +478,9 @@ def main():
             res = {"m": args.m, "efc": args.efc}
             res["ours_float32"] = run_ours(files, "float32", args.m, args.efc, snapshot=True, filters=name != "synthetic1280")
             res["ours_int8"] = run_ours(files, "int8", args.m, args.efc, snapshot=False, filters=False)
-            res["hnswlib"] = run_child("hnswlib", files, args.m, args.efc)
-            res["faiss"] = run_child("faiss", files, args.m, args.efc)
-            res["faiss_flat"] = run_faiss_flat(base, queries, truth)
+            for peer in PEER_SYSTEMS:
+                res[peer] = run_child(peer, files, args.m, args.efc)
+            res["faiss_flat"] = run_child("faiss_flat", files, args.m, args.efc)
             pg = None
             if not args.no_postgres and name == "synthetic1280":  # 1280-d, like the real embeddings
                 res["flat10k"] = ours_flat_10k(work, base, queries, ground_truth)

@@ -4,6 +4,7 @@
  *
  *   bench_ann --base F --queries F --truth F [--m 16] [--efc 200] [--storage float32|int8]
  *             [--efs 10,20,...] [--threads 1,2] [--snapshot PATH] [--filters] [--flat-queries N]
+ *   bench_ann --cpu      (the vector kernels in use: distance.h, IMGSEARCH_SIMD)
  *
  * Files: uint32 n, uint32 dims, then n×dims float32 (base, queries); uint32 nq, uint32 k, then
  * nq×k int32 row numbers of the true nearest (truth). Ids in the index are row + 1.
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "index/distance.h"
 #include "index/flat.h"
 #include "index/hnsw.h"
 #include "index/planner.h"
@@ -182,6 +184,11 @@ int main(int argc, char **argv) {
     const char *base_f = NULL, *q_f = NULL, *t_f = NULL, *snap = NULL, *storage = "float32";
     int m = 16, efc = 200, efs[32], nefs = 0, threads[4] = {1, 2}, nthreads = 2, filters = 0;
     uint32_t flat_queries = 200;
+    if (argc == 2 && !strcmp(argv[1], "--cpu")) { /* which vector kernels this run uses */
+        printf("{\"what\":\"cpu\",\"dot_level\":\"%s\",\"cpu_level\":\"%s\"}\n", dot_level_name(dot_level_used()),
+               dot_level_name(dot_cpu_level()));
+        return 0;
+    }
     for (int i = 1; i + 1 < argc || (i < argc && !strcmp(argv[i], "--filters")); i += 2) {
         if (!strcmp(argv[i], "--filters")) {
             filters = 1;

@@ -20,7 +20,7 @@
 #include "util/status.h"
 
 #define MAGIC "IMGHNSW1"
-#define VERSION 2u /* 2: vector before the layer-0 links */
+#define VERSION 3u /* 2: vector before the layer-0 links; 3: vector first, records 64-byte aligned */
 
 typedef struct {
     char magic[8];
@@ -102,8 +102,8 @@ int hnsw_save(hnsw_index *h, const char *path, int64_t seq, char *err, size_t er
     memcpy(hd.magic, MAGIC, 8);
     ok = ok && put(f, &c, &hd, sizeof hd);
     for (uint32_t s = 0; ok && s < h->nslots; s++) {
-        memcpy(rec, hnsw_node_at(h, s), h->rec_size);
-        ((hnsw_node *)rec)->upper = NULL;
+        memcpy(rec, hnsw_rec(h, s), h->rec_size);
+        ((hnsw_node *)(rec + h->node_offset))->upper = NULL;
         ok = put(f, &c, rec, h->rec_size);
     }
     for (uint32_t s = 0; ok && s < h->nslots; s++) {
@@ -187,7 +187,7 @@ int hnsw_load(const char *path, hnsw_index **out, int64_t *seq, char *err, size_
     if (h) h->nslots = hd.nslots; /* records are zeroed (FREE, no upper lists) until read */
     for (uint32_t s = 0; !why && s < hd.nslots; s++) {
         hnsw_node *n = hnsw_node_at(h, s);
-        if (!get(f, &c, n, h->rec_size)) why = "truncated";
+        if (!get(f, &c, hnsw_rec(h, s), h->rec_size)) why = "truncated";
         else if (n->state > SLOT_DEAD || n->level > HNSW_MAX_LEVEL || (int)n->level > hd.max_level) why = "bad node";
         else if (n->state != SLOT_FREE && !links_valid(hnsw_links(h, s, 0), h->m0, hd.nslots)) why = "bad links";
         n->upper = NULL;

@@ -3,7 +3,9 @@
  *
  * Nodes live in fixed-size records inside chunks of 4096 slots, so growing the index never
  * moves a vector a reader may be looking at. A record is:
- *   hnsw_node (24 bytes) | layer-0 links: uint32 count + 2m slots | vector (dims float or int8)
+ *   vector (dims float or int8) | hnsw_node (24 bytes) | layer-0 links: uint32 count + 2m slots
+ * padded to a multiple of 64 bytes, in 64-byte aligned chunks: every vector starts on a cache line,
+ * so a 64-byte (AVX-512) load never straddles two lines and a distance touches the fewest lines.
  * Upper-layer links (levels 1..level, each uint32 count + m slots) are one allocation per node;
  * most nodes (1 - 1/m of them) have none. */
 #ifndef IMGSEARCH_HNSW_INTERNAL_H
@@ -36,7 +38,7 @@ typedef struct search_buf search_buf;
 struct hnsw_index {
     hnsw_params p;
     int m0;                 /* layer-0 links: 2m */
-    size_t rec_size, l0_offset, vec_offset, vec_bytes;
+    size_t rec_size, node_offset, l0_offset, vec_bytes; /* offsets within a record (the vector at 0) */
     dot_f32_fn dot;         /* kernels resolved once */
     dot_i8_fn dot8;
     uint8_t **chunks;       /* chunk table; grows under the write lock */
@@ -56,20 +58,22 @@ struct hnsw_index {
     search_buf *pool;       /* idle per-search scratch buffers */
 };
 
+/* Slot s's whole record (rec_size bytes, 64-byte aligned). */
+static inline uint8_t *hnsw_rec(const hnsw_index *h, uint32_t s) {
+    return h->chunks[s >> HNSW_CHUNK_BITS] + (size_t)(s & (HNSW_CHUNK_SLOTS - 1)) * h->rec_size;
+}
+
 static inline hnsw_node *hnsw_node_at(const hnsw_index *h, uint32_t s) {
-    return (hnsw_node *)(h->chunks[s >> HNSW_CHUNK_BITS] + (size_t)(s & (HNSW_CHUNK_SLOTS - 1)) * h->rec_size);
+    return (hnsw_node *)(hnsw_rec(h, s) + h->node_offset);
 }
 
 /* The link list of slot s on level: [0] = count, then the slots. */
 static inline uint32_t *hnsw_links(const hnsw_index *h, uint32_t s, int level) {
-    hnsw_node *n = hnsw_node_at(h, s);
-    if (level == 0) return (uint32_t *)((uint8_t *)n + h->l0_offset);
-    return n->upper + (size_t)(level - 1) * (size_t)(1 + h->p.m);
+    if (level == 0) return (uint32_t *)(hnsw_rec(h, s) + h->l0_offset);
+    return hnsw_node_at(h, s)->upper + (size_t)(level - 1) * (size_t)(1 + h->p.m);
 }
 
-static inline void *hnsw_vec(const hnsw_index *h, uint32_t s) {
-    return (uint8_t *)hnsw_node_at(h, s) + h->vec_offset;
-}
+static inline void *hnsw_vec(const hnsw_index *h, uint32_t s) { return hnsw_rec(h, s); }
 
 static inline int hnsw_max_links(const hnsw_index *h, int level) { return level ? h->p.m : h->m0; }
 

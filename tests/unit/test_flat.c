@@ -84,6 +84,44 @@ static void test_dot_matches_double(void **state) {
     }
 }
 
+/* Every instruction-set level this CPU has gives the same int8 dot products and float ones within
+ * rounding, on every length (main bodies and tails); the level in use honours IMGSEARCH_SIMD. */
+static void test_every_dot_level_agrees(void **state) {
+    (void)state;
+    static float a[1300], b[1300];
+    static int8_t x[1300], y[1300];
+    for (int i = 0; i < 1300; i++) {
+        a[i] = next_f();
+        b[i] = next_f();
+        x[i] = (int8_t)(next_f() * 254 - 127);
+        y[i] = (int8_t)(i % 3 ? -127 : 127); /* the extremes, so the int32 sums are large */
+    }
+    int levels = 0;
+    for (dot_level l = DOT_PORTABLE; l <= DOT_AVX512_VNNI; l++) {
+        dot_f32_fn f = dot_f32_at(l);
+        dot_i8_fn g = dot_i8_at(l);
+        assert_true((f == NULL) == (l > dot_cpu_level()));
+        if (!f) continue;
+        levels++;
+        for (int n = 0; n <= 1299; n += n < 70 ? 1 : 37) {
+            double ref = 0;
+            int32_t iref = 0;
+            for (int i = 0; i < n; i++) {
+                ref += (double)a[i] * b[i];
+                iref += (int32_t)x[i] * y[i];
+            }
+            assert_true(fabs(f(a, b, (size_t)n) - ref) < 1e-4);
+            assert_int_equal(g(x, y, (size_t)n), iref);
+        }
+    }
+    assert_true(levels >= 1);
+    const char *cap = getenv("IMGSEARCH_SIMD");
+    if (cap) assert_true(!strcmp(dot_level_name(dot_level_used()), cap) || dot_level_used() == dot_cpu_level());
+    else assert_int_equal(dot_level_used(), dot_cpu_level());
+    print_message("dot kernels: CPU level %s, in use %s\n", dot_level_name(dot_cpu_level()),
+                  dot_level_name(dot_level_used()));
+}
+
 enum { D = 48, N = 3000 };
 static float vecs[N][D];
 
@@ -196,6 +234,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idmap_matches_model),
         cmocka_unit_test(test_dot_matches_double),
+        cmocka_unit_test(test_every_dot_level_agrees),
         cmocka_unit_test(test_flat_search_is_exact),
         cmocka_unit_test(test_fewer_than_k_and_ties),
     };
