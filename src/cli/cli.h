@@ -3,11 +3,26 @@
 #ifndef IMGSEARCH_CLI_H
 #define IMGSEARCH_CLI_H
 
+#include <stdint.h>
+#include <time.h>
+
 int cli_embed(int argc, char **argv);
 int cli_classify(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_reembed(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
+
+/* Progress on standard error for commands that take long: a line every two seconds and the last
+ * one ("WHAT: done/total images (pct), rate, time left"). cli_progress_show is an
+ * engine_progress_fn with the cli_progress as its context. */
+typedef struct {
+    const char *what;
+    struct timespec start;
+    double last;
+} cli_progress;
+void cli_progress_start(cli_progress *p, const char *what);
+void cli_progress_show(int64_t done, int64_t total, void *ctx);
+double cli_progress_seconds(const cli_progress *p); /* since cli_progress_start */
 
 /* The model config to use: --model, else $IMGSEARCH_MODEL, else models/efficientnet_lite0.json in
  * the working directory, else beside the executable (../models). Returns a static buffer. */

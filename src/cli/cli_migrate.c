@@ -22,27 +22,6 @@ static bool is_url(const char *s) {
     return !strncmp(s, "postgresql://", 13) || !strncmp(s, "postgres://", 11) || strchr(s, '=') != NULL;
 }
 
-typedef struct {
-    struct timespec start;
-    double last;
-} progress_state;
-
-static double seconds_since(const struct timespec *t0) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-/* A line every two seconds, and the last one. */
-static void show_progress(int64_t done, int64_t total, void *ctx) {
-    progress_state *p = ctx;
-    double t = seconds_since(&p->start);
-    if (done < total && t - p->last < 2.0) return;
-    p->last = t;
-    fprintf(stderr, "migrate: %lld/%lld images (%.1f %%), %.0f s\n", (long long)done, (long long)total,
-            total ? 100.0 * (double)done / (double)total : 100.0, t);
-}
-
 int cli_migrate(int argc, char **argv) {
     static const struct option longopts[] = {{"from", required_argument, 0, 'f'},
                                              {"to", required_argument, 0, 't'},
@@ -67,13 +46,13 @@ int cli_migrate(int argc, char **argv) {
         fprintf(stderr, "imgsearch migrate: source and destination are the same\n");
         return 2;
     }
-    progress_state p = {.last = -10};
-    clock_gettime(CLOCK_MONOTONIC, &p.start);
+    cli_progress p;
+    cli_progress_start(&p, "migrate");
     int64_t copied = 0, total = 0;
     char err[1024];
     bool from_url = is_url(from), to_url = is_url(to);
     int rc = engine_migrate(from_url ? NULL : from, from_url ? from : NULL, to_url ? NULL : to, to_url ? to : NULL,
-                            show_progress, &p, &copied, &total, err, sizeof err);
+                            cli_progress_show, &p, &copied, &total, err, sizeof err);
     if (rc) {
         fprintf(stderr, "imgsearch migrate: %s\n", err);
         return 2;

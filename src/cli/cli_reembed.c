@@ -19,29 +19,6 @@ static void usage(FILE *f) {
             cli_default_model());
 }
 
-typedef struct {
-    struct timespec start;
-    double last;
-} progress_state;
-
-static double seconds_since(const struct timespec *t0) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-/* A line every two seconds, and the last one: done/total, rate, time left. */
-static void show_progress(int64_t done, int64_t total, void *ctx) {
-    progress_state *p = ctx;
-    double t = seconds_since(&p->start);
-    if (done < total && t - p->last < 2.0) return;
-    p->last = t;
-    double rate = t > 0 ? (double)done / t : 0;
-    fprintf(stderr, "reembed: %lld/%lld images (%.1f %%), %.1f images/s, about %.0f s left\n", (long long)done,
-            (long long)total, total ? 100.0 * (double)done / (double)total : 100.0, rate,
-            rate > 0 ? (double)(total - done) / rate : 0.0);
-}
-
 int cli_reembed(int argc, char **argv) {
     static const struct option longopts[] = {{"model", required_argument, 0, 'm'},
                                              {"threads", required_argument, 0, 't'},
@@ -73,12 +50,12 @@ int cli_reembed(int argc, char **argv) {
     }
     engine_config cfg = {.data_dir = argv[optind], .model_config = model ? model : cli_default_model(),
                          .infer_threads = threads};
-    progress_state p = {.last = -10};
-    clock_gettime(CLOCK_MONOTONIC, &p.start);
+    cli_progress p;
+    cli_progress_start(&p, "reembed");
     int64_t count = 0;
     bool swapped = false;
     char err[512];
-    if (engine_reembed(&cfg, show_progress, &p, &count, &swapped, err, sizeof err)) {
+    if (engine_reembed(&cfg, cli_progress_show, &p, &count, &swapped, err, sizeof err)) {
         fprintf(stderr, "imgsearch reembed: %s\n", err);
         return 1;
     }
@@ -86,10 +63,10 @@ int cli_reembed(int argc, char **argv) {
         fprintf(stderr,
                 "reembed: %lld vectors computed in %.1f s, not swapped in: a server is using %s and serves the old "
                 "ones; stop it and run `imgsearch reembed %s` again (only what changed meanwhile is computed)\n",
-                (long long)count, seconds_since(&p.start), cfg.data_dir, cfg.data_dir);
+                (long long)count, cli_progress_seconds(&p), cfg.data_dir, cfg.data_dir);
         return 3;
     }
     fprintf(stderr, "reembed: done, %lld vectors recomputed in %.1f s; the server rebuilds its index when it starts\n",
-            (long long)count, seconds_since(&p.start));
+            (long long)count, cli_progress_seconds(&p));
     return 0;
 }

@@ -436,28 +436,6 @@ static int pg_max_id(store *base, int64_t *id) {
     return scalar((pg_store *)base, "SELECT coalesce(max(id), 0) FROM imgsearch.images", id);
 }
 
-static int pg_get(store *base, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen) {
-    pg_store *s = (pg_store *)base;
-    memset(out, 0, sizeof *out);
-    PGconn *c = conn_get(s, err, errlen);
-    if (!c) return IS_ERR_UNAVAILABLE;
-    char idtext[24];
-    snprintf(idtext, sizeof idtext, "%lld", (long long)id);
-    const char *vals[1] = {idtext};
-    int rc = IS_OK;
-    PGresult *r = run(s, c,
-                      with_vector ? "SELECT " ROW_COLUMNS " FROM imgsearch.images WHERE id = $1"
-                                  : "SELECT id, name, content_type, width, height, size, sha256, created_at, data"
-                                    " FROM imgsearch.images WHERE id = $1",
-                      1, vals, NULL, NULL, 0, PGRES_TUPLES_OK, err, errlen, &rc, "get image");
-    if (r && PQntuples(r) == 0) rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id);
-    else if (r && (rc = read_row(s, r, 0, with_vector, out)))
-        rc = is_fail(err, errlen, rc, "cannot read image %lld", (long long)id);
-    PQclear(r);
-    conn_put(s, c);
-    return rc;
-}
-
 static int pg_get_many(store *base, const int64_t *ids, int n, bool with_vector, store_image *rows, int *found,
                        char *err, size_t errlen) {
     pg_store *s = (pg_store *)base;
@@ -493,6 +471,14 @@ static int pg_get_many(store *base, const int64_t *ids, int n, bool with_vector,
         for (int i = 0; i < *found; i++) store_image_clear(&rows[i]);
         *found = 0;
     }
+    return rc;
+}
+
+static int pg_get(store *base, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen) {
+    int found = 0;
+    memset(out, 0, sizeof *out);
+    int rc = pg_get_many(base, &id, 1, with_vector, out, &found, err, errlen);
+    if (!rc && !found) rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id);
     return rc;
 }
 

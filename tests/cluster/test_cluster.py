@@ -6,26 +6,14 @@ the test process (tests/pg.py)."""
 import json
 import os
 import random
-import sys
 import threading
 import time
 
 import pytest
 import requests
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, os.path.join(HERE, "..", "api"))
-from pg import PostgresCluster  # noqa: E402
-from server import Server  # noqa: E402
+from server import Server  # noqa: E402  (tests/cluster/conftest.py puts tests/ and tests/api/ on the path)
 from test_consistency import all_ids, nearest, post_add, variants  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def pg():
-    c = PostgresCluster().start()
-    yield c
-    c.cleanup()
 
 
 @pytest.fixture
