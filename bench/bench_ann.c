@@ -65,10 +65,13 @@ static uint32_t truth_k;
 static hnsw_index *idx;
 static flat_index *flat;
 
-static bool exact_row(int64_t id, float *out, void *ctx) {
+static int exact_rows(const int64_t *ids, int n, float *out, bool *found, void *ctx) {
     (void)ctx;
-    memcpy(out, base.v + (size_t)(id - 1) * base.d, sizeof(float) * base.d);
-    return true;
+    for (int i = 0; i < n; i++) {
+        memcpy(out + (size_t)i * base.d, base.v + (size_t)(ids[i] - 1) * base.d, sizeof(float) * base.d);
+        found[i] = true;
+    }
+    return 0;
 }
 
 static int64_t filter_mod;
@@ -98,9 +101,9 @@ static void run_one(const job *j, uint32_t qi, index_hit *out, int *n) {
         size_t m = 0;
         for (uint32_t r = 0; r < base.n; r++)
             if (accept_mod((int64_t)r + 1, NULL)) j->ids[m++] = (int64_t)r + 1;
-        hnsw_search_ids(idx, q, j->ids, m, j->k, exact_row, NULL, out, n);
+        hnsw_search_ids(idx, q, j->ids, m, j->k, exact_rows, NULL, out, n);
     } else {
-        hnsw_query hq = {.k = j->k, .ef = j->ef, .exact = exact_row,
+        hnsw_query hq = {.k = j->k, .ef = j->ef, .exact = exact_rows,
                          .accept = j->kind == RUN_FILTERED ? accept_mod : NULL};
         hnsw_search(idx, q, &hq, out, n);
     }

@@ -409,22 +409,39 @@ static void encode_query(const hnsw_index *h, const float *v, search_buf *b, enc
     }
 }
 
-/* int8: re-orders candidates by exact distance (vectors from the caller) into out. */
+/* int8: re-orders candidates by exact distance into out, the vectors read from the caller in one
+ * batch. Without them (no callback, or the store cannot be read) the int8 order stands. */
 static int rerank(const hnsw_index *h, const float *query, const index_hit *cands, int nc, int k,
                   hnsw_vector_fn exact, void *ctx, index_hit *out, int *nout) {
-    float *v = malloc(sizeof(float) * (size_t)h->p.dims);
-    if (!v) return IS_ERR_NOMEM;
+    size_t dims = (size_t)h->p.dims;
+    float *v = NULL;
+    bool *found = NULL, have = false;
+    if (exact && nc > 0) {
+        v = malloc(sizeof(float) * dims * (size_t)nc);
+        found = calloc((size_t)nc, sizeof(bool));
+        int64_t *ids = calloc((size_t)nc, sizeof *ids);
+        if (!v || !found || !ids) {
+            free(v);
+            free(found);
+            free(ids);
+            return IS_ERR_NOMEM;
+        }
+        for (int i = 0; i < nc; i++) ids[i] = cands[i].id;
+        have = exact(ids, nc, v, found, ctx) == 0;
+        free(ids);
+    }
     topk t;
     topk_init(&t, out, k);
     for (int i = 0; i < nc; i++) {
         float d = cands[i].dist;
-        if (exact) {
-            if (!exact(cands[i].id, v, ctx)) continue; /* gone from the store since */
-            d = 1.0f - dot_f32(query, v, (size_t)h->p.dims);
+        if (have) {
+            if (!found[i]) continue; /* gone from the store since */
+            d = 1.0f - dot_f32(query, v + dims * (size_t)i, dims);
         }
         topk_push(&t, (index_hit){cands[i].id, d});
     }
     free(v);
+    free(found);
     *nout = topk_finish(&t);
     return IS_OK;
 }

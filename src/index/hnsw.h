@@ -37,8 +37,11 @@ typedef struct {
     uint64_t seed;       /* for the level draws: equal inputs build equal graphs */
 } hnsw_params;
 
-/* Supplies the exact vector of id (from the store), for int8 re-ranking; false if it is gone. */
-typedef bool (*hnsw_vector_fn)(int64_t id, float *out, void *ctx);
+/* Supplies the exact vectors of n ids at once (from the store: one read for a whole re-ranking,
+ * not one per candidate), for int8 re-ranking: vector i goes to out + i × dims and found[i] says
+ * whether id i still exists. Returns 0, or non-zero when the vectors cannot be read at all (the
+ * approximate order is kept then). */
+typedef int (*hnsw_vector_fn)(const int64_t *ids, int n, float *out, bool *found, void *ctx);
 
 typedef struct {
     int k;                   /* results wanted (>= 1) */

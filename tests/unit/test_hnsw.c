@@ -74,10 +74,13 @@ typedef struct {
     const float *data;
     int d;
 } exact_src;
-static bool exact_vec(int64_t id, float *out, void *ctx) {
+static int exact_vec(const int64_t *ids, int n, float *out, bool *found, void *ctx) {
     const exact_src *e = ctx;
-    memcpy(out, e->data + (size_t)(id - 1) * e->d, sizeof(float) * (size_t)e->d);
-    return true;
+    for (int i = 0; i < n; i++) {
+        memcpy(out + (size_t)i * (size_t)e->d, e->data + (size_t)(ids[i] - 1) * e->d, sizeof(float) * (size_t)e->d);
+        found[i] = true;
+    }
+    return 0;
 }
 
 static bool accept_mod(int64_t id, void *ctx) { return id % *(int64_t *)ctx == 0; }
