@@ -125,7 +125,7 @@ def bench_inference(bench, model, net, inputs, seconds):
     return rows, check
 
 
-def pil_preprocess(data, draft):
+def pil_preprocess(data, draft, resample=None):
     """Open, (draft,) convert RGB, resize the short side to 256, centre crop 224, normalise."""
     im = Image.open(io.BytesIO(data))
     w, h = im.size
@@ -133,7 +133,7 @@ def pil_preprocess(data, draft):
     tw, th = max(RESIZE, round(w * s)), max(RESIZE, round(h * s))
     if draft:
         im.draft("RGB", (tw, th))  # JPEG DCT scaling: smallest 1/2^k scale still >= (tw, th)
-    im = im.convert("RGB").resize((tw, th), Image.BICUBIC)  # Pillow's default resize filter
+    im = im.convert("RGB").resize((tw, th), resample or Image.BICUBIC)  # Pillow's default resize filter
     left, top = (tw - SIZE) // 2, (th - SIZE) // 2
     im = im.crop((left, top, left + SIZE, top + SIZE))
     return (np.asarray(im, dtype=np.float32) - MEAN) / STD
@@ -157,6 +157,10 @@ def bench_decode(bench, imgsearch, model, jpeg, iters):
     our_tensor = np.fromfile(os.path.join(d, "0.f32"), dtype=np.float32).reshape(SIZE, SIZE, 3)
     os.remove(os.path.join(d, "0.f32"))
     os.rmdir(d)
+    # The quality reference: the full-resolution decode, resized with Lanczos-3 (no shrink-on-load):
+    # how far each fast path's picture is from it, in pixel levels.
+    reference = pil_preprocess(data, False, Image.LANCZOS)
+    ours_vs_reference = float(np.abs(our_tensor - reference).mean() * STD)
     for r in rows:
         draft = r["peer"] == "draft"
         pil_preprocess(data, draft)  # warm-up
@@ -166,6 +170,8 @@ def bench_decode(bench, imgsearch, model, jpeg, iters):
         r["peer_ms"] = (time.perf_counter() - t0) * 1e3 / iters
         r["ratio"] = r["peer_ms"] / r["ours_ms"]  # speed: >1 means ours is faster
         r["mean_abs_diff_pixels"] = float(np.abs(out - our_tensor).mean() * STD)
+        r["peer_vs_full_quality"] = float(np.abs(out - reference).mean() * STD)
+        r["ours_vs_full_quality"] = ours_vs_reference
         print(f"  decode {r['peer']}: ours {r['ours_ms']:.1f} ms, Pillow {r['peer_ms']:.1f} ms",
               file=sys.stderr)
     return rows, os.path.getsize(jpeg)
@@ -271,6 +277,9 @@ def main():
           f"{ours82['ours_images_per_sec'] / best['peer_images_per_sec']:.2f}×")
     print("Decode check: mean |ours − Pillow| over the 224² crop, in pixel levels: " +
           ", ".join(f"{r['peer']} {r['mean_abs_diff_pixels']:.2f}" for r in res["decode"]))
+    print("Decode quality: mean difference to a full-quality resize (full decode, Lanczos-3), pixel levels: ours " +
+          f"{res['decode'][0]['ours_vs_full_quality']:.2f}, " +
+          ", ".join(f"Pillow {r['peer']} {r['peer_vs_full_quality']:.2f}" for r in res["decode"]))
     share = res["other_processes_cpu_share"]
     print(f"Other processes used {share:.0%} of the machine's CPU time during the run" +
           (" — the figures, above all the 2-thread ones, are disturbed: rerun on an idle machine"

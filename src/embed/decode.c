@@ -207,6 +207,17 @@ static unsigned char *rgb_pixels(VipsImage *img) {
     return px;
 }
 
+/* The JPEG shrink-on-load factor for a short side of `shortest` to become `target`: the largest of
+ * 8, 4, 2 that keeps it at least target; 1 (no fast path) for other formats, multi-page files and
+ * images that need no shrinking. IMGSEARCH_JPEG_SHRINK=vips keeps libvips' own choice (to measure). */
+static int jpeg_shrink_for(const decode_info *info, int shortest, int target) {
+    const char *mode = getenv("IMGSEARCH_JPEG_SHRINK");
+    if ((mode && !strcmp(mode, "vips")) || strcmp(info->format, "jpeg") || info->pages > 1) return 1;
+    for (int f = 8; f > 1; f /= 2)
+        if (shortest / f >= target) return f;
+    return 1;
+}
+
 /* The centre square of the short side of buf, scaled to box × box, as 8-bit sRGB.
  *
  * The cost is bounded by the image's pixel count, whatever its shape: the image is first only ever
@@ -222,10 +233,25 @@ static int centre_square(const void *buf, size_t len, const decode_info *info, i
     VipsImage *fit = NULL, *rgb = NULL, *square = NULL;
     /* fail_on=truncated: a cut-off JPEG or PNG is an error, not a half-grey picture. */
     /* fit inside target × unbounded (or the other way round): the short side becomes target */
-    if (vips_thumbnail_buffer((void *)buf, len, &fit, w <= h ? target : VIPS_MAX_COORD, "height",
-                              w <= h ? VIPS_MAX_COORD : target, "size", VIPS_SIZE_DOWN, "option_string",
-                              "fail_on=truncated", NULL))
+    int jpeg_shrink = jpeg_shrink_for(info, shortest, target);
+    if (jpeg_shrink > 1) {
+        /* libvips' thumbnail leaves a factor of two to its own resize after JPEG shrink-on-load
+         * (a 12 MP photo was decoded at 1000 × 750); libjpeg's DCT scaling to the largest 1/2, 1/4
+         * or 1/8 that keeps the short side at least target, as Pillow's draft() does, decodes a
+         * quarter of those pixels. bench/embed.py measures the speed and the pixel difference. */
+        VipsImage *loaded = NULL;
+        if (vips_jpegload_buffer((void *)buf, len, &loaded, "shrink", jpeg_shrink, "fail_on", VIPS_FAIL_ON_TRUNCATED,
+                                 "access", VIPS_ACCESS_SEQUENTIAL, NULL))
+            return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
+        int bad = vips_thumbnail_image(loaded, &fit, w <= h ? target : VIPS_MAX_COORD, "height",
+                                       w <= h ? VIPS_MAX_COORD : target, "size", VIPS_SIZE_DOWN, NULL);
+        g_object_unref(loaded);
+        if (bad) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
+    } else if (vips_thumbnail_buffer((void *)buf, len, &fit, w <= h ? target : VIPS_MAX_COORD, "height",
+                                     w <= h ? VIPS_MAX_COORD : target, "size", VIPS_SIZE_DOWN, "option_string",
+                                     "fail_on=truncated", NULL)) {
         return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
+    }
     int rc = to_srgb8(fit, &rgb);
     g_object_unref(fit);
     if (rc) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB", info->format);
