@@ -96,6 +96,10 @@ def main(out):
     exif = Image.Exif()
     exif[0x0112] = 6
     rot.save(p("exif_rotate90.jpg"), quality=95, exif=exif)
+    # The same, large enough for JPEG DCT shrink-on-load (1/8): 4000 x 2000 stored, shown 2000 x 4000.
+    big = Image.new("RGB", (4000, 2000), (255, 0, 0))
+    ImageDraw.Draw(big).rectangle((2000, 0, 3999, 1999), fill=(0, 0, 255))
+    big.save(p("exif_rotate90_large.jpg"), quality=90, exif=exif)
     # Tiny and flat images.
     Image.new("RGB", (1, 1), (200, 100, 50)).save(p("one_pixel.png"))
     Image.new("RGB", (640, 480), (127, 127, 127)).save(p("grey127.png"))

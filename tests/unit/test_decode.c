@@ -150,6 +150,41 @@ static void test_exif_orientation_applied(void **state) {
     assert_rgb(px(out, S / 2, S - 3), 0, 0, 254, 12);
 }
 
+/* Large JPEGs take libjpeg's DCT shrink (decode.c): oriented like any other, and the picture is
+ * the one libvips' own thumbnail path gives, within a few levels. */
+static void test_large_jpeg_fast_shrink(void **state) {
+    (void)state;
+    static float fast[S * S * 3];
+    char err[256];
+    decode_info info;
+    assert_int_equal(decode_file(NULL, "exif_rotate90_large.jpg", fast, &info, err), IS_OK);
+    assert_int_equal(info.width, 2000);
+    assert_int_equal(info.height, 4000);
+    assert_rgb(px(fast, S / 2, 2), 254, 0, 0, 12); /* upright: red on top */
+    assert_rgb(px(fast, S / 2, S - 3), 0, 0, 254, 12);
+    /* at the model's own size (224, box 256) a 3000-pixel short side shrinks by 8 in libjpeg,
+     * where libvips' thumbnail alone stops at 4 */
+    enum { M = 224 };
+    static float a[M * M * 3], b[M * M * 3];
+    decode_params p = raw_params();
+    p.size = M;
+    const char *photos[] = {"cat_12mp.jpg", "exif_rotate90_large.jpg"};
+    for (int k = 0; k < 2; k++) {
+        size_t len;
+        unsigned char *buf = test_read(NULL, photos[k], &len);
+        assert_int_equal(decode_preprocess(buf, len, &p, a, &info, err, sizeof err), IS_OK);
+        setenv("IMGSEARCH_JPEG_SHRINK", "vips", 1);
+        assert_int_equal(decode_preprocess(buf, len, &p, b, &info, err, sizeof err), IS_OK);
+        unsetenv("IMGSEARCH_JPEG_SHRINK");
+        free(buf);
+        double diff = 0;
+        for (size_t i = 0; i < (size_t)M * M * 3; i++) diff += fabsf(a[i] - b[i]);
+        diff /= (double)M * M * 3;
+        print_message("%s: mean |DCT shrink - libvips' thumbnail| = %.2f levels\n", photos[k], diff);
+        assert_true(diff > 0 && diff < 3.0); /* > 0: the two paths really differ here */
+    }
+}
+
 static void test_normalisation_and_tiny(void **state) {
     (void)state;
     static float out[S * S * 3];
@@ -254,6 +289,7 @@ int main(void) {
         cmocka_unit_test(test_alpha_flattened_on_white),
         cmocka_unit_test(test_animated_gif_first_frame),
         cmocka_unit_test(test_exif_orientation_applied),
+        cmocka_unit_test(test_large_jpeg_fast_shrink),
         cmocka_unit_test(test_normalisation_and_tiny),
         cmocka_unit_test(test_large_jpeg_probe),
         cmocka_unit_test(test_thin_images),
