@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import Server
+from server import Server
 from paths import ROOT
 
 
