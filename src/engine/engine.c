@@ -427,8 +427,7 @@ int engine_delete_all(engine *e, int64_t *count, char *err, size_t errlen) {
     pthread_mutex_lock(&e->write_lock);
     int rc = store_delete_all(e->db, count, &seq, err, errlen);
     if (!rc && store_shared(e->db)) {
-        index_forget_snapshot(e);
-        follow_own_write(e, seq);
+        follow_own_write(e, seq); /* the clear change resets the index and its snapshot (replay) */
     } else if (!rc) {
         index_state fresh;
         if (index_state_empty(e, index_wants_hnsw(e, 0), &fresh, NULL, 0)) {

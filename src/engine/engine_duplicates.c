@@ -35,44 +35,53 @@ static int find_index(const int64_t *ids, size_t n, int64_t id) {
     return p ? (int)(p - ids) : -1;
 }
 
-/* Candidates of every image: its neighbours within max_dist. */
+#define DUP_READ_BATCH 256 /* stored vectors read per store call (one round trip on PostgreSQL) */
+
+/* Candidates of every image (ids ascending): its neighbours within max_dist. */
 static int collect_candidates(engine *e, const int64_t *ids, size_t n, double max_dist, dup_node *nodes, char *err,
                               size_t errlen) {
-    int dims = engine_dims(e);
-    float *vec = malloc(sizeof(float) * (size_t)dims);
     index_hit *hits = malloc(sizeof *hits * DUP_NEIGHBOURS_MAX);
-    if (!vec || !hits) {
-        free(vec);
+    store_image *rows = calloc(DUP_READ_BATCH, sizeof *rows);
+    if (!hits || !rows) {
         free(hits);
+        free(rows);
         return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     }
     int rc = IS_OK;
-    for (size_t i = 0; !rc && i < n; i++) {
-        nodes[i] = (dup_node){.id = ids[i], .group = -1};
-        if (store_get_vector(e->db, ids[i], vec) != IS_OK) continue; /* deleted meanwhile */
-        int found = 0, keep = 0;
-        /* a picture stored many times has more copies than the first look shows: look wider */
-        for (int k = DUP_NEIGHBOURS; !rc && k <= DUP_NEIGHBOURS_MAX; k *= 2) {
-            pthread_rwlock_rdlock(&e->index_lock);
-            rc = index_search(e, vec, k, 0, NULL, ids[i], hits, &found, err, errlen);
-            pthread_rwlock_unlock(&e->index_lock);
-            keep = 0;
-            while (!rc && keep < found && hits[keep].dist <= max_dist) keep++; /* nearest first */
-            if (keep < k) break;
-        }
-        if (!rc && keep) {
-            nodes[i].cand = malloc(sizeof(int) * (size_t)keep);
-            nodes[i].cand_dist = malloc(sizeof(float) * (size_t)keep);
-            if (!nodes[i].cand || !nodes[i].cand_dist) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-            for (int j = 0; !rc && j < keep; j++) {
-                int at = find_index(ids, n, hits[j].id);
-                if (at < 0) continue; /* added after the id list was taken */
-                nodes[i].cand[nodes[i].ncand] = at;
-                nodes[i].cand_dist[nodes[i].ncand++] = hits[j].dist < 0 ? 0 : hits[j].dist;
+    for (size_t at = 0; !rc && at < n; at += DUP_READ_BATCH) {
+        size_t end = at + DUP_READ_BATCH < n ? at + DUP_READ_BATCH : n;
+        int got = 0, r = 0;
+        rc = store_get_many(e->db, ids + at, (int)(end - at), true, rows, &got, err, errlen);
+        for (size_t i = at; !rc && i < end; i++) {
+            nodes[i] = (dup_node){.id = ids[i], .group = -1};
+            while (r < got && rows[r].id < ids[i]) r++; /* both ascending */
+            if (r >= got || rows[r].id != ids[i]) continue; /* deleted meanwhile */
+            const float *vec = rows[r].vector;
+            int found = 0, keep = 0;
+            /* a picture stored many times has more copies than the first look shows: look wider */
+            for (int k = DUP_NEIGHBOURS; !rc && k <= DUP_NEIGHBOURS_MAX; k *= 2) {
+                pthread_rwlock_rdlock(&e->index_lock);
+                rc = index_search(e, vec, k, 0, NULL, ids[i], hits, &found, err, errlen);
+                pthread_rwlock_unlock(&e->index_lock);
+                keep = 0;
+                while (!rc && keep < found && hits[keep].dist <= max_dist) keep++; /* nearest first */
+                if (keep < k) break;
+            }
+            if (!rc && keep) {
+                nodes[i].cand = malloc(sizeof(int) * (size_t)keep);
+                nodes[i].cand_dist = malloc(sizeof(float) * (size_t)keep);
+                if (!nodes[i].cand || !nodes[i].cand_dist) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+                for (int j = 0; !rc && j < keep; j++) {
+                    int pos = find_index(ids, n, hits[j].id);
+                    if (pos < 0) continue; /* added after the id list was taken */
+                    nodes[i].cand[nodes[i].ncand] = pos;
+                    nodes[i].cand_dist[nodes[i].ncand++] = hits[j].dist < 0 ? 0 : hits[j].dist;
+                }
             }
         }
+        for (int j = 0; j < got; j++) store_image_clear(&rows[j]);
     }
-    free(vec);
+    free(rows);
     free(hits);
     return rc;
 }

@@ -161,8 +161,11 @@ static int apply_change(engine *e, index_state *st, const change *c, const store
         index_drop_meta(st, c->id);
         if (shared) pthread_rwlock_unlock(&e->index_lock);
     } else if (c->op == CHANGE_CLEAR) {
+        /* as a delete-all on this node does: the index kind an empty collection wants, and the
+         * live index's snapshot gone (an empty graph has none) */
         index_state empty;
-        rc = index_state_empty(e, st->hnsw != NULL, &empty, err, errlen);
+        rc = index_state_empty(e, index_wants_hnsw(e, 0), &empty, err, errlen);
+        if (!rc && shared) index_forget_snapshot(e);
         if (!rc) {
             if (shared) pthread_rwlock_wrlock(&e->index_lock);
             index_state old = *st;
@@ -381,16 +384,18 @@ static int open_from_snapshot(engine *e, index_state *st) {
     hnsw_set_ef_search(h, e->hnsw.ef_search);
     *st = (index_state){.hnsw = h, .meta = json_object(), .names = json_object(), .applied_seq = seq};
     rc = st->meta && st->names ? store_each(e->db, false, meta_row, st, err, sizeof err) : IS_ERR_NOMEM;
+    e->saved_seq = seq; /* before the replay: a delete-all in the log removes the file (saved_seq -1) */
     if (!rc) rc = replay(e, st, err, sizeof err);
     int64_t count = 0;
     if (!rc) rc = store_count(e->db, &count);
-    if (!rc && (int64_t)hnsw_count(h) != count) rc = is_fail(err, sizeof err, IS_ERR_CORRUPT, "counts disagree");
+    /* st, not h: a delete-all in the log replaced (and freed) the loaded graph */
+    if (!rc && (int64_t)index_state_count(st) != count) rc = is_fail(err, sizeof err, IS_ERR_CORRUPT, "counts disagree");
     if (rc) {
         fprintf(stderr, "imgsearch: index snapshot unusable (%s); rebuilding\n", err);
         index_state_free(st);
+        e->saved_seq = -1;
         return rc;
     }
-    e->saved_seq = seq;
     fprintf(stderr, "imgsearch: index loaded from its snapshot at change %lld, %lld later change(s) replayed\n",
             (long long)seq, (long long)(st->applied_seq - seq));
     return IS_OK;
@@ -482,31 +487,42 @@ int index_search(engine *e, const float *vec, int k, int ef, const filter *f, in
 
 /* ---- health, reindex, status --------------------------------------------------------------- */
 
-typedef struct {
-    engine *e;
-    int64_t seen, every, checked, mismatched;
-    int64_t first_bad;
-    bool shared; /* rows committed by other nodes during the walk are not in the index yet */
-} sample_ctx;
+#define HEALTH_SAMPLE 64
 
-/* Compares every n-th stored vector with the index's copy, bit for bit (after int8 encoding). */
-static int sample_row(const store_image *img, void *ctx) {
-    sample_ctx *s = ctx;
-    if (s->seen++ % s->every) return 0;
-    s->checked++;
-    const index_state *st = &s->e->idx;
-    if (s->shared && !index_has(st, img->id)) return 0;
-    bool same;
-    if (st->hnsw) same = hnsw_matches(st->hnsw, img->id, img->vector);
-    else {
-        const float *v = flat_get(st->flat, img->id);
-        same = v && !memcmp(v, img->vector, sizeof(float) * (size_t)img->dims);
+/* Compares up to HEALTH_SAMPLE of the index's images, evenly spread, with the store's vectors, bit
+ * for bit (after int8 encoding), in one store read. *checked and *mismatched count them, *first_bad
+ * names the first that differs (or is missing from the store). Caller holds write_lock. */
+static int sample_vectors(engine *e, int64_t *checked, int64_t *mismatched, int64_t *first_bad) {
+    const index_state *st = &e->idx;
+    size_t n = json_object_size(st->meta), every = n > HEALTH_SAMPLE ? n / HEALTH_SAMPLE : 1, seen = 0;
+    int64_t ids[HEALTH_SAMPLE];
+    int nids = 0;
+    const char *key;
+    json_t *doc;
+    json_object_foreach(st->meta, key, doc) {
+        if (nids < HEALTH_SAMPLE && seen++ % every == 0) ids[nids++] = strtoll(key, NULL, 10);
     }
-    if (!same && !s->mismatched++) s->first_bad = img->id;
-    return 0;
+    store_image *rows = calloc(HEALTH_SAMPLE, sizeof *rows);
+    int got = 0;
+    int rc = rows ? store_get_many(e->db, ids, nids, true, rows, &got, NULL, 0) : IS_ERR_NOMEM;
+    *checked = *mismatched = 0;
+    for (int i = 0; !rc && i < nids; i++) {
+        const store_image *r = find_row(rows, got, ids[i]);
+        bool same;
+        if (!r) same = false;
+        else if (st->hnsw) same = hnsw_matches(st->hnsw, r->id, r->vector);
+        else {
+            const float *v = flat_get(st->flat, r->id);
+            same = v && !memcmp(v, r->vector, sizeof(float) * (size_t)r->dims);
+        }
+        ++*checked;
+        if (!same && !(*mismatched)++) *first_bad = ids[i];
+    }
+    for (int i = 0; i < got; i++) store_image_clear(&rows[i]);
+    free(rows);
+    return rc;
 }
 
-#define HEALTH_SAMPLE 64
 
 int engine_health(engine *e, bool *healthy, char *msg, size_t msglen) {
     int64_t count = 0, seq = 0;
@@ -525,8 +541,8 @@ int engine_health(engine *e, bool *healthy, char *msg, size_t msglen) {
     size_t icount = index_state_count(&e->idx), nmeta = json_object_size(e->idx.meta);
     int64_t iseq = e->idx.applied_seq;
     const char *kind = e->idx.hnsw ? "HNSW" : "exact";
-    sample_ctx s = {e, 0, count > HEALTH_SAMPLE ? count / HEALTH_SAMPLE : 1, 0, 0, 0, shared};
-    if (!rc) rc = store_each(e->db, true, sample_row, &s, NULL, 0);
+    int64_t checked = 0, mismatched = 0, first_bad = 0;
+    if (!rc) rc = sample_vectors(e, &checked, &mismatched, &first_bad);
     pthread_mutex_unlock(&e->write_lock);
     if (rc) {
         *healthy = false;
@@ -536,18 +552,18 @@ int engine_health(engine *e, bool *healthy, char *msg, size_t msglen) {
                                                 : "cannot read the store (index at change %lld)",
                        (long long)iseq);
     }
-    *healthy = (int64_t)icount == count && (int64_t)nmeta == count && iseq == seq && s.mismatched == 0;
+    *healthy = (int64_t)icount == count && (int64_t)nmeta == count && iseq == seq && mismatched == 0;
     if (*healthy)
         snprintf(msg, msglen, "%s index holds all %lld images at change %lld; %lld sampled vectors match", kind,
-                 (long long)count, (long long)seq, (long long)s.checked);
+                 (long long)count, (long long)seq, (long long)checked);
     else if ((int64_t)icount != count || (int64_t)nmeta != count)
         snprintf(msg, msglen, "%s index holds %zu images (%zu with metadata), the store %lld", kind, icount, nmeta,
                  (long long)count);
     else if (iseq != seq)
         snprintf(msg, msglen, "%s index is at change %lld, the store at %lld", kind, (long long)iseq, (long long)seq);
     else
-        snprintf(msg, msglen, "%lld of %lld sampled vectors differ (first: image %lld)", (long long)s.mismatched,
-                 (long long)s.checked, (long long)s.first_bad);
+        snprintf(msg, msglen, "%lld of %lld sampled vectors differ (first: image %lld)", (long long)mismatched,
+                 (long long)checked, (long long)first_bad);
     return IS_OK;
 }
 

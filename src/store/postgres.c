@@ -563,25 +563,6 @@ static int pg_last_seq(store *base, int64_t *seq) {
     return scalar((pg_store *)base, "SELECT coalesce(max(seq), 0) FROM imgsearch.changes", seq);
 }
 
-static int pg_get_vector(store *base, int64_t id, float *out) {
-    pg_store *s = (pg_store *)base;
-    PGconn *c = conn_get(s, NULL, 0);
-    if (!c) return IS_ERR_UNAVAILABLE;
-    char idtext[24];
-    snprintf(idtext, sizeof idtext, "%lld", (long long)id);
-    const char *vals[1] = {idtext};
-    int rc = IS_OK;
-    PGresult *r = run(s, c, "SELECT vector FROM imgsearch.images WHERE id = $1", 1, vals, NULL, NULL, 1,
-                      PGRES_TUPLES_OK, NULL, 0, &rc, "read a vector");
-    size_t bytes = sizeof(float) * (size_t)s->dims;
-    if (r && PQntuples(r) == 0) rc = IS_ERR_NOT_FOUND;
-    else if (r && (size_t)PQgetlength(r, 0, 0) != bytes) rc = IS_ERR_CORRUPT;
-    else if (r) memcpy(out, PQgetvalue(r, 0, 0), bytes);
-    PQclear(r);
-    conn_put(s, c);
-    return rc;
-}
-
 static int pg_changes_after(store *base, int64_t seq, int (*fn)(int64_t seq, change_op op, int64_t id, void *ctx),
                             void *ctx, char *err, size_t errlen) {
     pg_store *s = (pg_store *)base;
@@ -795,7 +776,6 @@ static const store_ops postgres_ops = {
     .delete = pg_delete,
     .delete_all = pg_delete_all,
     .set_data = pg_set_data,
-    .get_vector = pg_get_vector,
     .count = pg_count,
     .last_seq = pg_last_seq,
     .changes_after = pg_changes_after,

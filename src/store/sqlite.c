@@ -482,26 +482,6 @@ static int sq_each(store *base, bool with_vector, int (*fn)(const store_image *i
     return rc;
 }
 
-static int sq_get_vector(store *base, int64_t id, float *out) {
-    sqlite_store *s = (sqlite_store *)base;
-    pthread_mutex_lock(&s->lock);
-    sqlite3_stmt *st;
-    int rc = IS_ERR_INTERNAL;
-    if (sqlite3_prepare_v2(s->db, "SELECT vector FROM images WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, id);
-        int step = sqlite3_step(st);
-        size_t bytes = sizeof(float) * (size_t)s->dims;
-        if (step == SQLITE_DONE) rc = IS_ERR_NOT_FOUND;
-        else if (step == SQLITE_ROW && (size_t)sqlite3_column_bytes(st, 0) == bytes) {
-            memcpy(out, sqlite3_column_blob(st, 0), bytes);
-            rc = IS_OK;
-        }
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return rc;
-}
-
 static int sq_each_snapshot(store *base, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
                         int64_t *seq, char *err, size_t errlen) {
     sqlite_store *s = (sqlite_store *)base;
@@ -677,7 +657,6 @@ static const store_ops sqlite_ops = {
     .delete = sq_delete,
     .delete_all = sq_delete_all,
     .set_data = sq_set_data,
-    .get_vector = sq_get_vector,
     .count = sq_count,
     .last_seq = sq_last_seq,
     .bytes_prepare = sq_bytes_prepare,

@@ -103,7 +103,6 @@ int store_set_data(store *s, int64_t id, const char *json, int64_t *seq, char *e
     return s->ops->set_data(s, id, json, seq, err, errlen);
 }
 
-int store_get_vector(store *s, int64_t id, float *out) { return s->ops->get_vector(s, id, out); }
 int store_count(store *s, int64_t *count) { return s->ops->count(s, count); }
 int store_last_seq(store *s, int64_t *seq) { return s->ops->last_seq(s, seq); }
 

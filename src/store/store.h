@@ -103,9 +103,6 @@ int store_delete_all(store *s, int64_t *count, int64_t *seq, char *err, size_t e
 /* Replaces the metadata (JSON object text, validated by the caller). */
 int store_set_data(store *s, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen);
 
-/* Just the vector of id (dims floats into out); IS_ERR_NOT_FOUND for an unknown id. */
-int store_get_vector(store *s, int64_t id, float *out);
-
 int store_count(store *s, int64_t *count);
 int store_last_seq(store *s, int64_t *seq);
 

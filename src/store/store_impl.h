@@ -29,7 +29,6 @@ typedef struct store_ops {
     int (*delete)(store *s, int64_t id, int64_t *seq, char *err, size_t errlen);
     int (*delete_all)(store *s, int64_t *count, int64_t *seq, char *err, size_t errlen);
     int (*set_data)(store *s, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen);
-    int (*get_vector)(store *s, int64_t id, float *out);
     int (*count)(store *s, int64_t *count);
     int (*last_seq)(store *s, int64_t *seq);
     int (*changes_after)(store *s, int64_t seq, int (*fn)(int64_t seq, change_op op, int64_t id, void *ctx), void *ctx,

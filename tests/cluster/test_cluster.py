@@ -359,3 +359,20 @@ def test_a_key_value_connection_string_works(binary, model, pg, tmp_path):
     assert nearest(s.url, img)[0]["id"] == id_
     assert status(s)["store"]["kind"] == "postgresql"
     assert s.stop() == 0
+
+
+def test_node_restarted_after_a_delete_all_replays_it_over_its_snapshot(nodes):
+    """B's snapshot predates a delete-all made on A: B's start-up replays the clear over it (the
+    loaded graph is replaced, never used after) and ends with what A holds."""
+    a, b = nodes(2, extra=("--hnsw-threshold", "0"))
+    imgs = variants(4, seed=23)
+    for i in range(3):
+        assert post_add(a.url, imgs[i], {"i": i}).status_code == 201
+    converged([a, b])
+    assert b.stop() == 0 and os.path.exists(os.path.join(b.data_dir, "index.hnsw"))
+    assert requests.delete(a.url + "/image/all/records").status_code == 200
+    new = post_add(a.url, imgs[3], {"i": 3}).json()["result"]
+    b.start()
+    converged([a, b])
+    assert same_everywhere([a, b], imgs[3:]) == {new}
+    assert nearest(b.url, imgs[3])[0]["id"] == new
