@@ -1,9 +1,11 @@
 /* engine_internal.h — what engine.c (the facade: writes, reads), engine_index.c (the searchable
- * index: exact or HNSW, builds, replay, snapshots, planner), engine_duplicates.c and
- * engine_reembed.c share. Not for other users.
+ * index: exact or HNSW, builds, replay, snapshots, planner), engine_follow.c (following a shared
+ * store), engine_duplicates.c, engine_reembed.c and engine_migrate.c share. Not for other users.
  *
  * Locks, always taken in this order: dup_lock → rebuild_lock → write_lock → index_lock → (hnsw's
- * own lock, the store's mutex); dup_lock is only ever followed by index_lock (read) and the store. write_lock: one writer across blobs, store and index. index_lock (rwlock):
+ * own lock, the store's mutex); dup_lock is only ever followed by index_lock (read) and the
+ * store. write_lock: one writer across store and index (local writes and the follower's
+ * catch-ups alike). index_lock (rwlock):
  * searches read; writes of metadata or of the exact index, and swaps of the whole state, write.
  * The HNSW takes its own lock only to publish, so a writer inserting into it holds write_lock but
  * not index_lock while it searches for neighbours, and searches go on. */
@@ -18,7 +20,6 @@
 #include "index/filter.h"
 #include "index/flat.h"
 #include "index/hnsw.h"
-#include "store/blobs.h"
 
 /* The searchable state: exactly one of flat / hnsw, plus each image's parsed metadata for
  * filtering. Replaced whole by builds; changed in place by writes. */

@@ -23,19 +23,22 @@ typedef struct {
     size_t errlen;
 } copy_ctx;
 
+/* Are these the bytes named sha (their SHA-256)? */
+static bool bytes_match(const unsigned char *bytes, size_t len, const char *sha) {
+    char check[BLOB_HEX_LEN + 1];
+    blobs_hash(bytes, len, check);
+    return !strcmp(check, sha);
+}
+
 static int copy_row(const store_image *img, void *arg) {
     copy_ctx *c = arg;
     if (img->id <= c->resume_after) return 0;
     unsigned char *bytes = NULL;
     size_t len = 0;
     int rc = store_bytes_read(c->from, img->sha256, &bytes, &len, c->err, c->errlen);
-    if (!rc) {
-        char check[BLOB_HEX_LEN + 1];
-        blobs_hash(bytes, len, check);
-        if (strcmp(check, img->sha256))
-            rc = is_fail(c->err, c->errlen, IS_ERR_CORRUPT, "the source's bytes of image %lld are damaged (SHA-256 %s, not %s)",
-                         (long long)img->id, check, img->sha256);
-    }
+    if (!rc && !bytes_match(bytes, len, img->sha256))
+        rc = is_fail(c->err, c->errlen, IS_ERR_CORRUPT, "the source's bytes of image %lld do not match their SHA-256",
+                     (long long)img->id);
     if (!rc) rc = store_import(c->to, img, bytes, len, c->err, c->errlen);
     free(bytes);
     if (rc) return is_fail(c->err, c->errlen, rc, "image %lld: %s", (long long)img->id, c->err);
@@ -60,12 +63,9 @@ static int verify_row(const store_image *img, void *arg) {
     unsigned char *bytes = NULL;
     size_t len = 0;
     rc = store_bytes_read(c->to, img->sha256, &bytes, &len, c->err, c->errlen);
-    if (!rc) {
-        char check[BLOB_HEX_LEN + 1];
-        blobs_hash(bytes, len, check);
-        if (strcmp(check, img->sha256))
-            rc = is_fail(c->err, c->errlen, IS_ERR_CORRUPT, "verify: the bytes of image %lld differ", (long long)img->id);
-    } else {
+    if (!rc && !bytes_match(bytes, len, img->sha256)) {
+        rc = is_fail(c->err, c->errlen, IS_ERR_CORRUPT, "verify: the bytes of image %lld differ", (long long)img->id);
+    } else if (rc) {
         rc = is_fail(c->err, c->errlen, rc, "verify: the bytes of image %lld are missing", (long long)img->id);
     }
     free(bytes);
