@@ -14,6 +14,7 @@
 struct embed_engine {
     model *m;
     head *h;        /* NULL: the vector is the L2-normalised pooled feature */
+    net_precision precision; /* resolved: never NET_AUTO */
     char id[128];   /* "<model>" or "<model>+<head>" */
 };
 
@@ -22,7 +23,8 @@ struct embed_engine {
 
 struct embed_session {
     const embed_engine *e;
-    pthreadpool_t pool;
+    int threads;
+    pthreadpool_t pool; /* fp32 only: XNNPACK's threads (bf16 runs on OpenMP's) */
     net *nets[SESSION_NETS];
     float *scratch; /* logits of the largest batch so far, when the caller wants none */
     size_t scratch_len;
@@ -37,7 +39,12 @@ int embed_engine_new(const char *model_config, embed_engine **out, char *err, si
     if (rc) return rc;
     embed_engine *e = calloc(1, sizeof *e);
     if (!e) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    rc = model_load(model_config, &e->m, err, errlen);
+    const char *env = getenv("IMGSEARCH_PRECISION");
+    embed_precision asked = EMBED_PRECISION_AUTO;
+    if (env && *env && embed_precision_parse(env, &asked))
+        rc = is_fail(err, errlen, IS_ERR_INVALID, "IMGSEARCH_PRECISION=%s: use auto, fp32 or bf16", env);
+    if (!rc) rc = embed_engine_set_precision(e, asked, err, errlen);
+    if (!rc) rc = model_load(model_config, &e->m, err, errlen);
     if (rc) {
         free(e);
         return rc;
@@ -72,6 +79,35 @@ void embed_engine_drop_head(embed_engine *e) {
     e->h = NULL;
     snprintf(e->id, sizeof e->id, "%s", e->m->name);
 }
+int embed_precision_parse(const char *text, embed_precision *out) {
+    static const char *names[] = {"auto", "fp32", "bf16"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(text, names[i])) {
+            *out = (embed_precision)i;
+            return 0;
+        }
+    return -1;
+}
+
+int embed_engine_set_precision(embed_engine *e, embed_precision p, char *err, size_t errlen) {
+    net_precision asked = p == EMBED_PRECISION_FP32 ? NET_FP32 : p == EMBED_PRECISION_BF16 ? NET_BF16 : NET_AUTO;
+    return net_pick_precision(asked, &e->precision, err, errlen);
+}
+
+int embed_apply_precision(embed_engine *e, const char *text, char *err, size_t errlen) {
+    embed_precision p;
+    if (!text) return IS_OK;
+    if (embed_precision_parse(text, &p))
+        return is_fail(err, errlen, IS_ERR_INVALID, "precision '%s': use auto, fp32 or bf16", text);
+    return embed_engine_set_precision(e, p, err, errlen);
+}
+
+embed_precision embed_engine_precision(const embed_engine *e) {
+    return e->precision == NET_BF16 ? EMBED_PRECISION_BF16 : EMBED_PRECISION_FP32;
+}
+
+const char *embed_precision_describe(const embed_engine *e) { return net_precision_describe(e->precision); }
+
 int embed_dims(const embed_engine *e) { return e->h ? head_dims(e->h) : e->m->dims; }
 int embed_feature_dims(const embed_engine *e) { return e->m->dims; }
 int embed_input_size(const embed_engine *e) { return e->m->input_size; }
@@ -96,7 +132,8 @@ int embed_session_new(const embed_engine *e, int threads, embed_session **out, c
     embed_session *s = calloc(1, sizeof *s);
     if (!s) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     s->e = e;
-    if (threads > 1) {
+    s->threads = threads;
+    if (threads > 1 && e->precision == NET_FP32) {
         s->pool = pthreadpool_create((size_t)threads);
         if (!s->pool) {
             free(s);
@@ -131,7 +168,7 @@ static int session_net(embed_session *s, int n, net **out, char *err, size_t err
             break;
         }
     net *fresh;
-    int rc = net_new(s->e->m, n, s->pool, &fresh, err, errlen);
+    int rc = net_new(s->e->m, n, s->e->precision, s->pool, s->threads, &fresh, err, errlen);
     if (rc) return rc;
     net_free(s->nets[slot]);
     s->nets[slot] = fresh;

@@ -3,9 +3,14 @@
  * Two objects:
  *  - embed_engine: the model (weights folded, labels) and preprocessing parameters. Immutable
  *    after embed_engine_new; share one across all threads. Free it after every session.
- *  - embed_session: one inference context (XNNPACK runtimes and an optional thread pool). Use a
- *    session from one thread at a time; give each worker its own. Runtimes for each batch size are
- *    built on first use and kept.
+ *  - embed_session: one inference context (the networks for each batch size, built on first use
+ *    and kept, and their threads). Use a session from one thread at a time; give each worker its
+ *    own.
+ *
+ * Precision: fp32 runs on XNNPACK; bf16 runs on oneDNN with AVX-512 (src/embed/net_impl.h).
+ * "auto" picks bf16 when the CPU has AVX512-BF16, else fp32. Both give the same embedding within
+ * cosine 0.995 and the same top class (tests/unit/test_embed_precision.c), so the precision is
+ * not part of the embedding's identity: vectors of both mix in one index.
  *
  * The vector: global average pooling of the last feature map, then the head fitted beside the
  * model when there is one (embed/head.h: power normalisation, PCA whitening), L2-normalised.
@@ -22,9 +27,25 @@
 typedef struct embed_engine embed_engine;
 typedef struct embed_session embed_session;
 
-/* Loads models/<name>.json and the .safetensors beside it. Errors: IS_ERR_MODEL with the reason. */
+typedef enum { EMBED_PRECISION_AUTO = 0, EMBED_PRECISION_FP32, EMBED_PRECISION_BF16 } embed_precision;
+
+/* "auto", "fp32" or "bf16" → *out; -1 for anything else. */
+int embed_precision_parse(const char *text, embed_precision *out);
+
+/* Loads models/<name>.json and the .safetensors beside it, with the precision named by
+ * IMGSEARCH_PRECISION (auto when unset). Errors: IS_ERR_MODEL with the reason; IS_ERR_INVALID for
+ * a precision this CPU cannot run. */
 int embed_engine_new(const char *model_config, embed_engine **out, char *err, size_t errlen);
 void embed_engine_free(embed_engine *e);
+
+/* Chooses the precision of sessions made from now on (call before any session exists).
+ * AUTO resolves here. Errors: IS_ERR_INVALID when bf16 is forced on a CPU without AVX-512. */
+int embed_engine_set_precision(embed_engine *e, embed_precision p, char *err, size_t errlen);
+embed_precision embed_engine_precision(const embed_engine *e); /* resolved: FP32 or BF16 */
+/* embed_engine_set_precision from a flag's text; NULL leaves the engine's choice as it is.
+ * IS_ERR_INVALID names the accepted words. */
+int embed_apply_precision(embed_engine *e, const char *text, char *err, size_t errlen);
+const char *embed_precision_describe(const embed_engine *e);   /* e.g. "bf16 (oneDNN, AVX512-BF16)" */
 
 /* The embedding's identity: "<model>" or "<model>+<head>" when models/<name>.head.json exists
  * (embed/head.h). Data directories record it; vectors of different identities never mix. */
@@ -43,7 +64,7 @@ const char *embed_label(const embed_engine *e, int cls);
 /* Preprocessing parameters for this model, with the given pixel limit (0 = default). */
 decode_params embed_decode_params(const embed_engine *e, uint64_t max_pixels);
 
-/* threads: 1 runs inference on the calling thread; n > 1 adds a pool of n threads. */
+/* threads: 1 runs inference on the calling thread; n > 1 runs each inference on n threads. */
 int embed_session_new(const embed_engine *e, int threads, embed_session **out, char *err, size_t errlen);
 void embed_session_free(embed_session *s);
 

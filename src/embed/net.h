@@ -1,22 +1,37 @@
-/* net.h — one XNNPACK runtime for a model at a fixed batch size (internal to src/embed).
+/* net.h — the network at a fixed batch size on one of two back ends (internal to src/embed).
  *
- * A net is used by one thread at a time (XNNPACK runtimes are not re-entrant); build one per
- * worker. It may share a pthreadpool with other nets of the same thread. The model must outlive it. */
+ * NET_FP32 runs on XNNPACK (net_xnnpack.c), NET_BF16 on oneDNN (net_onednn.c); net_impl.h says
+ * why each. net_pick_precision turns "auto" into what this CPU does best.
+ *
+ * A net is used by one thread at a time (neither library's runtimes are re-entrant); build one
+ * per worker. An fp32 net may share a pthreadpool with other nets of the same thread; a bf16 net
+ * runs on `threads` OpenMP threads. The model must outlive the net. */
 #ifndef IMGSEARCH_NET_H
 #define IMGSEARCH_NET_H
 
 #include <pthreadpool.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "embed/model.h"
+
+typedef enum { NET_AUTO = 0, NET_FP32, NET_BF16 } net_precision;
 
 typedef struct net net;
 
 /* Initialises XNNPACK once per process; safe to call from any thread, any number of times. */
 int net_global_init(char *err, size_t errlen);
 
-/* Builds the graph for `batch` images; pool may be NULL (run on the calling thread). */
-int net_new(const model *m, int batch, pthreadpool_t pool, net **out, char *err, size_t errlen);
+/* AUTO → BF16 when the CPU has AVX512-BF16, else FP32. A forced BF16 on a CPU without AVX-512 is
+ * IS_ERR_INVALID (with AVX-512 but no BF16 it runs, emulated). */
+int net_pick_precision(net_precision asked, net_precision *out, char *err, size_t errlen);
+/* Words for logs and /index/status: "fp32 (XNNPACK)", "bf16 (oneDNN, AVX512-BF16)", ... */
+const char *net_precision_describe(net_precision p);
+
+/* Builds the network for `batch` images. pool (fp32) may be NULL: run on the calling thread.
+ * threads (bf16): OpenMP threads per run. */
+int net_new(const model *m, int batch, net_precision p, pthreadpool_t pool, int threads, net **out,
+            char *err, size_t errlen);
 void net_free(net *n);
 int net_batch(const net *n);
 

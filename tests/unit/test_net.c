@@ -165,6 +165,68 @@ static void test_batch_and_threads_agree(void **state) {
     free(single);
 }
 
+/* fp32 (XNNPACK) and bf16 (oneDNN) give the same embedding within cosine 0.995 and the same top
+ * class on every photo, so their vectors may mix in one index (embed.h). On a CPU without AVX-512
+ * bf16 cannot run: forcing it is refused and auto picks fp32. */
+static void test_precisions_agree(void **state) {
+    (void)state;
+    char err[512];
+    embed_engine *fp32, *bf16;
+    assert_int_equal(embed_engine_new(model_path(), &fp32, err, sizeof err), IS_OK);
+    assert_int_equal(embed_engine_set_precision(fp32, EMBED_PRECISION_FP32, err, sizeof err), IS_OK);
+    assert_int_equal(embed_engine_precision(fp32), EMBED_PRECISION_FP32);
+    assert_int_equal(embed_engine_new(model_path(), &bf16, err, sizeof err), IS_OK);
+    int rc = embed_engine_set_precision(bf16, EMBED_PRECISION_BF16, err, sizeof err);
+    printf("auto is %s here\n", embed_precision_describe(engine));
+    if (rc) {
+        assert_int_equal(rc, IS_ERR_INVALID);
+        assert_non_null(strstr(err, "AVX-512"));
+        assert_int_equal(embed_engine_precision(engine), EMBED_PRECISION_FP32);
+        embed_engine_free(fp32);
+        embed_engine_free(bf16);
+        skip();
+    }
+    static const struct { const char *dir, *name; } photos[] = {
+        {DARKNET_DATA, "dog.jpg"}, {DARKNET_DATA, "eagle.jpg"}, {DARKNET_DATA, "giraffe.jpg"},
+        {DARKNET_DATA, "horses.jpg"}, {DARKNET_DATA, "kite.jpg"}, {DARKNET_DATA, "person.jpg"},
+        {DARKNET_DATA, "scream.jpg"}, {SKIMAGE_DATA, "chelsea.png"}, {SKIMAGE_DATA, "coffee.png"},
+        {SKIMAGE_DATA, "astronaut.png"}, {SKIMAGE_DATA, "rocket.jpg"}, {SKIMAGE_DATA, "motorcycle_left.png"},
+        {SKIMAGE_DATA, "hubble_deep_field.jpg"}, {NULL, "cat_grey.png"}, {NULL, "palette_alpha.png"}};
+    embed_session *a, *b;
+    assert_int_equal(embed_session_new(fp32, 1, &a, err, sizeof err), IS_OK);
+    assert_int_equal(embed_session_new(bf16, 1, &b, err, sizeof err), IS_OK);
+    float *va = malloc(sizeof(float) * (size_t)dims), *vb = malloc(sizeof(float) * (size_t)dims);
+    float *la = malloc(sizeof(float) * (size_t)nclasses), *lb = malloc(sizeof(float) * (size_t)nclasses);
+    float *pa = malloc(sizeof(float) * (size_t)nclasses), *pb = malloc(sizeof(float) * (size_t)nclasses);
+    double worst = 1;
+    for (size_t i = 0; i < sizeof photos / sizeof *photos; i++) {
+        size_t len;
+        unsigned char *buf = test_read(photos[i].dir, photos[i].name, &len);
+        assert_int_equal(embed_image(a, buf, len, 0, va, la, NULL, err, sizeof err), IS_OK);
+        assert_int_equal(embed_image(b, buf, len, 0, vb, lb, NULL, err, sizeof err), IS_OK);
+        free(buf);
+        int ta, tb;
+        embed_top_classes(fp32, la, pa, 1, &ta);
+        embed_top_classes(bf16, lb, pb, 1, &tb);
+        double c = test_cosine(va, vb, dims);
+        worst = c < worst ? c : worst;
+        if (c < 0.995) fail_msg("%s: fp32 vs bf16 cosine %.5f", photos[i].name, c);
+        if (ta != tb) fail_msg("%s: fp32 says %s, bf16 says %s", photos[i].name, embed_label(fp32, ta), embed_label(bf16, tb));
+    }
+    printf("fp32 vs %s: lowest cosine %.5f over %zu photos, same top class on all\n",
+           embed_precision_describe(bf16), worst, sizeof photos / sizeof *photos);
+    free(va);
+    free(vb);
+    free(la);
+    free(lb);
+    free(pa);
+    free(pb);
+    embed_session_free(a);
+    embed_session_free(b);
+    embed_engine_free(fp32);
+    embed_engine_free(bf16);
+}
+
 /* A config that disagrees with the weights is refused with the tensor named. */
 static void test_bad_model_config(void **state) {
     (void)state;
@@ -198,6 +260,7 @@ int main(void) {
         cmocka_unit_test(test_classifies_real_photos),
         cmocka_unit_test(test_invariance),
         cmocka_unit_test(test_batch_and_threads_agree),
+        cmocka_unit_test(test_precisions_agree),
         cmocka_unit_test(test_bad_model_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
