@@ -92,17 +92,32 @@ void head_free(head *h) {
 const char *head_name(const head *h) { return h->name; }
 int head_dims(const head *h) { return h->dims; }
 
+/* out = projection · x, projection [rows][n]. 16 independent partial sums per row let the
+ * compiler use whole vector registers (a single running sum may not be reordered); the clones
+ * give AVX-512 and AVX2 builds of it, picked at load time by the CPU (GCC's target_clones). The
+ * scalar version took 11 % of a bf16 inference's time. */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+static void project(const float *restrict projection, int rows, int n, const float *restrict x, float *restrict out) {
+    enum { LANES = 16 };
+    for (int d = 0; d < rows; d++) {
+        const float *row = projection + (size_t)d * (size_t)n;
+        float part[LANES] = {0};
+        int i = 0;
+        for (; i + LANES <= n; i += LANES)
+            for (int j = 0; j < LANES; j++) part[j] += row[i + j] * x[i + j];
+        float acc = 0;
+        for (int j = 0; j < LANES; j++) acc += part[j];
+        for (; i < n; i++) acc += row[i] * x[i];
+        out[d] = acc;
+    }
+}
+
 void head_apply(const head *h, float *x, float *out) {
     int n = h->in_dims;
     if (h->power)
         for (int i = 0; i < n; i++) x[i] = x[i] < 0 ? -sqrtf(-x[i]) : sqrtf(x[i]);
     head_l2(x, n);
     for (int i = 0; i < n; i++) x[i] -= h->mean[i];
-    for (int d = 0; d < h->dims; d++) {
-        const float *row = h->projection + (size_t)d * (size_t)n;
-        float acc = 0;
-        for (int i = 0; i < n; i++) acc += row[i] * x[i];
-        out[d] = acc;
-    }
+    project(h->projection, h->dims, n, x, out);
     head_l2(out, h->dims);
 }
