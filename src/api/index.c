@@ -31,6 +31,7 @@ void api_index_status(engine *e, http_response *res) {
     if (o) {
         json_object_set_new(o, "embedding", json_string(st.embedding));
         json_object_set_new(o, "dims", json_integer(st.dims));
+        json_object_set_new(o, "inference", json_string(st.inference));
         /* vectors of an older embedding are served as they are until `imgsearch reembed` */
         json_object_set_new(o, "reembed_to", st.upgrade_to ? json_string(st.upgrade_to) : json_null());
         /* where the truth is, and how far behind it this node's index may be */

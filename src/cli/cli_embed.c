@@ -17,6 +17,7 @@
 
 typedef struct {
     const char *model;
+    const char *precision;  /* NULL: $IMGSEARCH_PRECISION, else auto */
     int threads;
     int batch;
     int top;
@@ -86,6 +87,7 @@ static void usage(const char *cmd, FILE *f) {
             "usage: imgsearch %s [OPTIONS] FILE...\n"
             "  --model PATH       model config (default: %s)\n"
             "  --threads N        inference threads (default 1)\n"
+            "  --precision P      auto (bf16 on CPUs with AVX512-BF16, else fp32), fp32 or bf16\n"
             "  --batch N          images per inference batch (default 1)\n"
             "  --max-pixels N     refuse images with more pixels (default %llu)\n"
             "  --dump-input DIR   also write each preprocessed input tensor to DIR/<n>.f32\n"
@@ -103,6 +105,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, cli_opts *o) {
         {"batch", required_argument, 0, 'b'}, {"max-pixels", required_argument, 0, 'p'},
         {"top", required_argument, 0, 'k'},   {"help", no_argument, 0, 'h'},
         {"dump-input", required_argument, 0, 'd'}, {"features", no_argument, 0, 'f'},
+        {"precision", required_argument, 0, 'r'},
         {0, 0, 0, 0}};
     *o = (cli_opts){.model = NULL, .threads = 1, .batch = 1, .top = 5, .max_pixels = 0};
     optind = 1;
@@ -110,7 +113,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, cli_opts *o) {
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         char *end = NULL;
         long long v = 0;
-        if (c != 'm' && c != 'd' && c != 'f' && c != 'h' && c != '?') {
+        if (c != 'm' && c != 'd' && c != 'f' && c != 'r' && c != 'h' && c != '?') {
             v = strtoll(optarg, &end, 10);
             if (!*optarg || *end || v < 1) {
                 fprintf(stderr, "imgsearch %s: '%s' is not a positive integer\n", cmd, optarg);
@@ -120,6 +123,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, cli_opts *o) {
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'd': o->dump_input = optarg; break;
+        case 'r': o->precision = optarg; break;
         case 'f': o->features = !strcmp(cmd, "embed"); break;
         case 't': o->threads = v > 256 ? 256 : (int)v; break;
         case 'b': o->batch = v > 256 ? 256 : (int)v; break;
@@ -156,6 +160,7 @@ static int run_files(const char *cmd, int classify, int argc, char **argv) {
     embed_engine *e = NULL;
     embed_session *s = NULL;
     if ((rc = embed_engine_new(o.model, &e, err, sizeof err)) ||
+        (rc = embed_apply_precision(e, o.precision, err, sizeof err)) ||
         (rc = embed_session_new(e, o.threads, &s, err, sizeof err))) {
         fprintf(stderr, "imgsearch %s: %s\n", cmd, err);
         embed_engine_free(e);

@@ -25,6 +25,8 @@ static void usage(FILE *f) {
             "  --threads N          images decoded and embedded at once (default: the number of CPUs)\n"
             "  --max-connections N  connections served at once, each on its own thread (default 256)\n"
             "  --infer-threads N    threads per inference (default 1)\n"
+            "  --precision P        inference arithmetic: auto (bf16 on CPUs with AVX512-BF16, else\n"
+            "                       fp32), fp32 or bf16 (default: $IMGSEARCH_PRECISION, else auto)\n"
             "  --max-upload BYTES   largest request body (default 52428800 = 50 MB)\n"
             "  --max-pixels N       largest image in pixels (default 100000000)\n"
             "  --max-data-bytes N   largest metadata of one image, JSON bytes (default 65536)\n"
@@ -62,8 +64,9 @@ int cli_serve(int argc, char **argv) {
         {"hnsw-int8", no_argument, 0, '8'},        {"max-connections", required_argument, 0, 'c'},
         {"max-data-bytes", required_argument, 0, 'B'}, {"max-data-keys", required_argument, 0, 'K'},
         {"max-data-depth", required_argument, 0, 'D'}, {"store", required_argument, 0, 'P'},
+        {"precision", required_argument, 0, 'r'},
         {0, 0, 0, 0}};
-    const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL, *store_url = getenv("IMGSEARCH_STORE");
+    const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL, *precision = NULL, *store_url = getenv("IMGSEARCH_STORE");
     long long port = 8001, threads = 0, connections = 256, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
     long long threshold = 10000, hnsw_m = 16, ef_construction = 200, ef_search = 64;
     long long data_bytes = ENGINE_DATA_MAX_BYTES, data_keys = ENGINE_DATA_MAX_KEYS, data_depth = ENGINE_DATA_MAX_DEPTH;
@@ -75,6 +78,7 @@ int cli_serve(int argc, char **argv) {
         case 'H': host = optarg; break;
         case 'd': data = optarg; break;
         case 'P': store_url = optarg; break;
+        case 'r': precision = optarg; break;
         case 'm': model = optarg; break;
         case 'w': web = optarg; break;
         case 'p': bad = positive("--port", optarg, 65535, &port); break;
@@ -106,7 +110,7 @@ int cli_serve(int argc, char **argv) {
     char err[512];
     engine *e;
     engine_config cfg = {.data_dir = data, .store_url = store_url && *store_url ? store_url : NULL, .model_config = model ? model : cli_default_model(),
-                         .infer_threads = (int)infer, .sessions = (int)threads, .max_pixels = (uint64_t)max_pixels,
+                         .infer_threads = (int)infer, .sessions = (int)threads, .precision = precision, .max_pixels = (uint64_t)max_pixels,
                          .hnsw_threshold = threshold ? threshold : -1, .hnsw_m = (int)hnsw_m,
                          .hnsw_ef_construction = (int)ef_construction, .hnsw_ef_search = (int)ef_search,
                          .hnsw_int8 = int8,

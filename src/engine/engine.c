@@ -128,6 +128,7 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     pthread_mutex_init(&e->dup_lock, NULL);
     pthread_cond_init(&e->maint_cv, NULL);
     int rc = embed_engine_new(cfg->model_config, &e->model, err, errlen);
+    if (!rc) rc = embed_apply_precision(e->model, cfg->precision, err, errlen);
     if (!rc && mkdir(cfg->data_dir, 0755) && errno != EEXIST)
         rc = is_fail(err, errlen, IS_ERR_IO, "cannot create %s: %s", cfg->data_dir, strerror(errno));
     if (!rc) rc = engine_lock_dir(cfg->data_dir, &e->lock_fd, err, errlen);

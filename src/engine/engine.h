@@ -53,7 +53,8 @@ typedef struct {
     const char *store_url;    /* NULL: the embedded store in data_dir; else PostgreSQL (store.h) */
     const char *model_config; /* models/<name>.json */
     int infer_threads;        /* threads per inference session (1 = the calling thread) */
-    int sessions;             /* inferences at once (each an XNNPACK runtime); 0 = the CPU count */
+    int sessions;             /* inferences at once (each with its own networks); 0 = the CPU count */
+    const char *precision;    /* "auto", "fp32" or "bf16" (embed.h); NULL = $IMGSEARCH_PRECISION, else auto */
     uint64_t max_pixels;      /* 0 = decoder default (100 MP) */
     engine_data_limits data_limits; /* metadata bounds; 0 fields take the defaults below */
     /* the index: an exact scan up to hnsw_threshold images, an HNSW graph above (built in the
@@ -75,6 +76,7 @@ typedef struct {
     const char *storage;      /* "float32" or "int8" */
     const char *embedding;    /* what the stored vectors are: "<model>" or "<model>+<head>" */
     const char *upgrade_to;   /* the embedding `imgsearch reembed` would move them to, or NULL */
+    const char *inference;    /* the precision and library inference runs on (embed_precision_describe) */
     int dims;
     const char *store;        /* "sqlite" or "postgresql" */
     bool shared;              /* other nodes write to the same store */
@@ -170,8 +172,8 @@ typedef void (*engine_progress_fn)(int64_t done, int64_t total, void *ctx);
  * needs the directory to itself. When a server holds it, *swapped stays false (IS_OK): run again
  * once it is stopped, and only what changed since is computed before the swap. The HNSW snapshot
  * is removed (the next start rebuilds the index). *count gets the rows recomputed. One reembed
- * per directory at a time. Only data_dir, model_config, infer_threads and max_pixels of cfg are
- * used. */
+ * per directory at a time. Only data_dir, model_config, precision, infer_threads and max_pixels
+ * of cfg are used. */
 int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *ctx, int64_t *count, bool *swapped,
                    char *err, size_t errlen);
 

@@ -583,6 +583,7 @@ int engine_status(engine *e, engine_status_info *out) {
     out->threshold = e->hnsw_threshold;
     out->embedding = embed_model_name(e->model);
     out->upgrade_to = e->upgrade_to[0] ? e->upgrade_to : NULL;
+    out->inference = embed_precision_describe(e->model);
     out->dims = embed_dims(e->model);
     out->m = e->hnsw.m;
     out->ef_construction = e->hnsw.ef_construction;

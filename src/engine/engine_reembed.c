@@ -82,6 +82,7 @@ int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *
     int rc = access(path, F_OK) ? is_fail(err, errlen, IS_ERR_NOT_FOUND, "%s holds no imgsearch data", cfg->data_dir)
                                 : engine_lock_file(cfg->data_dir, "reembed.lock", &r.reembed_lock_fd, err, errlen);
     if (!rc) rc = embed_engine_new(cfg->model_config, &r.model, err, errlen);
+    if (!rc) rc = embed_apply_precision(r.model, cfg->precision, err, errlen);
     if (!rc) rc = embed_session_new(r.model, cfg->infer_threads > 0 ? cfg->infer_threads : 1, &r.session, err, errlen);
     if (!rc) rc = store_open(cfg->data_dir, NULL, NULL, 0, &r.db, err, errlen); /* any model: that is what changes */
     const char *target = rc ? NULL : embed_model_name(r.model);

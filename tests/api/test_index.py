@@ -165,3 +165,26 @@ def test_reindex_keeps_hnsw_and_health(make_server):
     assert health(s.url)["result"] is True
     ids = add_all(s.url, imgs[:2])
     assert search(s.url, imgs[1], k=1)[0]["id"] == ids[1]
+
+
+def test_precision_is_named_and_both_share_one_store(make_server):
+    """--precision picks the arithmetic and /index/status names it; images added at one
+    precision are found by queries embedded at the other (embed.h: vectors of both mix)."""
+    imgs = variants(8, seed=21)
+    s = make_server("shared", ("--precision", "fp32")).start()
+    assert status(s.url)["inference"] == "fp32 (XNNPACK)"
+    ids = add_all(s.url, imgs)
+    s.stop()
+    auto = make_server("shared").start()
+    inference = status(auto.url)["inference"]
+    assert inference.startswith("bf16 (oneDNN") or inference == "fp32 (XNNPACK)", inference
+    for i, img in enumerate(imgs):
+        hits = search(auto.url, img, k=2)
+        # bf16 against fp32 on such small crops: cosine 0.983 at worst (docs/ARCHITECTURE.md)
+        assert hits[0]["id"] == ids[i] and hits[0]["dist"] < 0.03, (inference, hits)
+        assert hits[1]["dist"] > 0.2
+    auto.stop()
+    bad = make_server("bad", ("--precision", "fp16"))
+    with pytest.raises(RuntimeError):
+        bad.start()
+    assert "precision 'fp16': use auto, fp32 or bf16" in open(bad.log.name).read()
