@@ -36,6 +36,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402  (bench/peers.py: the throw-away venv)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out")
 BENCH = os.path.join(ROOT, "build", "bench", "bench_ann")
@@ -137,18 +140,7 @@ def write_matrix(path, x, dtype=np.float32):
 
 def peers_python(explicit=None):
     """The venv's python with the pinned peers (made on first use)."""
-    if explicit:
-        return explicit
-    venv = os.path.join(OUT, "peers-venv")
-    py = os.path.join(venv, "bin", "python")
-    stamp = os.path.join(venv, "pins.txt")
-    if not (os.path.exists(py) and os.path.exists(stamp) and open(stamp).read() == "\n".join(PEERS)):
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run(["/usr/bin/python3", "-m", "venv", venv], check=True)
-        subprocess.run([py, "-m", "pip", "install", "-q", *PEERS], check=True)
-        with open(stamp, "w") as f:
-            f.write("\n".join(PEERS))
-    return py
+    return peers.venv_python("peers-venv", PEERS, explicit)
 
 
 PY_PEERS = None  # set in main()
