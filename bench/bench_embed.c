@@ -101,8 +101,9 @@ static int bench_infer(embed_engine *e, const opts *o) {
         memcpy(tensors + i * tlen, raw + (i % have) * tlen * sizeof(float), tlen * sizeof(float));
     if (embed_session_new(e, o->threads, &s, err, sizeof err)) goto fail;
 
-    /* Warm-up: the first call builds the XNNPACK runtime for this batch size. */
-    for (int i = 0; i < 3; i++)
+    /* Warm-up: the first call builds the network for this batch size; 20 calls, as every peer
+     * gets in bench/embed.py. */
+    for (int i = 0; i < 20; i++)
         if (embed_run(s, tensors, o->batch, vectors, logits, err, sizeof err)) goto fail;
     long runs = 0;
     double t0 = now_s(), t = t0;

@@ -8,7 +8,10 @@
    POST /image/search?k=10, against the engine's bare inference time for one image (the floor
    any search pays), measured by bench_embed in the same run.
 
-Usage: /usr/bin/python3 bench/service.py [--images 10000] [--ingest 400] [--seconds 20]
+Both are measured for each inference precision (--precisions, default "fp32,auto": before and
+after bf16 inference, same run), and the before/after ratios printed.
+
+Usage: /usr/bin/python3 bench/service.py [--images 10000] [--ingest 400] [--seconds 20] [--precisions fp32,auto]
 Needs: build/imgsearch, build/bench/bench_embed, Debian's wrk. Writes bench/out/service.json.
 """
 import argparse
@@ -68,11 +71,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(data_dir, threads):
+def start_server(data_dir, threads, precision):
     port = free_port()
     log = open(os.path.join(OUT, "service-server.log"), "ab")
     p = subprocess.Popen([BIN, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", data_dir,
-                          "--threads", str(threads), "--model", MODEL], stdout=log, stderr=log)
+                          "--threads", str(threads), "--model", MODEL, "--precision", precision], stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -117,9 +120,10 @@ def ingest_http(url, blobs, clients=2):
     return len(blobs) / (time.monotonic() - t0)
 
 
-def embed_cli(files, procs=2):
+def embed_cli(files, precision, procs=2):
     t0 = time.monotonic()
-    ps = [subprocess.Popen([BIN, "embed", "--model", MODEL, *files[i::procs]], stdout=subprocess.DEVNULL)
+    ps = [subprocess.Popen([BIN, "embed", "--model", MODEL, "--precision", precision, *files[i::procs]],
+                           stdout=subprocess.DEVNULL)
           for i in range(procs)]
     for p in ps:
         if p.wait():
@@ -127,10 +131,10 @@ def embed_cli(files, procs=2):
     return len(files) / (time.monotonic() - t0)
 
 
-def inference_ms(tensor_file):
+def inference_ms(tensor_file, precision):
     out = subprocess.run([os.path.join(ROOT, "build", "bench", "bench_embed"), "infer", "--model", MODEL, "--threads", "1",
                           "--batch", "1", "--seconds", "5", "--input", tensor_file], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, env={**os.environ, "IMGSEARCH_PRECISION": precision}).stdout
     return 1000.0 / json.loads(out.strip().splitlines()[-1])["images_per_sec"]
 
 
@@ -162,65 +166,92 @@ def wrk_search(url, query_file, seconds, conns=8):
             "errors": int(non2xx.group(1)) if non2xx else 0}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=10000)
-    ap.add_argument("--ingest", type=int, default=400, help="images for the ingest comparison")
-    ap.add_argument("--seconds", type=int, default=20)
-    args = ap.parse_args()
-    os.makedirs(OUT, exist_ok=True)
-    work = tempfile.mkdtemp(dir=OUT, prefix="service-")
+def measure(precision, blobs, files, args, work):
+    res = {"precision": precision}
+    # 1. ingest: the same files, HTTP (2 clients, 2 workers) vs the CLI (2 processes)
+    res["embed_cli_images_per_sec"] = embed_cli(files, precision)
+    server, url = start_server(os.path.join(work, f"ingest-{precision}"), 2, precision)
     try:
-        blobs = list(variants(max(args.images, args.ingest), seed=7))
-        files = []
-        for i, b in enumerate(blobs[:args.ingest]):
-            files.append(os.path.join(work, f"{i}.jpg"))
-            open(files[-1], "wb").write(b)
-        res = {}
-        # 1. ingest: the same files, HTTP (2 clients, 2 workers) vs the CLI (2 processes)
-        res["embed_cli_images_per_sec"] = embed_cli(files)
-        server, url = start_server(os.path.join(work, "ingest"), threads=2)
-        try:
-            res["http_ingest_images_per_sec"] = ingest_http(url, blobs[:args.ingest])
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait()
-        # 2. search latency at N images
-        server, url = start_server(os.path.join(work, "search"), threads=2)
-        try:
-            t0 = time.monotonic()
-            ingest_http(url, blobs[:args.images])
-            res["load_seconds"] = time.monotonic() - t0
-            query = os.path.join(work, "query.jpg")
-            open(query, "wb").write(next(variants(1, seed=99)))
-            res["search"] = wrk_search(url, query, args.seconds)
-            res["collection"] = requests.get(url + "/images", params={"limit": 1}).json()["total"]
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait()
-        tens = os.path.join(work, "t")
-        os.makedirs(tens)
-        subprocess.run([BIN, "embed", "--model", MODEL, "--dump-input", tens, query], stdout=subprocess.DEVNULL,
-                       check=True)
-        res["inference_ms"] = inference_ms(os.path.join(tens, "0.f32"))
+        res["inference"] = requests.get(url + "/index/status").json()["result"]["inference"]
+        res["http_ingest_images_per_sec"] = ingest_http(url, blobs[:args.ingest])
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        server.send_signal(signal.SIGTERM)
+        server.wait()
+    # 2. search latency at N images
+    server, url = start_server(os.path.join(work, f"search-{precision}"), 2, precision)
+    try:
+        t0 = time.monotonic()
+        ingest_http(url, blobs[:args.images])
+        res["load_seconds"] = time.monotonic() - t0
+        query = os.path.join(work, "query.jpg")
+        open(query, "wb").write(next(variants(1, seed=99)))
+        res["search"] = wrk_search(url, query, args.seconds)
+        res["collection"] = requests.get(url + "/images", params={"limit": 1}).json()["total"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait()
+    tens = os.path.join(work, f"t-{precision}")
+    os.makedirs(tens)
+    subprocess.run([BIN, "embed", "--model", MODEL, "--dump-input", tens, query], stdout=subprocess.DEVNULL,
+                   check=True)
+    res["inference_ms"] = inference_ms(os.path.join(tens, "0.f32"), precision)
+    res["ingest_ratio"] = res["http_ingest_images_per_sec"] / res["embed_cli_images_per_sec"]
+    return res
 
-    ratio = res["http_ingest_images_per_sec"] / res["embed_cli_images_per_sec"]
+
+def report(res, args):
     s = res["search"]
-    print(f"imgsearch service bench — {os.cpu_count()} CPUs, EfficientNet-Lite0, 320x240 JPEG inputs\n")
+    print(f"\n### inference: {res['inference']} (--precision {res['precision']})\n")
     print("| what | ours | peer | peer figure | ratio | target |")
     print("|---|---|---|---|---|---|")
     print(f"| ingest over HTTP, 2 clients, {args.ingest} images | {res['http_ingest_images_per_sec']:.1f} img/s | "
-          f"`imgsearch embed` alone, 2 processes | {res['embed_cli_images_per_sec']:.1f} img/s | {ratio:.2f} | >= 0.8 |")
+          f"`imgsearch embed` alone, 2 processes | {res['embed_cli_images_per_sec']:.1f} img/s | "
+          f"{res['ingest_ratio']:.2f} | >= 0.8 |")
     print(f"| search p50 at {res['collection']} images, wrk -c 8 | {s['p50_ms']:.1f} ms | inference of one image "
           f"(bench_embed, 1 thread) | {res['inference_ms']:.1f} ms | {s['p50_ms'] / res['inference_ms']:.2f}x | |")
     print(f"| search p99 at {res['collection']} images, wrk -c 8 | {s['p99_ms']:.1f} ms | same | "
           f"{res['inference_ms']:.1f} ms | {s['p99_ms'] / res['inference_ms']:.2f}x | |")
     print(f"| search throughput | {s['requests_per_sec']:.1f} req/s | | | | |")
     print(f"\nloading {args.images} images took {res['load_seconds']:.0f} s; wrk non-2xx responses: {s['errors']}")
-    res["ingest_ratio"] = ratio
-    json.dump(res, open(os.path.join(OUT, "service.json"), "w"), indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=10000)
+    ap.add_argument("--ingest", type=int, default=400, help="images for the ingest comparison")
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--precisions", default="fp32,auto", help="comma-separated --precision values to compare")
+    args = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    work = tempfile.mkdtemp(dir=OUT, prefix="service-")
+    runs = []
+    try:
+        blobs = list(variants(max(args.images, args.ingest), seed=7))
+        files = []
+        for i, b in enumerate(blobs[:args.ingest]):
+            files.append(os.path.join(work, f"{i}.jpg"))
+            open(files[-1], "wb").write(b)
+        for precision in args.precisions.split(","):
+            runs.append(measure(precision, blobs, files, args, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"imgsearch service bench — {os.cpu_count()} CPUs, EfficientNet-Lite0, 320x240 JPEG inputs")
+    for res in runs:
+        report(res, args)
+    if len(runs) > 1:
+        a, b = runs[0], runs[-1]
+        print(f"\n### {b['precision']} ({b['inference']}) against {a['precision']} ({a['inference']}), same run\n")
+        print("| what | before | after | ratio after/before |")
+        print("|---|---|---|---|")
+        for label, key in (("ingest over HTTP, img/s", "http_ingest_images_per_sec"),
+                           ("search throughput, req/s", ("search", "requests_per_sec")),
+                           ("search p50, ms", ("search", "p50_ms")),
+                           ("search p99, ms", ("search", "p99_ms"))):
+            va = a[key[0]][key[1]] if isinstance(key, tuple) else a[key]
+            vb = b[key[0]][key[1]] if isinstance(key, tuple) else b[key]
+            print(f"| {label} | {va:.1f} | {vb:.1f} | {vb / va:.2f}× |")
+    json.dump(runs, open(os.path.join(OUT, "service.json"), "w"), indent=1)
 
 
 if __name__ == "__main__":
