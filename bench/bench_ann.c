@@ -3,7 +3,7 @@
  * save/load, and filtered search at several selectivities (graph walk vs exact over the ids).
  *
  *   bench_ann --base F --queries F --truth F [--m 16] [--efc 200] [--storage float32|int8]
- *             [--efs 10,20,...] [--threads 1,2] [--snapshot PATH] [--filters] [--flat-queries N]
+ *             [--efs 10,20,...] [--threads 1,2] [--build-threads N] [--snapshot PATH] [--filters] [--flat-queries N]
  *   bench_ann --cpu      (the vector kernels in use: distance.h, IMGSEARCH_SIMD)
  *
  * Files: uint32 n, uint32 dims, then n×dims float32 (base, queries); uint32 nq, uint32 k, then
@@ -185,7 +185,7 @@ static int parse_list(const char *s, int *out, int max) {
 
 int main(int argc, char **argv) {
     const char *base_f = NULL, *q_f = NULL, *t_f = NULL, *snap = NULL, *storage = "float32";
-    int m = 16, efc = 200, efs[32], nefs = 0, threads[4] = {1, 2}, nthreads = 2, filters = 0;
+    int m = 16, efc = 200, efs[32], nefs = 0, threads[4] = {1, 2}, nthreads = 2, filters = 0, build_threads = 1;
     uint32_t flat_queries = 200;
     if (argc == 2 && !strcmp(argv[1], "--cpu")) { /* which vector kernels this run uses */
         printf("{\"what\":\"cpu\",\"dot_level\":\"%s\",\"cpu_level\":\"%s\"}\n", dot_level_name(dot_level_used()),
@@ -207,6 +207,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--storage")) storage = v;
         else if (!strcmp(a, "--efs")) nefs = parse_list(v, efs, 32);
         else if (!strcmp(a, "--threads")) nthreads = parse_list(v, threads, 4);
+        else if (!strcmp(a, "--build-threads")) build_threads = atoi(v);
         else if (!strcmp(a, "--snapshot")) snap = v;
         else if (!strcmp(a, "--flat-queries")) flat_queries = (uint32_t)atoi(v);
         else {
@@ -233,18 +234,30 @@ int main(int argc, char **argv) {
     idx = hnsw_new(&p);
     long rss0 = rss_kib();
     double t0 = now();
-    for (uint32_t i = 0; i < base.n; i++) {
-        if (hnsw_add(idx, (int64_t)i + 1, base.v + (size_t)i * base.d)) {
-            fprintf(stderr, "add failed\n");
-            return 1;
+    if (build_threads <= 1) {
+        for (uint32_t i = 0; i < base.n; i++) {
+            if (hnsw_add(idx, (int64_t)i + 1, base.v + (size_t)i * base.d)) {
+                fprintf(stderr, "add failed\n");
+                return 1;
+            }
+        }
+    } else { /* the server's build path: batches of 512 rows, as engine_index.c gathers them */
+        int64_t ids[512];
+        for (uint32_t i = 0; i < base.n; i += 512) {
+            uint32_t n = base.n - i < 512 ? base.n - i : 512;
+            for (uint32_t j = 0; j < n; j++) ids[j] = (int64_t)(i + j) + 1;
+            if (hnsw_add_batch(idx, ids, base.v + (size_t)i * base.d, n, build_threads)) {
+                fprintf(stderr, "add failed\n");
+                return 1;
+            }
         }
     }
     double build_s = now() - t0;
     /* where the RSS went: the heap's free but resident bytes, and large blocks mapped directly */
     struct mallinfo2 mi = mallinfo2();
-    printf("{\"what\":\"build\",\"storage\":\"%s\",\"n\":%u,\"dims\":%u,\"m\":%d,\"efc\":%d,\"seconds\":%.3f,"
+    printf("{\"what\":\"build\",\"build_threads\":%d,\"storage\":\"%s\",\"n\":%u,\"dims\":%u,\"m\":%d,\"efc\":%d,\"seconds\":%.3f,"
            "\"memory_bytes\":%zu,\"rss_delta_bytes\":%ld,\"heap_free_bytes\":%zu,\"mmapped_bytes\":%zu}\n",
-           storage, base.n, base.d, m, efc, build_s, hnsw_memory_bytes(idx), (rss_kib() - rss0) * 1024, mi.fordblks,
+           build_threads, storage, base.n, base.d, m, efc, build_s, hnsw_memory_bytes(idx), (rss_kib() - rss0) * 1024, mi.fordblks,
            mi.hblkhd);
     fflush(stdout);
 

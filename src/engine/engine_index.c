@@ -231,17 +231,56 @@ int index_catch_up(engine *e, char *err, size_t errlen) {
 
 /* ---- building ------------------------------------------------------------------------------ */
 
+/* Rows are gathered BUILD_BATCH at a time for the HNSW graph, which inserts a batch on every
+ * CPU (hnsw_add_batch); the exact index takes them one by one. */
+#define BUILD_BATCH 512
+
 typedef struct {
     engine *e;
     index_state *st;
+    int threads;
+    int dims;
+    int64_t ids[BUILD_BATCH];
+    float *vecs; /* BUILD_BATCH × dims */
+    size_t n;
 } build_ctx;
+
+static int build_flush(build_ctx *b) {
+    int rc = b->n ? hnsw_add_batch(b->st->hnsw, b->ids, b->vecs, b->n, b->threads) : IS_OK;
+    __atomic_add_fetch(&b->e->build_done, (int64_t)b->n, __ATOMIC_RELAXED);
+    b->n = 0;
+    return rc;
+}
 
 static int build_row(const store_image *img, void *ctx) {
     build_ctx *b = ctx;
     if (__atomic_load_n(&b->e->stopping, __ATOMIC_RELAXED)) return IS_ERR_INTERNAL; /* shutting down */
     int rc = index_put_meta(b->st, img->id, img->name, img->data);
-    if (!rc) rc = index_add_vector(b->e, b->st, img->id, img->vector);
-    __atomic_add_fetch(&b->e->build_done, 1, __ATOMIC_RELAXED);
+    if (rc) return rc;
+    if (!b->st->hnsw) {
+        rc = index_add_vector(b->e, b->st, img->id, img->vector);
+        __atomic_add_fetch(&b->e->build_done, 1, __ATOMIC_RELAXED);
+        return rc;
+    }
+    b->ids[b->n] = img->id;
+    memcpy(b->vecs + b->n * (size_t)b->dims, img->vector, sizeof(float) * (size_t)b->dims);
+    return ++b->n == BUILD_BATCH ? build_flush(b) : IS_OK;
+}
+
+/* Fills st (private to the caller) from a consistent read of the store; st->applied_seq gets the
+ * read's sequence. The HNSW graph is built on every CPU. */
+static int fill_from_store(engine *e, index_state *st, char *err, size_t errlen) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    build_ctx *b = calloc(1, sizeof *b);
+    if (b) {
+        *b = (build_ctx){.e = e, .st = st, .threads = cpus > 0 ? (int)cpus : 1, .dims = embed_dims(e->model)};
+        b->vecs = malloc(sizeof(float) * BUILD_BATCH * (size_t)b->dims);
+    }
+    int rc = b && b->vecs ? IS_OK : is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    if (!rc) rc = store_each_snapshot(e->db, true, build_row, b, &st->applied_seq, err, errlen);
+    if (!rc && st->hnsw && (rc = build_flush(b))) is_fail(err, errlen, rc, "cannot add to the index");
+    if (b) free(b->vecs);
+    free(b);
     return rc;
 }
 
@@ -276,8 +315,7 @@ static int rebuild(engine *e, char *err, size_t errlen) {
         __atomic_store_n(&e->build_total, count, __ATOMIC_RELAXED);
         __atomic_store_n(&e->build_done, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&e->building, 1, __ATOMIC_RELAXED);
-        build_ctx b = {e, &fresh};
-        rc = store_each_snapshot(e->db, true, build_row, &b, &fresh.applied_seq, err, errlen);
+        rc = fill_from_store(e, &fresh, err, errlen);
         if (!rc) {
             pthread_mutex_lock(&e->write_lock);
             rc = replay(e, &fresh, err, errlen);
@@ -408,8 +446,7 @@ int index_open(engine *e, char *err, size_t errlen) {
     int64_t count = 0;
     int rc = store_count(e->db, &count);
     if (!rc) rc = index_state_empty(e, count == 0 && index_wants_hnsw(e, 0), &e->idx, err, errlen);
-    build_ctx b = {e, &e->idx};
-    if (!rc) rc = store_each_snapshot(e->db, true, build_row, &b, &e->idx.applied_seq, err, errlen);
+    if (!rc) rc = fill_from_store(e, &e->idx, err, errlen);
     if (!rc && e->idx.flat && index_wants_hnsw(e, flat_count(e->idx.flat))) index_maintenance_request(e, true, false);
     return rc;
 }

@@ -450,10 +450,17 @@ int hnsw_search(hnsw_index *h, const float *query, const hnsw_query *q, index_hi
     *nout = 0;
     if (q->k < 1) return IS_ERR_INVALID;
     bool i8 = h->p.storage == HNSW_INT8;
-    int keep = q->k;
-    if (i8) keep = q->rerank > 0 ? q->rerank : (2 * q->k > q->k + 16 ? 2 * q->k : q->k + 16);
-    if (keep < q->k) keep = q->k;
     size_t ef = (size_t)(q->ef > 0 ? q->ef : h->p.ef_search);
+    if (ef < (size_t)q->k) ef = (size_t)q->k;
+    /* int8: the re-rank depth follows ef (at most max(2k, k + 16)), so that a small ef stays a
+     * cheap search instead of being raised to the re-rank depth */
+    int keep = q->k;
+    if (i8 && q->rerank > 0) keep = q->rerank;
+    else if (i8) {
+        int deep = 2 * q->k > q->k + 16 ? 2 * q->k : q->k + 16;
+        keep = ef < (size_t)deep ? (int)ef : deep;
+    }
+    if (keep < q->k) keep = q->k;
     if (ef < (size_t)keep) ef = (size_t)keep;
     index_hit *cands = i8 ? malloc(sizeof *cands * (size_t)keep) : out;
     if (!cands) return IS_ERR_NOMEM;
@@ -521,11 +528,14 @@ int hnsw_search_ids(hnsw_index *h, const float *query, const int64_t *ids, size_
 
 /* ---- insert -------------------------------------------------------------------------------- */
 
-/* A link list computed by the writer, applied at publish. */
+/* A link list computed by the writer, applied at publish. For a back link, virt and d say what
+ * was added (so that it can be planned again when the list changed meanwhile, batch inserts). */
 typedef struct {
     uint32_t slot;
     int level;
     int n;
+    uint32_t virt;
+    float d;
     uint32_t links[128]; /* 2m <= 128 */
 } planned_list;
 
@@ -545,12 +555,14 @@ static planned_list *plan_next(plan *p) {
     return &p->v[p->n++];
 }
 
+static void apply_list(hnsw_index *h, const planned_list *pl) {
+    uint32_t *l = hnsw_links(h, pl->slot, pl->level);
+    memcpy(l + 1, pl->links, sizeof(uint32_t) * (size_t)pl->n);
+    l[0] = (uint32_t)pl->n;
+}
+
 static void plan_apply(hnsw_index *h, const plan *p) {
-    for (size_t i = 0; i < p->n; i++) {
-        uint32_t *l = hnsw_links(h, p->v[i].slot, p->v[i].level);
-        memcpy(l + 1, p->v[i].links, sizeof(uint32_t) * (size_t)p->v[i].n);
-        l[0] = (uint32_t)p->v[i].n;
-    }
+    for (size_t i = 0; i < p->n; i++) apply_list(h, &p->v[i]);
 }
 
 static int random_level(hnsw_index *h) {
@@ -564,20 +576,21 @@ static int random_level(hnsw_index *h) {
     return level < HNSW_MAX_LEVEL ? level : HNSW_MAX_LEVEL;
 }
 
-/* Plans adding `virt` to the list of s on level (shrinking it with the heuristic when full). */
-static bool plan_backlink(const hnsw_index *h, plan *p, uint32_t s, int level, uint32_t virt, float d,
-                          const enc_query *vq) {
+/* Plans adding `virt` to the list of s on level into pl (shrinking it with the heuristic when
+ * full), from the list as it is now. */
+static void plan_backlink_into(const hnsw_index *h, planned_list *pl, uint32_t s, int level, uint32_t virt, float d,
+                               const enc_query *vq) {
     const uint32_t *l = hnsw_links(h, s, level);
     int max = hnsw_max_links(h, level);
-    planned_list *pl = plan_next(p);
-    if (!pl) return false;
     pl->slot = s;
     pl->level = level;
+    pl->virt = virt;
+    pl->d = d;
     if ((int)l[0] < max) {
         memcpy(pl->links, l + 1, sizeof(uint32_t) * l[0]);
         pl->links[l[0]] = virt;
         pl->n = (int)l[0] + 1;
-        return true;
+        return;
     }
     cand c[129];
     enc_query sq = stored_query(h, s);
@@ -586,6 +599,13 @@ static bool plan_backlink(const hnsw_index *h, plan *p, uint32_t s, int level, u
     c[nc++] = (cand){d, virt};
     qsort(c, (size_t)nc, sizeof *c, cmp_cand);
     pl->n = select_neighbours(h, c, nc, max, pl->links, s, virt, vq);
+}
+
+static bool plan_backlink(const hnsw_index *h, plan *p, uint32_t s, int level, uint32_t virt, float d,
+                          const enc_query *vq) {
+    planned_list *pl = plan_next(p);
+    if (!pl) return false;
+    plan_backlink_into(h, pl, s, level, virt, d, vq);
     return true;
 }
 
@@ -599,96 +619,254 @@ static int grow_free_list(hnsw_index *h) {
     return IS_OK;
 }
 
+/* One insert: prepared by the writer (slot, level, buffers), planned without locks (step 1:
+ * search, own lists, back links; several jobs may plan at once, the graph only being read), then
+ * published by the writer under the write lock (step 2). */
+typedef struct {
+    int64_t id;
+    const float *vec;
+    uint32_t slot;
+    int level;
+    uint32_t *upper;
+    int8_t *q8;
+    enc_query vq;
+    plan own, back;
+    int rc;
+} insert_job;
+
+static void job_free(insert_job *j) {
+    free(j->upper);
+    free(j->q8);
+    free(j->own.v);
+    free(j->back.v);
+    memset(j, 0, sizeof *j);
+}
+
+static int job_prepare(hnsw_index *h, insert_job *j, int64_t id, const float *vec, uint32_t slot) {
+    memset(j, 0, sizeof *j);
+    j->id = id;
+    j->vec = vec;
+    j->slot = slot;
+    j->level = random_level(h);
+    if (j->level && !(j->upper = calloc((size_t)j->level * (size_t)(1 + h->p.m), sizeof(uint32_t))))
+        return IS_ERR_NOMEM;
+    if (h->p.storage == HNSW_INT8 && !(j->q8 = malloc((size_t)h->p.dims))) return IS_ERR_NOMEM;
+    j->vq = (enc_query){.f = vec, .q8 = j->q8};
+    if (j->q8) j->vq.scale = encode_i8(vec, h->p.dims, j->q8);
+    return IS_OK;
+}
+
+static void job_plan(hnsw_index *h, insert_job *j) {
+    if (h->entry == HNSW_NONE) return;
+    search_buf *b = buf_acquire(h);
+    if (!b) {
+        j->rc = IS_ERR_NOMEM;
+        return;
+    }
+    float d;
+    int top = j->level < h->max_level ? j->level : h->max_level;
+    uint32_t ep = descend(h, &j->vq, top, &d);
+    admit_rule live = {NULL, NULL, HNSW_NONE};
+    for (int l = top; !j->rc && l >= 0; l--) {
+        if (!search_layer(h, &j->vq, ep, d, (size_t)h->p.ef_construction, l, &live, b)) {
+            j->rc = IS_ERR_NOMEM;
+            break;
+        }
+        int nc = (int)b->nbest;
+        cand *c = b->best;
+        qsort(c, (size_t)nc, sizeof *c, cmp_cand);
+        planned_list *mine = plan_next(&j->own);
+        if (!mine) {
+            j->rc = IS_ERR_NOMEM;
+            break;
+        }
+        mine->slot = j->slot;
+        mine->level = l;
+        mine->n = select_neighbours(h, c, nc, hnsw_max_links(h, l), mine->links, j->slot, j->slot, &j->vq);
+        for (int i = 0; i < mine->n && !j->rc; i++) {
+            float dn = 0;
+            for (int k = 0; k < nc; k++)
+                if (c[k].s == mine->links[i]) dn = c[k].d;
+            if (!plan_backlink(h, &j->back, mine->links[i], l, j->slot, dn, &j->vq)) j->rc = IS_ERR_NOMEM;
+        }
+        if (nc) {
+            ep = c[0].s;
+            d = c[0].d;
+        }
+    }
+    buf_release(h, b);
+}
+
+/* The lists (slot, level) already rewritten by earlier publishes of a batch: a back link planned
+ * from the old list is planned again from the new one, so no link is lost. Open addressing. */
+typedef struct {
+    uint64_t *keys; /* key + 1; 0 = empty */
+    size_t cap, n;
+} touched_set;
+
+static uint64_t touched_key(uint32_t slot, int level) { return ((uint64_t)slot << 5 | (uint64_t)level) + 1; }
+
+static bool touched_has(const touched_set *t, uint64_t key) {
+    for (size_t i = (size_t)(key * 0x9E3779B97F4A7C15ULL) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        if (t->keys[i] == key) return true;
+        if (!t->keys[i]) return false;
+    }
+}
+
+static int touched_add(touched_set *t, uint64_t key) {
+    if ((t->n + 1) * 2 > t->cap) {
+        touched_set g = {calloc(t->cap * 2, sizeof *g.keys), t->cap * 2, 0};
+        if (!g.keys) return IS_ERR_NOMEM;
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->keys[i]) touched_add(&g, t->keys[i]);
+        free(t->keys);
+        *t = g;
+    }
+    size_t i = (size_t)(key * 0x9E3779B97F4A7C15ULL) & (t->cap - 1);
+    while (t->keys[i] && t->keys[i] != key) i = (i + 1) & (t->cap - 1);
+    if (!t->keys[i]) {
+        t->keys[i] = key;
+        t->n++;
+    }
+    return IS_OK;
+}
+
+/* Step 2. With t (a batch), back links into lists an earlier job of the batch rewrote are planned
+ * again first; without locks, as only the writer changes lists. */
+static int job_publish(hnsw_index *h, insert_job *j, touched_set *t) {
+    int rc = IS_OK;
+    for (size_t i = 0; t && !rc && i < j->back.n; i++) {
+        planned_list *pl = &j->back.v[i];
+        uint64_t key = touched_key(pl->slot, pl->level);
+        if (touched_has(t, key)) plan_backlink_into(h, pl, pl->slot, pl->level, pl->virt, pl->d, &j->vq);
+        rc = touched_add(t, key);
+    }
+    if (rc) return rc;
+    pthread_rwlock_wrlock(&h->lock);
+    if (idmap_put(&h->where, j->id, j->slot)) rc = IS_ERR_NOMEM;
+    else {
+        hnsw_node *n = hnsw_node_at(h, j->slot);
+        n->id = j->id;
+        n->upper = j->upper;
+        n->level = (uint8_t)j->level;
+        n->state = SLOT_LIVE;
+        if (h->p.storage == HNSW_INT8) {
+            n->scale = j->vq.scale;
+            memcpy(hnsw_vec(h, j->slot), j->q8, (size_t)h->p.dims);
+        } else {
+            n->scale = 1.0f;
+            memcpy(hnsw_vec(h, j->slot), j->vec, sizeof(float) * (size_t)h->p.dims);
+        }
+        hnsw_links(h, j->slot, 0)[0] = 0;
+        plan_apply(h, &j->own);
+        plan_apply(h, &j->back);
+        if (h->nfree && h->free_slots[h->nfree - 1] == j->slot) h->nfree--;
+        else h->nslots++;
+        h->count++;
+        h->upper_bytes += j->level ? (size_t)j->level * (size_t)(1 + h->p.m) * sizeof(uint32_t) : 0;
+        if (j->level > h->max_level) {
+            h->max_level = j->level;
+            h->entry = j->slot;
+        }
+        j->upper = NULL; /* owned by the node now */
+    }
+    pthread_rwlock_unlock(&h->lock);
+    return rc;
+}
+
 int hnsw_add(hnsw_index *h, int64_t id, const float *vec) {
     uint32_t slot;
     if (idmap_get(&h->where, id, &slot)) return IS_ERR_INVALID;
     if (!h->nfree && h->nslots == HNSW_NONE - 1) return IS_ERR_NOMEM;
     slot = h->nfree ? h->free_slots[h->nfree - 1] : h->nslots;
-    int level = random_level(h), rc = IS_OK;
     pthread_rwlock_wrlock(&h->lock); /* the chunk table may move */
-    rc = hnsw_reserve(h, slot);
+    int rc = hnsw_reserve(h, slot);
     pthread_rwlock_unlock(&h->lock);
-    if (rc) return rc;
-    search_buf *b = buf_acquire(h);
-    uint32_t *upper = level ? calloc((size_t)level * (size_t)(1 + h->p.m), sizeof(uint32_t)) : NULL;
-    int8_t *q8 = h->p.storage == HNSW_INT8 ? malloc((size_t)h->p.dims) : NULL;
-    plan own = {0}, back = {0};
-    if (!b || (level && !upper) || (h->p.storage == HNSW_INT8 && !q8)) rc = IS_ERR_NOMEM;
-    enc_query vq = {.f = vec, .q8 = q8};
-    if (q8) vq.scale = encode_i8(vec, h->p.dims, q8);
-
-    /* 1. compute, without blocking readers: only this writer changes the graph */
-    if (!rc && h->entry != HNSW_NONE) {
-        float d;
-        int top = level < h->max_level ? level : h->max_level;
-        uint32_t ep = descend(h, &vq, top, &d);
-        admit_rule live = {NULL, NULL, HNSW_NONE};
-        for (int l = top; !rc && l >= 0; l--) {
-            if (!search_layer(h, &vq, ep, d, (size_t)h->p.ef_construction, l, &live, b)) {
-                rc = IS_ERR_NOMEM;
-                break;
-            }
-            int nc = (int)b->nbest;
-            cand *c = b->best;
-            qsort(c, (size_t)nc, sizeof *c, cmp_cand);
-            planned_list *mine = plan_next(&own);
-            if (!mine) {
-                rc = IS_ERR_NOMEM;
-                break;
-            }
-            mine->slot = slot;
-            mine->level = l;
-            mine->n = select_neighbours(h, c, nc, hnsw_max_links(h, l), mine->links, slot, slot, &vq);
-            for (int i = 0; i < mine->n && !rc; i++) {
-                float dn = 0;
-                for (int j = 0; j < nc; j++)
-                    if (c[j].s == mine->links[i]) dn = c[j].d;
-                if (!plan_backlink(h, &back, mine->links[i], l, slot, dn, &vq)) rc = IS_ERR_NOMEM;
-            }
-            if (nc) {
-                ep = c[0].s;
-                d = c[0].d;
-            }
-        }
-    }
-    if (b) buf_release(h, b);
-
-    /* 2. publish */
+    insert_job j;
+    if (!rc) rc = job_prepare(h, &j, id, vec, slot);
     if (!rc) {
-        pthread_rwlock_wrlock(&h->lock);
-        if (idmap_put(&h->where, id, slot)) rc = IS_ERR_NOMEM;
-        else {
-            hnsw_node *n = hnsw_node_at(h, slot);
-            n->id = id;
-            n->upper = upper;
-            n->level = (uint8_t)level;
-            n->state = SLOT_LIVE;
-            if (h->p.storage == HNSW_INT8) {
-                n->scale = vq.scale;
-                memcpy(hnsw_vec(h, slot), q8, (size_t)h->p.dims);
-            } else {
-                n->scale = 1.0f;
-                memcpy(hnsw_vec(h, slot), vec, sizeof(float) * (size_t)h->p.dims);
-            }
-            hnsw_links(h, slot, 0)[0] = 0;
-            plan_apply(h, &own);
-            plan_apply(h, &back);
-            if (h->nfree && h->free_slots[h->nfree - 1] == slot) h->nfree--;
-            else h->nslots++;
-            h->count++;
-            h->upper_bytes += level ? (size_t)level * (size_t)(1 + h->p.m) * sizeof(uint32_t) : 0;
-            if (level > h->max_level) {
-                h->max_level = level;
-                h->entry = slot;
-            }
-            upper = NULL; /* owned by the node now */
-        }
-        pthread_rwlock_unlock(&h->lock);
+        job_plan(h, &j);
+        rc = j.rc;
     }
-    free(upper);
-    free(q8);
-    free(own.v);
-    free(back.v);
+    if (!rc) rc = job_publish(h, &j, NULL);
+    job_free(&j);
+    return rc;
+}
+
+/* ---- batch insert: plans in parallel, publishes in order ----------------------------------- */
+
+/* Jobs planned at once per thread. The jobs of one batch do not see each other while planning
+ * (each links only to nodes published before the batch), so batches stay small next to the
+ * graph, and the first HNSW_SERIAL_BELOW nodes go one by one. */
+#define HNSW_BATCH_PER_THREAD 16
+#define HNSW_SERIAL_BELOW 2048
+
+typedef struct {
+    hnsw_index *h;
+    insert_job *jobs;
+    size_t n;
+    size_t next; /* atomic: the next job to plan */
+} plan_work;
+
+static void *plan_worker(void *arg) {
+    plan_work *w = arg;
+    for (;;) {
+        size_t i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
+        if (i >= w->n) return NULL;
+        job_plan(w->h, &w->jobs[i]);
+    }
+}
+
+int hnsw_add_batch(hnsw_index *h, const int64_t *ids, const float *vecs, size_t n, int threads) {
+    size_t dims = (size_t)h->p.dims, done = 0;
+    if (threads > HNSW_MAX_THREADS) threads = HNSW_MAX_THREADS;
+    /* the serial path: one thread, a young graph, or freed slots to reuse */
+    while (done < n && (threads <= 1 || h->count < HNSW_SERIAL_BELOW || h->nfree)) {
+        int rc = hnsw_add(h, ids[done], vecs + done * dims);
+        if (rc) return rc;
+        done++;
+    }
+    if (done == n) return IS_OK;
+    size_t batch = (size_t)threads * HNSW_BATCH_PER_THREAD;
+    insert_job *jobs = calloc(batch, sizeof *jobs);
+    touched_set t = {calloc(4096, sizeof *t.keys), 4096, 0};
+    int rc = jobs && t.keys ? IS_OK : IS_ERR_NOMEM;
+    while (!rc && done < n) {
+        size_t m = n - done < batch ? n - done : batch;
+        if ((size_t)h->nslots + m >= HNSW_NONE - 1) rc = IS_ERR_NOMEM;
+        for (size_t i = 0; !rc && i < m; i++) {
+            uint32_t slot;
+            if (idmap_get(&h->where, ids[done + i], &slot)) rc = IS_ERR_INVALID;
+            for (size_t k = 0; !rc && k < i; k++)
+                if (jobs[k].id == ids[done + i]) rc = IS_ERR_INVALID;
+            if (!rc) rc = job_prepare(h, &jobs[i], ids[done + i], vecs + (done + i) * dims, h->nslots + (uint32_t)i);
+        }
+        if (!rc) {
+            pthread_rwlock_wrlock(&h->lock); /* the chunk table may move */
+            rc = hnsw_reserve(h, h->nslots + (uint32_t)m - 1);
+            pthread_rwlock_unlock(&h->lock);
+        }
+        if (!rc) {
+            plan_work w = {h, jobs, m, 0};
+            pthread_t tid[HNSW_MAX_THREADS];
+            int started = 0;
+            for (int i = 1; i < threads && (size_t)i < m; i++)
+                if (!pthread_create(&tid[started], NULL, plan_worker, &w)) started++;
+            plan_worker(&w); /* this thread plans too; fewer helpers only means slower */
+            for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+        }
+        /* publish in order: slot nslots + i is the next fresh slot when job i publishes */
+        memset(t.keys, 0, t.cap * sizeof *t.keys);
+        t.n = 0;
+        for (size_t i = 0; !rc && i < m; i++) {
+            rc = jobs[i].rc;
+            if (!rc) rc = job_publish(h, &jobs[i], &t);
+        }
+        for (size_t i = 0; i < m; i++) job_free(&jobs[i]);
+        done += m;
+    }
+    free(jobs);
+    free(t.keys);
     return rc;
 }
 

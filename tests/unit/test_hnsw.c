@@ -147,6 +147,59 @@ static void test_recall_random_and_clustered(void **state) {
     }
 }
 
+/* A batch built on several threads answers like one built serially (the batch's nodes link only
+ * to nodes published before it, and back links into lists rewritten within the batch are planned
+ * again), for float32 and int8; a batch stops at a repeated or present id with what came before
+ * it in. */
+static void test_parallel_batch_build(void **state) {
+    (void)state;
+    enum { N = 12000, D = 32 };
+    float *x = make_data(N, D, 60);
+    int64_t *ids = malloc(sizeof *ids * N);
+    for (int i = 0; i < N; i++) ids[i] = i + 1;
+    exact_src ex = {x, D};
+    for (int st = 0; st < 2; st++) {
+        hnsw_storage storage = st ? HNSW_INT8 : HNSW_FLOAT32;
+        hnsw_index *serial = new_index(D, storage), *parallel = new_index(D, storage);
+        flat_index *f = flat_new(D);
+        build(serial, f, x, N, D, 1);
+        assert_int_equal(hnsw_add_batch(parallel, ids, x, N, 3), IS_OK);
+        assert_int_equal(hnsw_count(parallel), N);
+        for (int i = 0; i < N; i += 997) assert_true(hnsw_matches(parallel, ids[i], x + (size_t)i * D));
+        for (int ef = 16; ef <= 64; ef *= 2) {
+            uint64_t same_queries = rng;
+            double rs = recall(serial, f, D, 300, 10, ef, NULL, NULL, st ? &ex : NULL);
+            rng = same_queries;
+            double rp = recall(parallel, f, D, 300, 10, ef, NULL, NULL, st ? &ex : NULL);
+            print_message("%s ef %d: recall@10 serial %.4f, 3 threads %.4f\n", st ? "int8" : "float32", ef, rs, rp);
+            assert_true(rp >= rs - 0.01);
+        }
+        /* every node is reachable: each stored vector finds itself */
+        index_hit hit;
+        int n;
+        hnsw_query hq = {.k = 1, .ef = 64, .exact = st ? exact_vec : NULL, .exact_ctx = &ex};
+        for (int i = 0; i < N; i += 7) {
+            assert_int_equal(hnsw_search(parallel, x + (size_t)i * D, &hq, &hit, &n), IS_OK);
+            assert_int_equal(hit.id, ids[i]);
+        }
+        hnsw_free(serial);
+        hnsw_free(parallel);
+        flat_free(f);
+    }
+    /* errors: an id repeated inside a batch, an id already present */
+    hnsw_index *h = new_index(D, HNSW_FLOAT32);
+    assert_int_equal(hnsw_add_batch(h, ids, x, 3000, 2), IS_OK);
+    int64_t again[4] = {5001, 5002, 5001, 5003};
+    assert_int_equal(hnsw_add_batch(h, again, x, 4, 2), IS_ERR_INVALID);
+    assert_false(hnsw_contains(h, 5003));
+    assert_int_equal(hnsw_add_batch(h, ids + 10, x, 1, 2), IS_ERR_INVALID);
+    assert_int_equal(hnsw_add_batch(h, ids + 3000, x + (size_t)3000 * D, N - 3000, 2), IS_OK);
+    assert_int_equal(hnsw_count(h), N);
+    hnsw_free(h);
+    free(ids);
+    free(x);
+}
+
 static void test_int8_recall_and_size(void **state) {
     (void)state;
     enum { N = 3000, D = 128 };
@@ -557,6 +610,7 @@ int main(void) {
         cmocka_unit_test(test_edges),
         cmocka_unit_test(test_recall_random_and_clustered),
         cmocka_unit_test(test_int8_recall_and_size),
+        cmocka_unit_test(test_parallel_batch_build),
         cmocka_unit_test(test_deletes_repair_and_reuse),
         cmocka_unit_test(test_filtered_selectivities),
         cmocka_unit_test(test_duplicates_do_not_trap_searches),
