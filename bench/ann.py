@@ -15,8 +15,10 @@ Datasets (deterministic):
 For each: build time, memory, QPS at 1 and 2 threads at recall@10 >= 0.90 / 0.95 / 0.99 (the
 smallest ef of the sweep reaching it), for ours float32 and int8 (re-ranked) and every peer, and
 the ratio of ours to the best peer: float32 against the best float32 peer, int8 against the best
-peer of any precision. The vector kernels in use (AVX-512/VNNI, AVX2, portable) are printed;
-IMGSEARCH_SIMD=avx2 measures our fallback.
+peer of any precision. Then building on 2 threads: ours (hnsw_add_batch, as the server builds)
+against hnswlib's add_items(num_threads=2), with each graph's recall beside the 1-thread one. The
+vector kernels in use (AVX-512/VNNI, AVX2, portable) are printed; IMGSEARCH_SIMD=avx2 measures our
+fallback.
 
 Usage: /usr/bin/python3 bench/ann.py [--datasets gist960,clustered256,...] [--scale 1.0] [--m 16]
                                      [--efc 200] [--no-postgres] [--peers-python PATH]
@@ -45,6 +47,7 @@ BENCH = os.path.join(ROOT, "build", "bench", "bench_ann")
 BIN = os.path.join(ROOT, "build", "imgsearch")
 MODEL = os.path.join(ROOT, "models", "efficientnet_lite0.json")
 EFS = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+BUILD_EFS = [16, 32, 64, 128]  # the parallel-build rows: enough to compare recall with the serial build
 # pip-built peers, pinned: what a user who wants speed installs (PyPI wheels built for x86-64 with
 # run-time SIMD dispatch), installed into bench/out/peers-venv, never into the product
 PEERS = ["hnswlib==0.8.0", "faiss-cpu==1.15.1", "usearch==2.26.6", "numpy==2.4.6"]
@@ -206,7 +209,8 @@ def child_main(peer, work, m, efc):
     if peer == "faiss_flat":
         print(json.dumps(run_faiss_flat(base, queries, truth)))
         return
-    fn = {"hnswlib": run_hnswlib, "faiss": run_faiss, "faiss_sq8": run_faiss_sq8, "usearch": run_usearch,
+    fn = {"hnswlib": run_hnswlib, "hnswlib_2t": lambda *a: run_hnswlib(*a, build_threads=2, efs=BUILD_EFS),
+          "faiss": run_faiss, "faiss_sq8": run_faiss_sq8, "usearch": run_usearch,
           "usearch_i8": run_usearch_i8}[peer]
     res = fn(base, queries, truth, m, efc)
     res["version"] = peer_version(peer)
@@ -215,18 +219,20 @@ def child_main(peer, work, m, efc):
 
 def peer_version(peer):
     from importlib.metadata import version
-    return version({"hnswlib": "hnswlib", "faiss": "faiss-cpu", "faiss_sq8": "faiss-cpu"}.get(peer, "usearch"))
+    return version({"hnswlib": "hnswlib", "hnswlib_2t": "hnswlib", "faiss": "faiss-cpu",
+                    "faiss_sq8": "faiss-cpu"}.get(peer, "usearch"))
 
 
-def run_hnswlib(base, queries, truth, m, efc):
+def run_hnswlib(base, queries, truth, m, efc, build_threads=1, efs=EFS):
     import hnswlib
     before = rss()
     t0 = time.perf_counter()
     index = hnswlib.Index(space="ip", dim=base.shape[1])
     index.init_index(max_elements=len(base), ef_construction=efc, M=m, random_seed=100)
-    index.add_items(base, np.arange(len(base)), num_threads=1)
-    res = {"build_seconds": time.perf_counter() - t0, "memory_bytes": rss() - before, "build_threads": 1, "sweep": []}
-    for ef in EFS:
+    index.add_items(base, np.arange(len(base)), num_threads=build_threads)
+    res = {"build_seconds": time.perf_counter() - t0, "memory_bytes": rss() - before, "build_threads": build_threads,
+           "sweep": []}
+    for ef in efs:
         index.set_ef(max(ef, K))
         for threads in (1, 2):
             labels, qps = timed_qps(lambda: index.knn_query(queries, k=K, num_threads=threads)[0], len(queries))
@@ -297,9 +303,10 @@ def run_faiss_flat(base, queries, truth):
     return out
 
 
-def run_ours(files, storage, m, efc, snapshot, filters):
+def run_ours(files, storage, m, efc, snapshot, filters, build_threads=1, efs=EFS):
     cmd = [BENCH, "--base", files["base"], "--queries", files["queries"], "--truth", files["truth"], "--m", str(m),
-           "--efc", str(efc), "--storage", storage, "--efs", ",".join(map(str, EFS))]
+           "--efc", str(efc), "--storage", storage, "--efs", ",".join(map(str, efs)),
+           "--build-threads", str(build_threads)]
     if snapshot:
         cmd += ["--snapshot", os.path.join(files["dir"], "snap.hnsw")]
     if filters:
@@ -309,7 +316,7 @@ def run_ours(files, storage, m, efc, snapshot, filters):
     lines = [json.loads(line) for line in subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()]
     build = next(x for x in lines if x["what"] == "build")
     return {"build_seconds": build["seconds"], "memory_bytes": build["memory_bytes"],
-            "rss_delta_bytes": build["rss_delta_bytes"], "build_threads": 1,
+            "rss_delta_bytes": build["rss_delta_bytes"], "build_threads": build_threads,
             "sweep": [x for x in lines if x["what"] == "search"],
             "snapshot": next((x for x in lines if x["what"] == "snapshot"), None),
             "filtered": [x for x in lines if x["what"] == "filtered"],
@@ -432,9 +439,25 @@ def report(name, shape, res, pg):
             print(f"| {f['fraction'] * 100:g}% | {f['graph_qps']:.0f} ({f['graph_recall']:.3f}) | "
                   f"{f['exact_ids_qps']:.0f} ({f['exact_ids_recall']:.3f}) | {f['planner']} ({f['estimated_fraction'] * 100:.1f}%) "
                   f"| {f[path + '_qps']:.0f} ({f[path + '_recall']:.3f}) |")
+    report_build(res)
     if pg:
         print(f"\nPostgreSQL {pg['n']:,} x {pg['dims']} float8[] + SQL cosine: {pg['qps']:.2f} QPS (recall {pg['recall']:.3f}); "
               f"ours exact scan on the same 10,000: {res['flat10k']['qps']:.0f} QPS -> {res['flat10k']['qps'] / pg['qps']:.0f}x")
+
+
+def report_build(res):
+    """Building on 1 and 2 threads, ours against hnswlib, with the recall each graph gives."""
+    def rec(r, ef):
+        row = next((x for x in r["sweep"] if x["ef"] == ef and x["threads"] == 1), None)
+        return f"{row['recall']:.3f}" if row else "-"
+    print("\n| build | 1 thread s | 2 threads s | speed-up | recall@10 at ef 32 / 64 (1-thread graph; 2-thread graph) |")
+    print("|---|---|---|---|---|")
+    for ours, two, label in (("ours_float32", "ours_float32_2t", "ours"), ("hnswlib", "hnswlib_2t", "hnswlib")):
+        a, b = res[ours], res[two]
+        print(f"| {label} | {a['build_seconds']:.1f} | {b['build_seconds']:.1f} | {a['build_seconds'] / b['build_seconds']:.2f}x | "
+              f"{rec(a, 32)} / {rec(a, 64)}; {rec(b, 32)} / {rec(b, 64)} |")
+    o1, o2, h1, h2 = (res[x]["build_seconds"] for x in ("ours_float32", "ours_float32_2t", "hnswlib", "hnswlib_2t"))
+    print(f"\nbuild speed, ours / hnswlib: 1 thread {h1 / o1:.2f}x, 2 threads {h2 / o2:.2f}x")
 
 
 def main():
@@ -470,6 +493,9 @@ def main():
             res = {"m": args.m, "efc": args.efc}
             res["ours_float32"] = run_ours(files, "float32", args.m, args.efc, snapshot=True, filters=name != "synthetic1280")
             res["ours_int8"] = run_ours(files, "int8", args.m, args.efc, snapshot=False, filters=False)
+            res["ours_float32_2t"] = run_ours(files, "float32", args.m, args.efc, snapshot=False, filters=False,
+                                              build_threads=2, efs=BUILD_EFS)
+            res["hnswlib_2t"] = run_child("hnswlib_2t", files, args.m, args.efc)
             for peer in PEER_SYSTEMS:
                 res[peer] = run_child(peer, files, args.m, args.efc)
             res["faiss_flat"] = run_child("faiss_flat", files, args.m, args.efc)
