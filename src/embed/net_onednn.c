@@ -1,8 +1,9 @@
 /* net_onednn.c — the network on oneDNN primitives in bfloat16 (see net_impl.h).
  *
- * Why oneDNN here: its convolutions have bf16 kernels for AVX512-BF16 (vdpbf16ps) with the bias,
- * the ReLU6 clamp and the residual sum fused in, and blocked channel layouts that keep 16
- * channels in one register. The XNNPACK Debian ships (2022) has no bf16 path on x86.
+ * Why oneDNN here: its convolutions have bf16 kernels for AVX512-BF16 (vdpbf16ps, the brgemm
+ * "brgconv" family) with the bias, the ReLU6 clamp and the residual sum fused in. The XNNPACK
+ * Debian ships (2022) has no bf16 path on x86. OpenVINO's CPU plugin runs the same kernels on
+ * this model (its per-layer profile matches ours), so the difference is in what surrounds them.
  *
  * Layout of one run: the float32 NHWC input is reordered to bf16 in the stem's layout; every
  * convolution then reads and writes bf16 in the layout oneDNN picked, cycling through three
@@ -12,7 +13,11 @@
  * [batch][dims] order. The classifier is a bf16 inner product on those features with float32
  * logits.
  *
- * Weights are converted to bf16 once per net, in the layout each primitive asked for. */
+ * Weights are converted to bf16 once per net, in the layout each primitive asked for; the lanes
+ * of one net (below) share the first lane's.
+ *
+ * Threads: oneDNN is built on OpenMP here. A graph is planned for the thread count current when
+ * its primitives are made, so graph_new and every run set the calling thread's OpenMP count. */
 #include "embed/net_impl.h"
 
 #include <omp.h>
