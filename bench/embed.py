@@ -93,17 +93,7 @@ def torch_model():
     return net.eval()
 
 
-def time_loop(fn, seconds):
-    """Calls fn() 20 times to warm up, then for about `seconds`; returns (calls, elapsed)."""
-    for _ in range(20):  # the same warm-up as the peers get (bench/embed_peers.py)
-        fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        t = time.perf_counter() - t0
-        if t >= seconds:
-            return n, t
+time_loop = peers.time_loop
 
 
 def export_onnx(net):

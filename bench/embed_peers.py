@@ -7,22 +7,13 @@ numbers as NCHW. For ONNX Runtime (fp32: its CPU provider has no bf16 kernels) a
 and bf16 when the CPU has AVX512-BF16 or AMX), at batch 1 and 8 on 1 and 2 threads, it writes
 images/s and the logits of the first 8 images, for embed.py to compare with ours."""
 import json
+import os
 import sys
-import time
 
 import numpy as np
 
-
-def time_loop(fn, seconds):
-    for _ in range(20):  # OpenVINO's first runs are slow; give every peer the same warm-up
-        fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        t = time.perf_counter() - t0
-        if t >= seconds:
-            return n, t
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import time_loop  # noqa: E402  (plain Python: it runs in the venv too)
 
 
 def onnxruntime_runs(model, batches, seconds):

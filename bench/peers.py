@@ -1,4 +1,5 @@
-"""peers.py — the benches' throw-away virtual environments for pip-built peers.
+"""peers.py — the benches' throw-away virtual environments for pip-built peers, and the timing
+loop they share.
 
 Peers (hnswlib, FAISS, ONNX Runtime, OpenVINO, ...) are what a user who wants speed installs with
 pip. They go into a venv under bench/out, made on first use with pinned versions and remade when
@@ -6,6 +7,7 @@ the pins change, never into the product or the system's Python."""
 import os
 import shutil
 import subprocess
+import time
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "out")
 
@@ -25,3 +27,18 @@ def venv_python(name, pins, explicit=None):
         with open(stamp, "w") as f:
             f.write("\n".join(pins))
     return py
+
+
+def time_loop(fn, seconds, warmup=20):
+    """Calls fn() `warmup` times (OpenVINO's first runs are slow; every system gets the same),
+    then for about `seconds`; returns (calls, elapsed). Shared by embed.py and, inside the venv,
+    embed_peers.py, so ours and the peers are timed alike."""
+    for _ in range(warmup):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        t = time.perf_counter() - t0
+        if t >= seconds:
+            return n, t
