@@ -153,7 +153,7 @@ static void test_recall_random_and_clustered(void **state) {
  * it in. */
 static void test_parallel_batch_build(void **state) {
     (void)state;
-    enum { N = 12000, D = 32 };
+    enum { N = 8000, D = 32 };
     float *x = make_data(N, D, 60);
     int64_t *ids = malloc(sizeof *ids * N);
     for (int i = 0; i < N; i++) ids[i] = i + 1;
