@@ -111,9 +111,14 @@ static bool ok(builder *b, dnnl_status_t st, const char *what) {
 }
 
 static dnnl_memory_t track(builder *b, dnnl_memory_t mem) {
-    if (b->n->nmems < MAX_MEMS) b->n->mems[b->n->nmems++] = mem;
-    else b->st = dnnl_out_of_memory; /* never with Lite0..Lite4: ~100 memories */
-    return mem;
+    if (b->n->nmems < MAX_MEMS) {
+        b->n->mems[b->n->nmems++] = mem;
+        return mem;
+    }
+    dnnl_memory_destroy(mem); /* never with Lite0..Lite4: ~100 memories */
+    b->st = dnnl_out_of_memory;
+    snprintf(b->what, sizeof b->what, "too many tensors");
+    return NULL;
 }
 
 static dnnl_memory_t memory(builder *b, const dnnl_memory_desc_t *md, void *handle, const char *what) {
@@ -152,6 +157,11 @@ static void add_step(builder *b, dnnl_primitive_t prim, int nargs, const dnnl_ex
 static void add_primitive(builder *b, dnnl_primitive_desc_t pd, int nargs, dnnl_exec_arg_t *args) {
     graph *n = b->n;
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (n->nsteps >= MAX_STEPS) { /* add_step would refuse it: keep scratch_mem in bounds */
+        b->st = dnnl_out_of_memory;
+        snprintf(b->what, sizeof b->what, "too many layers");
+        goto out;
+    }
     if (smd && smd->ndims > 0) {
         size_t size = dnnl_memory_desc_get_size(smd);
         dnnl_memory_t sm = memory(b, smd, DNNL_MEMORY_NONE, "scratchpad memory");
