@@ -7,9 +7,8 @@
 #include "util/status.h"
 
 struct net {
-    net_precision precision;
     int batch;
-    xnnpack_net *fp32;
+    xnnpack_net *fp32; /* exactly one of the two */
     onednn_net *bf16;
 };
 
@@ -43,7 +42,6 @@ int net_new(const model *m, int batch, net_precision p, pthreadpool_t pool, int 
         return is_fail(err, errlen, IS_ERR_INVALID, "batch %d is outside 1..4096", batch);
     net *n = calloc(1, sizeof *n);
     if (!n) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    n->precision = p;
     n->batch = batch;
     int rc = p == NET_BF16 ? onednn_net_new(m, batch, threads, &n->bf16, err, errlen)
                            : xnnpack_net_new(m, batch, pool, &n->fp32, err, errlen);

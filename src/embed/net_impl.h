@@ -4,8 +4,8 @@
  * onednn_net:  bfloat16 on oneDNN, for CPUs with AVX-512 (native with AVX512-BF16, emulated
  *              without it — correct but slower, so net.c only picks it by itself on BF16 CPUs).
  *
- * Both obey net.h's contract: built for one model and batch size, used by one thread at a time,
- * the model outliving the net. Errors: IS_ERR_MODEL (the library refused a layer or the CPU),
+ * Both obey net.h's contract (net_new has checked the batch: 1..4096): built for one model and
+ * batch size, used by one thread at a time, the model outliving the net. Errors: IS_ERR_MODEL (the library refused a layer or the CPU),
  * IS_ERR_NOMEM, IS_ERR_INTERNAL (a run failed). */
 #ifndef IMGSEARCH_NET_IMPL_H
 #define IMGSEARCH_NET_IMPL_H

@@ -274,9 +274,9 @@ static int fill_from_store(engine *e, index_state *st, char *err, size_t errlen)
     build_ctx *b = calloc(1, sizeof *b);
     if (b) {
         *b = (build_ctx){.e = e, .st = st, .threads = cpus > 0 ? (int)cpus : 1, .dims = embed_dims(e->model)};
-        b->vecs = malloc(sizeof(float) * BUILD_BATCH * (size_t)b->dims);
+        if (st->hnsw) b->vecs = malloc(sizeof(float) * BUILD_BATCH * (size_t)b->dims); /* the exact index needs none */
     }
-    int rc = b && b->vecs ? IS_OK : is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    int rc = b && (b->vecs || !st->hnsw) ? IS_OK : is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     if (!rc) rc = store_each_snapshot(e->db, true, build_row, b, &st->applied_seq, err, errlen);
     if (!rc && st->hnsw && (rc = build_flush(b))) is_fail(err, errlen, rc, "cannot add to the index");
     if (b) free(b->vecs);
