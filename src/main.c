@@ -14,6 +14,7 @@ static void usage(FILE *f) {
             "  classify FILE...  print each image's top ImageNet-1k classes (JSON lines)\n"
             "  reembed DATA_DIR  recompute a data directory's vectors with the current model\n"
             "  migrate --from SOURCE --to DESTINATION  copy a data directory into PostgreSQL, or back\n"
+            "  keys create|list|revoke  API keys: who may read, write or administer a server\n"
             "\n"
             "Run 'imgsearch COMMAND --help' for a command's options.\n");
 }
@@ -29,6 +30,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "classify")) return cli_classify(argc - 1, argv + 1);
     if (!strcmp(cmd, "reembed")) return cli_reembed(argc - 1, argv + 1);
     if (!strcmp(cmd, "migrate")) return cli_migrate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "keys")) return cli_keys(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

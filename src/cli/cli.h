@@ -11,6 +11,7 @@ int cli_classify(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_reembed(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
+int cli_keys(int argc, char **argv);
 
 /* Progress on standard error for commands that take long: a line every two seconds and the last
  * one ("WHAT: done/total images (pct), rate, time left"). cli_progress_show is an

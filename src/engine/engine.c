@@ -126,6 +126,7 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     pthread_mutex_init(&e->rebuild_lock, NULL);
     pthread_mutex_init(&e->maint_mu, NULL);
     pthread_mutex_init(&e->dup_lock, NULL);
+    pthread_mutex_init(&e->keys_lock, NULL);
     pthread_cond_init(&e->maint_cv, NULL);
     int rc = embed_engine_new(cfg->model_config, &e->model, err, errlen);
     if (!rc) rc = embed_apply_precision(e->model, cfg->precision, err, errlen);
@@ -188,6 +189,8 @@ void engine_close(engine *e) {
     pthread_cond_destroy(&e->maint_cv);
     engine_dup_groups_free(e->dup_cache.groups, e->dup_cache.n);
     pthread_mutex_destroy(&e->dup_lock);
+    free(e->keys);
+    pthread_mutex_destroy(&e->keys_lock);
     if (e->lock_fd >= 0) close(e->lock_fd);
     free(e);
 }

@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth/apikey.h"
 #include "store/store.h"
 
 typedef struct engine engine;
@@ -185,6 +186,35 @@ int engine_reembed(const engine_config *cfg, engine_progress_fn progress, void *
  * difference). progress gets rows done/total. *copied counts rows copied by this run. */
 int engine_migrate(const char *from_dir, const char *from_url, const char *to_dir, const char *to_url,
                    engine_progress_fn progress, void *ctx, int64_t *copied, int64_t *total, char *err, size_t errlen);
+
+/* ---- API keys (engine_keys.c) ----
+ * Keys live in the store (store.h: name, scope, SHA-256 of the key), so every node of a shared
+ * store knows the same keys. The `imgsearch keys` functions open the store on their own, without
+ * model, index or the data directory's lock: they may run beside a server (data_dir is created if
+ * missing; store_url NULL means the embedded store in data_dir). */
+/* Makes a key with that name (NULL: "<scope>-<8 hex digits>") and scope; name_out gets the name,
+ * key the key (shown once: only its digest is kept). IS_ERR_INVALID for a malformed name or one
+ * that exists. */
+int engine_key_create(const char *data_dir, const char *store_url, const char *name, auth_scope scope,
+                      char name_out[AUTH_NAME_MAX + 1], char key[AUTH_KEY_LEN + 1], char *err, size_t errlen);
+/* Every key, by name (*keys caller-freed with free). */
+int engine_key_list(const char *data_dir, const char *store_url, store_key **keys, int *n, char *err, size_t errlen);
+/* IS_ERR_NOT_FOUND when no key has that name. */
+int engine_key_revoke(const char *data_dir, const char *store_url, const char *name, char *err, size_t errlen);
+
+/* A server reads the store's keys again when its copy is older than this, so a key made or
+ * revoked on any node counts everywhere within it. While the store cannot be read, the last copy
+ * read stays in force. */
+#define ENGINE_KEYS_REFRESH_MS 1000
+/* A key's last use is written to the store at most this often (per key and node). */
+#define ENGINE_KEY_TOUCH_MS 60000
+/* How many keys exist (0: the server is open to all, as the replaced API was). */
+int engine_keys_count(engine *e, int *n, char *err, size_t errlen);
+/* Who presents this key: IS_OK with its scope and name (name: AUTH_NAME_MAX + 1 bytes), or
+ * IS_ERR_NOT_FOUND for a key that does not exist (or no longer). Takes the same time whichever
+ * stored key it matches or misses. */
+int engine_authenticate(engine *e, const char *key, size_t len, auth_scope *scope, char *name, char *err,
+                        size_t errlen);
 
 /* Is the index exactly what the store says (count, sequence, sampled vectors)? */
 int engine_health(engine *e, bool *healthy, char *msg, size_t msglen);

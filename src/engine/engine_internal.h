@@ -83,6 +83,11 @@ struct engine {
     int64_t store_seq;    /* the store's last change when this node last caught up */
     int64_t synced_at_ms; /* when that was (wall clock), 0 = never */
     bool follow_failing;  /* the last catch-up could not read the store */
+    /* API keys as last read from the store (engine_keys.c), guarded by keys_lock */
+    pthread_mutex_t keys_lock;
+    store_key *keys;
+    int nkeys;
+    int64_t keys_read_ms; /* monotonic; 0 = never read */
     /* build progress for /index/status (atomics) */
     int building;
     int64_t build_done, build_total;

@@ -88,6 +88,13 @@ static const char *const MIGRATIONS[] = {
     "  seq bigint PRIMARY KEY,"
     "  op char(1) NOT NULL CHECK (op IN ('a', 'd', 'm', 'c')),"
     "  image_id bigint);",
+    /* 2: API keys, by the SHA-256 of the key (never the key), shared by every node */
+    "CREATE TABLE imgsearch.api_keys("
+    "  name text PRIMARY KEY,"
+    "  scope text NOT NULL CHECK (scope IN ('read', 'write', 'admin')),"
+    "  digest text NOT NULL UNIQUE,"
+    "  created_at bigint NOT NULL,"
+    "  last_used bigint NOT NULL DEFAULT 0);",
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
@@ -747,6 +754,82 @@ static int pg_reembed_swap(store *base, const char *model, int dims, char *err, 
 
 /* ---- open and close --------------------------------------------------------------------------- */
 
+/* ---- API keys ---------------------------------------------------------------------------------- */
+
+/* One statement on a pooled connection, outside any explicit transaction; *r gets its result. */
+static int key_statement(pg_store *s, const char *sql, int n, const char *const *vals, ExecStatusType want,
+                         PGresult **r, char *err, size_t errlen, const char *what) {
+    PGconn *c = conn_get(s, err, errlen);
+    if (!c) return IS_ERR_UNAVAILABLE;
+    int rc = IS_OK;
+    *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(*r) != want) {
+        const char *state = PQresultErrorField(*r, PG_DIAG_SQLSTATE);
+        rc = state && !strcmp(state, "23505") /* unique_violation */
+                 ? is_fail(err, errlen, IS_ERR_INVALID, "a key named '%s' exists", vals[0])
+                 : pg_fail(s, c, *r, err, errlen, what);
+        PQclear(*r);
+        *r = NULL;
+    }
+    conn_put(s, c);
+    return rc;
+}
+
+static int pg_key_add(store *base, const store_key *key, char *err, size_t errlen) {
+    char when[24];
+    snprintf(when, sizeof when, "%lld", (long long)key->created_at);
+    const char *vals[4] = {key->name, key->scope, key->digest, when};
+    PGresult *r = NULL;
+    int rc = key_statement((pg_store *)base,
+                           "INSERT INTO imgsearch.api_keys(name, scope, digest, created_at) VALUES ($1, $2, $3, $4)", 4,
+                           vals, PGRES_COMMAND_OK, &r, err, errlen, "add key");
+    PQclear(r);
+    return rc;
+}
+
+static int pg_key_list(store *base, store_key **keys, int *n, char *err, size_t errlen) {
+    PGresult *r = NULL;
+    int rc = key_statement((pg_store *)base,
+                           "SELECT name, scope, digest, created_at, last_used FROM imgsearch.api_keys ORDER BY name", 0,
+                           NULL, PGRES_TUPLES_OK, &r, err, errlen, "list keys");
+    if (rc) return rc;
+    int rows = PQntuples(r);
+    if (rows && !(*keys = calloc((size_t)rows, sizeof **keys))) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    for (int i = 0; !rc && i < rows; i++) {
+        store_key *k = &(*keys)[i];
+        snprintf(k->name, sizeof k->name, "%s", PQgetvalue(r, i, 0));
+        snprintf(k->scope, sizeof k->scope, "%s", PQgetvalue(r, i, 1));
+        snprintf(k->digest, sizeof k->digest, "%s", PQgetvalue(r, i, 2));
+        k->created_at = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+        k->last_used = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+    }
+    if (!rc) *n = rows;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_key_revoke(store *base, const char *name, char *err, size_t errlen) {
+    const char *vals[1] = {name};
+    PGresult *r = NULL;
+    int rc = key_statement((pg_store *)base, "DELETE FROM imgsearch.api_keys WHERE name = $1", 1, vals,
+                           PGRES_COMMAND_OK, &r, err, errlen, "revoke key");
+    if (!rc && !strcmp(PQcmdTuples(r), "0")) rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no key is named '%s'", name);
+    PQclear(r);
+    return rc;
+}
+
+static int pg_key_touch(store *base, const char *name, int64_t when, char *err, size_t errlen) {
+    char w[24];
+    snprintf(w, sizeof w, "%lld", (long long)when);
+    const char *vals[2] = {name, w};
+    PGresult *r = NULL;
+    int rc = key_statement((pg_store *)base,
+                           "UPDATE imgsearch.api_keys SET last_used = $2 WHERE name = $1 AND last_used < $2", 2, vals,
+                           PGRES_COMMAND_OK, &r, err, errlen, "record a key's use");
+    PQclear(r);
+    return rc;
+}
+
 static void pg_close(store *base) {
     pg_store *s = (pg_store *)base;
     if (!s) return;
@@ -787,6 +870,10 @@ static const store_ops postgres_ops = {
     .reembed_pending = pg_reembed_pending,
     .reembed_put = pg_reembed_put,
     .reembed_swap = pg_reembed_swap,
+    .key_add = pg_key_add,
+    .key_list = pg_key_list,
+    .key_revoke = pg_key_revoke,
+    .key_touch = pg_key_touch,
     .wait_changes = pg_wait_changes,
     .stop_waiting = pg_stop_waiting,
     .wake = pg_wake,

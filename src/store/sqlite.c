@@ -47,6 +47,13 @@ static const char *const MIGRATIONS[] = {
     "  image_id INTEGER);",
     /* 2: vectors recomputed by `imgsearch reembed`, kept beside the live ones until the swap */
     "CREATE TABLE reembed(id INTEGER PRIMARY KEY, vector BLOB NOT NULL);",
+    /* 3: API keys, by the SHA-256 of the key (never the key) */
+    "CREATE TABLE api_keys("
+    "  name TEXT PRIMARY KEY,"
+    "  scope TEXT NOT NULL CHECK (scope IN ('read', 'write', 'admin')),"
+    "  digest TEXT NOT NULL UNIQUE,"
+    "  created_at INTEGER NOT NULL,"
+    "  last_used INTEGER NOT NULL DEFAULT 0);",
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
@@ -645,6 +652,100 @@ static int sq_reembed_swap(store *base, const char *model, int dims, char *err, 
     return finish(s, rc, err, errlen);
 }
 
+/* ---- API keys ---------------------------------------------------------------------------------- */
+
+static void copy_text(char *dst, size_t cap, const unsigned char *src) {
+    snprintf(dst, cap, "%s", src ? (const char *)src : "");
+}
+
+static int sq_key_add(store *base, const store_key *key, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO api_keys(name, scope, digest, created_at) VALUES (?, ?, ?, ?)", -1,
+                           &st, NULL) != SQLITE_OK)
+        return finish(s, db_fail(s, err, errlen, "add key"), err, errlen);
+    sqlite3_bind_text(st, 1, key->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, key->scope, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, key->digest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, key->created_at);
+    int step = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (step == SQLITE_CONSTRAINT) rc = is_fail(err, errlen, IS_ERR_INVALID, "a key named '%s' exists", key->name);
+    else if (step != SQLITE_DONE) rc = db_fail(s, err, errlen, "add key");
+    return finish(s, rc, err, errlen);
+}
+
+static int sq_key_list(store *base, store_key **keys, int *n, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc = IS_OK, cap = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT name, scope, digest, created_at, last_used FROM api_keys ORDER BY name", -1,
+                           &st, NULL) != SQLITE_OK) {
+        rc = db_fail(s, err, errlen, "list keys");
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            store_key *more = realloc(*keys, (size_t)cap * sizeof *more);
+            if (!more) {
+                rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+                break;
+            }
+            *keys = more;
+        }
+        store_key *k = &(*keys)[(*n)++];
+        copy_text(k->name, sizeof k->name, sqlite3_column_text(st, 0));
+        copy_text(k->scope, sizeof k->scope, sqlite3_column_text(st, 1));
+        copy_text(k->digest, sizeof k->digest, sqlite3_column_text(st, 2));
+        k->created_at = sqlite3_column_int64(st, 3);
+        k->last_used = sqlite3_column_int64(st, 4);
+    }
+    if (!rc && step != SQLITE_DONE) rc = db_fail(s, err, errlen, "list keys");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->lock);
+    if (rc) {
+        free(*keys);
+        *keys = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+/* One UPDATE or DELETE naming a key by name (bound as ?1; when, if any, as ?2); *changed = rows. */
+static int key_write(sqlite_store *s, const char *sql, const char *name, int64_t when, int *changed, char *err,
+                     size_t errlen) {
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return finish(s, db_fail(s, err, errlen, "write key"), err, errlen);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    if (sqlite3_bind_parameter_count(st) > 1) sqlite3_bind_int64(st, 2, when);
+    if (sqlite3_step(st) != SQLITE_DONE) rc = db_fail(s, err, errlen, "write key");
+    *changed = sqlite3_changes(s->db);
+    sqlite3_finalize(st);
+    return finish(s, rc, err, errlen);
+}
+
+static int sq_key_revoke(store *base, const char *name, char *err, size_t errlen) {
+    int changed = 0;
+    int rc = key_write((sqlite_store *)base, "DELETE FROM api_keys WHERE name = ?1", name, 0, &changed, err, errlen);
+    if (!rc && !changed) rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no key is named '%s'", name);
+    return rc;
+}
+
+static int sq_key_touch(store *base, const char *name, int64_t when, char *err, size_t errlen) {
+    int changed;
+    return key_write((sqlite_store *)base, "UPDATE api_keys SET last_used = ?2 WHERE name = ?1 AND last_used < ?2",
+                     name, when, &changed, err, errlen);
+}
+
 /* ---- the implementation behind store.h --------------------------------------------------------- */
 
 static const store_ops sqlite_ops = {
@@ -672,6 +773,10 @@ static const store_ops sqlite_ops = {
     .reembed_pending = sq_reembed_pending,
     .reembed_put = sq_reembed_put,
     .reembed_swap = sq_reembed_swap,
+    .key_add = sq_key_add,
+    .key_list = sq_key_list,
+    .key_revoke = sq_key_revoke,
+    .key_touch = sq_key_touch,
 };
 
 int store_sqlite_open(const char *dir, const char *model, int dims, store **out, char *err, size_t errlen) {

@@ -160,3 +160,21 @@ void store_stop_waiting(store *s) {
 void store_wake(store *s) {
     if (s->ops->wake) s->ops->wake(s);
 }
+
+int store_key_add(store *s, const store_key *key, char *err, size_t errlen) {
+    return s->ops->key_add(s, key, err, errlen);
+}
+
+int store_key_list(store *s, store_key **keys, int *n, char *err, size_t errlen) {
+    *keys = NULL;
+    *n = 0;
+    return s->ops->key_list(s, keys, n, err, errlen);
+}
+
+int store_key_revoke(store *s, const char *name, char *err, size_t errlen) {
+    return s->ops->key_revoke(s, name, err, errlen);
+}
+
+int store_key_touch(store *s, const char *name, int64_t when, char *err, size_t errlen) {
+    return s->ops->key_touch(s, name, when, err, errlen);
+}

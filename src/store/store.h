@@ -130,6 +130,26 @@ void store_stop_waiting(store *s);
 /* Ends a store_wait_changes under way (from any thread), e.g. to stop its thread. */
 void store_wake(store *s);
 
+/* ---- API keys: who may use the server (engine_keys.c, auth/apikey.h) ---- */
+
+/* A key as stored: never the key itself, only its digest. */
+typedef struct {
+    char name[65];        /* 1..64 of [A-Za-z0-9._-], unique (the caller checks the form) */
+    char scope[8];        /* "read", "write" or "admin" */
+    char digest[65];      /* hex SHA-256 of the key, unique */
+    int64_t created_at;   /* milliseconds since the Unix epoch */
+    int64_t last_used;    /* the same, rounded down by the caller; 0 = never */
+} store_key;
+
+/* Records a key. IS_ERR_INVALID when a key of that name (or digest) exists. */
+int store_key_add(store *s, const store_key *key, char *err, size_t errlen);
+/* Every key, ordered by name, into *keys (malloc'ed, the caller frees; NULL when there are none). */
+int store_key_list(store *s, store_key **keys, int *n, char *err, size_t errlen);
+/* Removes the key of that name; IS_ERR_NOT_FOUND when there is none. */
+int store_key_revoke(store *s, const char *name, char *err, size_t errlen);
+/* Moves the key's last use forward to when (never back); a revoked key is no error. */
+int store_key_touch(store *s, const char *name, int64_t when, char *err, size_t errlen);
+
 /* ---- re-embedding: every vector recomputed with another model, then swapped in at once ---- */
 
 /* Records model and dims in a new store, or checks that an existing one holds them

@@ -45,6 +45,10 @@ typedef struct store_ops {
                            size_t errlen);
     int (*reembed_put)(store *s, const int64_t *ids, const float *vectors, int n, char *err, size_t errlen);
     int (*reembed_swap)(store *s, const char *model, int dims, char *err, size_t errlen);
+    int (*key_add)(store *s, const store_key *key, char *err, size_t errlen);
+    int (*key_list)(store *s, store_key **keys, int *n, char *err, size_t errlen);
+    int (*key_revoke)(store *s, const char *name, char *err, size_t errlen);
+    int (*key_touch)(store *s, const char *name, int64_t when, char *err, size_t errlen);
     int (*wait_changes)(store *s, int timeout_ms); /* NULL: sleeps (no other writer) */
     void (*stop_waiting)(store *s);
     void (*wake)(store *s); /* NULL: nothing waits long */

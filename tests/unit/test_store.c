@@ -216,11 +216,56 @@ static void test_store_refuses_other_model(void **state) {
     assert_int_equal(store_open(path, NULL, "m", 4, &s, err, sizeof err), IS_ERR_IO);
 }
 
+/* API keys: unique names and digests, ordered listing, last use only forward, revocation, and all
+ * of it still there after a reopen. */
+static void test_store_keys(void **state) {
+    (void)state;
+    char err[256], kdir[96];
+    snprintf(kdir, sizeof kdir, "%s/keys", dir);
+    mkdir(kdir, 0755);
+    store *s;
+    assert_int_equal(store_open(kdir, NULL, "m", 4, &s, err, sizeof err), IS_OK);
+    store_key a = {.name = "zeta", .scope = "read", .digest = "aa", .created_at = 1000};
+    store_key b = {.name = "alpha", .scope = "admin", .digest = "bb", .created_at = 2000};
+    assert_int_equal(store_key_add(s, &a, err, sizeof err), IS_OK);
+    assert_int_equal(store_key_add(s, &b, err, sizeof err), IS_OK);
+    store_key same_name = {.name = "zeta", .scope = "read", .digest = "cc", .created_at = 1};
+    assert_int_equal(store_key_add(s, &same_name, err, sizeof err), IS_ERR_INVALID);
+    store_key same_digest = {.name = "other", .scope = "read", .digest = "aa", .created_at = 1};
+    assert_int_equal(store_key_add(s, &same_digest, err, sizeof err), IS_ERR_INVALID);
+    store_key bad_scope = {.name = "x", .scope = "root", .digest = "dd", .created_at = 1};
+    assert_int_not_equal(store_key_add(s, &bad_scope, err, sizeof err), IS_OK);
+    assert_int_equal(store_key_touch(s, "zeta", 5000, err, sizeof err), IS_OK);
+    assert_int_equal(store_key_touch(s, "zeta", 4000, err, sizeof err), IS_OK); /* never back */
+    assert_int_equal(store_key_touch(s, "nobody", 4000, err, sizeof err), IS_OK);
+    store_close(s);
+    assert_int_equal(store_open(kdir, NULL, "m", 4, &s, err, sizeof err), IS_OK);
+    store_key *keys;
+    int n;
+    assert_int_equal(store_key_list(s, &keys, &n, err, sizeof err), IS_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(keys[0].name, "alpha");
+    assert_string_equal(keys[0].scope, "admin");
+    assert_int_equal(keys[0].last_used, 0);
+    assert_string_equal(keys[1].digest, "aa");
+    assert_int_equal(keys[1].created_at, 1000);
+    assert_int_equal(keys[1].last_used, 5000);
+    free(keys);
+    assert_int_equal(store_key_revoke(s, "alpha", err, sizeof err), IS_OK);
+    assert_int_equal(store_key_revoke(s, "alpha", err, sizeof err), IS_ERR_NOT_FOUND);
+    assert_int_equal(store_key_list(s, &keys, &n, err, sizeof err), IS_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(keys[0].name, "zeta");
+    free(keys);
+    store_close(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_blobs),
         cmocka_unit_test(test_store_lifecycle),
         cmocka_unit_test(test_store_refuses_other_model),
+        cmocka_unit_test(test_store_keys),
     };
     return cmocka_run_group_tests(tests, make_dir, remove_dir);
 }
