@@ -1,6 +1,6 @@
 // imgsearch web UI: Search, Upload, Browse, Index and an image's detail dialog, over the public
 // HTTP API (api.js). Plain DOM, no framework; user text only ever goes into textContent.
-import { api, ApiError, imageUrl, qs, thumbUrl, uploadImage } from './api.js';
+import { api, ApiError, forgetKey, imageUrl, qs, rememberKey, storedKey, thumbUrl, uploadImage } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -186,7 +186,8 @@ async function refreshSummary() {
     pill.dataset.state = health.result ? 'ok' : 'warn';
     if (!performance.getEntriesByName('imgsearch-summary').length) performance.mark('imgsearch-summary');
   } catch (e) {
-    $('summary-text').textContent = 'server unreachable';
+    const locked = e instanceof ApiError && (e.status === 401 || e.status === 403);
+    $('summary-text').textContent = locked ? 'API key needed' : 'server unreachable';
     pill.dataset.state = 'error';
   }
 }
@@ -877,6 +878,30 @@ function route(focus) {
   if ($('detail').open) $('detail').close();
   showTab(tab, focus);
 }
+
+// ---- API key ----
+// The first 401 opens the key dialog (once per page: the page reloads with the key). A stored
+// key that the server refuses (revoked) is shown as the reason.
+function askForKey(why) {
+  const dlg = $('key-dialog');
+  if (dlg.open) return;
+  $('key-why').hidden = !storedKey();
+  $('key-why').textContent = storedKey() ? `The key this browser keeps was refused: ${why}` : '';
+  $('key-input').value = '';
+  dlg.showModal();
+}
+window.addEventListener('imgsearch:key-needed', (e) => askForKey(e.detail));
+$('key-dialog').addEventListener('close', () => {
+  const key = $('key-input').value.trim();
+  if ($('key-dialog').returnValue !== 'ok' || !key) return;
+  rememberKey(key);
+  location.reload();
+});
+$('key-forget').hidden = !storedKey();
+$('key-forget').addEventListener('click', () => {
+  forgetKey();
+  location.reload();
+});
 
 for (const t of TABS) $(`h-${t}`).tabIndex = -1; // focus target after navigation
 window.addEventListener('hashchange', () => route(true));

@@ -15,6 +15,8 @@
 typedef struct {
     engine *engine;
     const char *web_dir; /* static assets: openapi.json, docs.html, the UI */
+    const char *const *cors_origins; /* web origins ("https://app.example") allowed to call the API */
+    int ncors_origins;
 } api_context;
 
 /* An http_handler; ctx is an api_context*. */
@@ -30,6 +32,30 @@ void api_html_page(const char *web_dir, const char *name, const http_request *re
 /* Serves the UI asset web_dir/name if name passes the whitelist [a-z0-9_-]+.(html|js|css|svg|png),
  * else (or when missing) 404; HTML pages get a Content-Security-Policy that allows only this server. */
 void api_ui_asset(const char *web_dir, const char *name, const http_request *req, http_response *res);
+
+/* ---- access (access.c) ----
+ * Scopes: the UI's files need none; searches and reads need read; adds, deletes of one image and
+ * metadata changes need write; delete-all and reindex need admin (routes.c says which is which).
+ * While the store holds no key every request is allowed, as in the replaced API. */
+/* The web UI keeps its key in this cookie too (SameSite=Strict), for what <img> loads. */
+#define API_KEY_COOKIE "imgsearch_key"
+/* May this request go on? The key comes from Authorization: Bearer, X-API-Key, or else the UI's
+ * cookie. Sets res->principal to the key's name. false with res written: 401 (no,
+ * malformed, unknown or revoked key; with WWW-Authenticate) or 403 (a key without the scope). */
+bool api_authorize(const api_context *api, const http_request *req, auth_scope need, http_response *res);
+/* May a request that changes state come from where it comes from? A browser names the page that
+ * made it (Origin, Sec-Fetch-Site): a page of another origin is refused (403) unless --cors-origin
+ * allows it; clients that are not browsers send neither and pass. */
+bool api_cross_origin_ok(const api_context *api, const http_request *req, http_response *res);
+/* Is origin one of --cors-origin? */
+bool api_origin_allowed(const api_context *api, const char *origin);
+/* Access-Control-Allow-Origin for an allowed Origin (nothing otherwise). */
+void api_cors_headers(const api_context *api, const http_request *req, http_response *res);
+/* The answer to an OPTIONS preflight: 204 with the methods and headers allowed, or 403. */
+void api_cors_preflight(const api_context *api, const http_request *req, http_response *res);
+/* Is the body declared JSON (application/json or application/...+json)? false with a 415 written.
+ * Browsers send text/plain and forms cross-origin without asking first: JSON they must ask for. */
+bool api_json_body(const http_request *req, http_response *res);
 
 /* handlers (id is the parsed {id} path segment, or 0) */
 void api_image_add(engine *e, const http_request *req, http_response *res);

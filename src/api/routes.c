@@ -213,6 +213,37 @@ static void bad_id(const char *s, http_response *res) {
     http_error(res, 400, msg);
 }
 
+/* The scope a request needs (api.h: access): the UI's own files none, writes write, delete-all and
+ * reindex admin, everything else (reads, and answers about paths that do not exist) read. */
+static auth_scope scope_needed(int n, char *seg[4], const char *m) {
+#define IS(i, s) (n > (i) && !strcmp(seg[i], s))
+    bool post = !strcmp(m, "POST"), del = !strcmp(m, "DELETE");
+    if (n == 0 || (n == 2 && IS(0, "ui")) || (n == 1 && (IS(0, "docs") || IS(0, "openapi.json")))) return AUTH_NONE;
+    if ((n == 3 && IS(0, "image") && IS(1, "all") && IS(2, "records")) || (n == 2 && IS(0, "index") && IS(1, "reindex")))
+        return AUTH_ADMIN;
+    if ((n == 2 && IS(0, "image") && IS(1, "add") && post) || (n == 2 && IS(0, "image") && del) ||
+        (n == 2 && IS(0, "data") && !IS(1, "query") && post))
+        return AUTH_WRITE;
+    return AUTH_READ;
+#undef IS
+}
+
+/* Checks every request passes before its handler: a CORS preflight is answered here; then the
+ * key's scope; then, for what changes state, where a browser says the request comes from. */
+static bool admitted(const api_context *api, const http_request *req, int n, char *seg[4], http_response *res) {
+    const char *m = req->method;
+    api_cors_headers(api, req, res);
+    if (!strcmp(m, "OPTIONS") && http_header(req, "Access-Control-Request-Method")) {
+        api_cors_preflight(api, req, res);
+        return false;
+    }
+    if (!api_authorize(api, req, scope_needed(n, seg, m), res)) return false;
+    bool reads = !strcmp(m, "GET") || !strcmp(m, "HEAD");
+    bool reindex = n == 2 && !strcmp(seg[0], "index") && !strcmp(seg[1], "reindex"); /* its GET writes */
+    if ((!reads || reindex) && !api_cross_origin_ok(api, req, res)) return false;
+    return true;
+}
+
 void api_handle(void *ctx, const http_request *req, http_response *res) {
     const api_context *api = ctx;
     engine *e = api->engine;
@@ -222,6 +253,7 @@ void api_handle(void *ctx, const http_request *req, http_response *res) {
     }
     char copy[API_MAX_PATH + 1], *seg[4];
     int n = split(req->path, copy, seg);
+    if (!admitted(api, req, n, seg, res)) return;
     const char *m = req->method;
     /* HEAD is GET without the body (libmicrohttpd leaves it out); never on /index/reindex, whose
      * GET is a write kept from the replaced API */
@@ -257,12 +289,12 @@ void api_handle(void *ctx, const http_request *req, http_response *res) {
         if (get) { api_images_list(e, req, res); return; }
     } else if (n == 2 && IS(0, "data") && IS(1, "query")) {
         allow = "POST";
-        if (post) { api_data_query(e, req, res); return; }
+        if (post) { if (api_json_body(req, res)) api_data_query(e, req, res); return; }
     } else if (n == 2 && IS(0, "data")) {
         if (!parse_id(seg[1], &id)) { bad_id(seg[1], res); return; }
         allow = "GET, HEAD, POST";
         if (get) { api_data_get(e, id, res); return; }
-        if (post) { api_data_set(e, id, req, res); return; }
+        if (post) { if (api_json_body(req, res)) api_data_set(e, id, req, res); return; }
     } else if (n == 1 && IS(0, "duplicates")) {
         allow = "GET, HEAD";
         if (get) { api_duplicates(e, req, res); return; }

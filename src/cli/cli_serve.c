@@ -1,5 +1,7 @@
 /* `imgsearch serve`: the HTTP service, on the embedded store or a shared PostgreSQL one. */
+#include <ctype.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <limits.h>
@@ -37,7 +39,9 @@ static void usage(FILE *f) {
             "  --hnsw-m N           HNSW links per node (default 16; 2m on the bottom layer)\n"
             "  --hnsw-ef-construction N  candidates while inserting (default 200)\n"
             "  --hnsw-ef-search N   default candidates while searching (default 64; per query: ?ef=)\n"
-            "  --hnsw-int8          store HNSW vectors as int8 (4x smaller), re-ranked exactly from the store\n",
+            "  --hnsw-int8          store HNSW vectors as int8 (4x smaller), re-ranked exactly from the store\n"
+            "  --require-keys       refuse to start while the store holds no API key (imgsearch keys)\n"
+            "  --cors-origin ORIGIN a web origin (https://app.example) whose pages may call the API; repeatable\n",
             cli_default_model());
 }
 
@@ -52,6 +56,20 @@ static int positive(const char *opt, const char *v, long long max, long long *ou
     return 0;
 }
 
+/* scheme://host[:port], nothing after: what a browser sends as Origin. */
+static bool valid_origin(const char *o) {
+    const char *h = !strncmp(o, "http://", 7) ? o + 7 : !strncmp(o, "https://", 8) ? o + 8 : NULL;
+    if (!h || !*h || strlen(o) > 190) return false;
+    for (; *h; h++)
+        if (!isalnum((unsigned char)*h) && !strchr(".-:[]", *h)) return false;
+    return true;
+}
+
+/* An address only this machine reaches? */
+static bool loopback(const char *host) {
+    return !strncmp(host, "127.", 4) || !strcmp(host, "localhost") || !strcmp(host, "::1");
+}
+
 int cli_serve(int argc, char **argv) {
     static const struct option longopts[] = {
         {"host", required_argument, 0, 'H'},       {"port", required_argument, 0, 'p'},
@@ -64,13 +82,17 @@ int cli_serve(int argc, char **argv) {
         {"hnsw-int8", no_argument, 0, '8'},        {"max-connections", required_argument, 0, 'c'},
         {"max-data-bytes", required_argument, 0, 'B'}, {"max-data-keys", required_argument, 0, 'K'},
         {"max-data-depth", required_argument, 0, 'D'}, {"store", required_argument, 0, 'P'},
-        {"precision", required_argument, 0, 'r'},
+        {"precision", required_argument, 0, 'r'}, {"require-keys", no_argument, 0, 'R'},
+        {"cors-origin", required_argument, 0, 'O'},
         {0, 0, 0, 0}};
     const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL, *precision = NULL, *store_url = getenv("IMGSEARCH_STORE");
     long long port = 8001, threads = 0, connections = 256, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
     long long threshold = 10000, hnsw_m = 16, ef_construction = 200, ef_search = 64;
     long long data_bytes = ENGINE_DATA_MAX_BYTES, data_keys = ENGINE_DATA_MAX_KEYS, data_depth = ENGINE_DATA_MAX_DEPTH;
-    bool int8 = false;
+    bool int8 = false, require_keys = false;
+    enum { MAX_ORIGINS = 16 };
+    const char *origins[MAX_ORIGINS];
+    int norigins = 0;
     optind = 1;
     int c, bad = 0;
     while (!bad && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -95,6 +117,15 @@ int cli_serve(int argc, char **argv) {
         case 'C': bad = positive("--hnsw-ef-construction", optarg, 4096, &ef_construction); break;
         case 'S': bad = positive("--hnsw-ef-search", optarg, 4096, &ef_search); break;
         case '8': int8 = true; break;
+        case 'R': require_keys = true; break;
+        case 'O':
+            if (norigins == MAX_ORIGINS || !valid_origin(optarg)) {
+                fprintf(stderr, "imgsearch serve: --cors-origin needs an origin like https://app.example:8443 "
+                                "(scheme, host, optional port; at most 16), not '%s'\n", optarg);
+                return 2;
+            }
+            origins[norigins++] = optarg;
+            break;
         case 'B': bad = positive("--max-data-bytes", optarg, 16ll << 20, &data_bytes); break;
         case 'K': bad = positive("--max-data-keys", optarg, 1000000, &data_keys); break;
         case 'D': bad = positive("--max-data-depth", optarg, 1000, &data_depth); break;
@@ -120,9 +151,25 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "imgsearch serve: %s\n", err);
         return 2;
     }
+    int nkeys = 0;
+    if (engine_keys_count(e, &nkeys, err, sizeof err)) {
+        fprintf(stderr, "imgsearch serve: cannot read the API keys: %s\n", err);
+        engine_close(e);
+        return 2;
+    }
+    if (!nkeys && require_keys) {
+        fprintf(stderr, "imgsearch serve: --require-keys, but the store holds no API key: make one with "
+                        "`imgsearch keys create --scope admin` (same --data or --store)\n");
+        engine_close(e);
+        return 2;
+    }
+    if (!nkeys && !loopback(host))
+        fprintf(stderr, "imgsearch: warning: no API key exists, so anyone who can reach %s:%lld may read, change "
+                        "and delete every image (make keys with `imgsearch keys create`)\n", host, port);
     char web_default[PATH_MAX]; /* ./web in the source tree, else ../web beside the binary */
     api_context api = {.engine = e,
-                       .web_dir = web ? web : file_find_project("web", "openapi.json", web_default, sizeof web_default)};
+                       .web_dir = web ? web : file_find_project("web", "openapi.json", web_default, sizeof web_default),
+                       .cors_origins = origins, .ncors_origins = norigins};
     http_config http = {.host = host, .port = (int)port, .max_connections = (int)connections, .max_upload = (size_t)max_upload,
                         .handler = api_handle, .ctx = &api};
     int rc = http_serve(&http, err, sizeof err);

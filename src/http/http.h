@@ -9,7 +9,8 @@
  * libmicrohttpd refuses on its own before any of this (a malformed request line or version, a
  * non-numeric Content-Length, a request head over 128 KiB) still gets its own short HTML page.
  * Every response carries X-Content-Type-Options and Referrer-Policy. It logs one line per request:
- * method, target as sent, status, milliseconds, with control bytes escaped. A request and its
+ * method, target as sent, status, milliseconds, client address and the response's principal (the
+ * API key's name, "-" for none), with control bytes escaped. A request and its
  * response belong to its connection's thread; handlers run concurrently, one per open connection.
  * HEAD requests reach the handler as "HEAD"; libmicrohttpd sends the headers of the response the
  * handler builds, without its body. */
@@ -48,12 +49,25 @@ typedef struct {
     const char *csp;            /* Content-Security-Policy value (static string) or NULL */
     const char *allow;          /* Allow value for a 405 (static string) or NULL */
     char etag[24];              /* ETag value (quoted), or "" for none */
+    struct {
+        const char *name;       /* static string */
+        char value[200];
+    } headers[6];               /* more headers (http_add_header) */
+    int nheaders;
+    char principal[72];         /* who made the request (an API key's name), for the log; "" = nobody */
 } http_response;
+
+/* Adds a header to the response (value copied, cut at 199 bytes); ignored past six. */
+void http_add_header(http_response *res, const char *name, const char *value);
+/* The client's address as text ("127.0.0.1"), or "-" when unknown. */
+void http_client_address(const http_request *req, char *out, size_t outlen);
 
 /* A query argument, or NULL. */
 const char *http_query(const http_request *req, const char *key);
 /* A request header (case-insensitive name), or NULL. */
 const char *http_header(const http_request *req, const char *name);
+/* A cookie sent with the request, or NULL. */
+const char *http_cookie(const http_request *req, const char *name);
 /* A multipart field, or NULL. */
 const http_field *http_field_get(const http_request *req, const char *name);
 

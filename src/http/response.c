@@ -63,3 +63,10 @@ void http_bytes(http_response *res, const char *content_type, unsigned char *byt
     res->body = (char *)bytes;
     res->len = len;
 }
+
+void http_add_header(http_response *res, const char *name, const char *value) {
+    if (res->nheaders >= (int)(sizeof res->headers / sizeof *res->headers)) return;
+    res->headers[res->nheaders].name = name;
+    snprintf(res->headers[res->nheaders].value, sizeof res->headers[0].value, "%s", value);
+    res->nheaders++;
+}

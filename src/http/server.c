@@ -1,4 +1,6 @@
 #include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -7,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "http/http.h"
@@ -34,6 +37,8 @@ typedef struct {
     size_t body_cap;
     char *target;        /* the request target exactly as sent (not unescaped) */
     int status;
+    char principal[72];  /* the response's principal, for the log line */
+    char client[64];     /* the client's address, for the log line */
     struct timespec started_at;
     const http_config *cfg;
 } request_state;
@@ -44,6 +49,21 @@ const char *http_query(const http_request *req, const char *key) {
 
 const char *http_header(const http_request *req, const char *name) {
     return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+const char *http_cookie(const http_request *req, const char *name) {
+    return MHD_lookup_connection_value(req->connection, MHD_COOKIE_KIND, name);
+}
+
+void http_client_address(const http_request *req, char *out, size_t outlen) {
+    const union MHD_ConnectionInfo *ci =
+        req->connection ? MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS) : NULL;
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    const void *where = !sa ? NULL
+                      : sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+                      : sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                                                  : NULL;
+    if (!where || !inet_ntop(sa->sa_family, where, out, (socklen_t)outlen)) snprintf(out, outlen, "-");
 }
 
 const http_field *http_field_get(const http_request *req, const char *name) {
@@ -136,8 +156,10 @@ static enum MHD_Result send_response(struct MHD_Connection *c, request_state *rs
     if (res->cache_control) MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, res->cache_control);
     if (res->csp) MHD_add_response_header(r, "Content-Security-Policy", res->csp);
     if (res->etag[0]) MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, res->etag);
+    for (int i = 0; i < res->nheaders; i++) MHD_add_response_header(r, res->headers[i].name, res->headers[i].value);
     free(res->disposition);
     rs->status = res->status;
+    snprintf(rs->principal, sizeof rs->principal, "%s", res->principal);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)res->status, r);
     MHD_destroy_response(r);
     return ret;
@@ -156,9 +178,21 @@ static void *on_target(void *cls, const char *target, struct MHD_Connection *c) 
     return rs;
 }
 
-static enum MHD_Result add_header_bytes(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+typedef struct {
+    size_t bytes;           /* names and values of all headers */
+    int content_lengths;    /* Content-Length headers */
+    bool lengths_differ;    /* ... with different values */
+    const char *length;     /* the first one's value */
+} header_census;
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
     (void)kind;
-    *(size_t *)cls += strlen(key) + (value ? strlen(value) : 0) + 4;
+    header_census *h = cls;
+    h->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        if (h->content_lengths++ && strcmp(h->length, value ? value : "")) h->lengths_differ = true;
+        if (!h->length) h->length = value ? value : "";
+    }
     return MHD_YES;
 }
 
@@ -178,20 +212,39 @@ static bool request_head_ok(request_state *rs, struct MHD_Connection *c, http_re
             http_error(res, 400, "the request target holds an encoded NUL byte (%00)");
             return false;
         }
-    size_t header_bytes = 0;
-    MHD_get_connection_values(c, MHD_HEADER_KIND, add_header_bytes, &header_bytes);
-    if (header_bytes > HTTP_MAX_HEADER_BYTES) {
-        snprintf(msg, sizeof msg, "the request headers are %zu bytes, over the limit of %d", header_bytes,
+    header_census h = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &h);
+    if (h.bytes > HTTP_MAX_HEADER_BYTES) {
+        snprintf(msg, sizeof msg, "the request headers are %zu bytes, over the limit of %d", h.bytes,
                  HTTP_MAX_HEADER_BYTES);
         http_error(res, 431, msg);
         return false;
     }
-    /* Only "chunked" is decoded; any other coding would reach us as undecoded bytes. */
+    /* A proxy in front and this server must agree on where a request ends, or a second request can
+     * be smuggled inside the first: a message with two lengths is refused, not guessed at. */
     const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    if (h.lengths_differ || (te && h.content_lengths)) {
+        http_error(res, 400, h.lengths_differ ? "the request has Content-Length headers that disagree"
+                                              : "the request has both Content-Length and Transfer-Encoding");
+        return false;
+    }
+    /* Only "chunked" is decoded; any other coding would reach us as undecoded bytes. */
     if (te && strcasecmp(te, "chunked")) {
         snprintf(msg, sizeof msg, "Transfer-Encoding '%.60s' is not supported: send the body as is or chunked", te);
         http_error(res, 501, msg);
         return false;
+    }
+    /* A declared body over the limit is refused now, before a byte of it is read (and before an
+     * "Expect: 100-continue" client is told to send it). */
+    if (h.length) {
+        char *end;
+        errno = 0;
+        unsigned long long declared = strtoull(h.length, &end, 10);
+        if (errno == ERANGE || declared > rs->cfg->max_upload) {
+            snprintf(msg, sizeof msg, "the request body is over the upload limit of %zu bytes", rs->cfg->max_upload);
+            http_error(res, 413, msg);
+            return false;
+        }
     }
     return true;
 }
@@ -208,6 +261,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rs->req.path = url;
         rs->req.connection = c;
         rs->req.fields = rs->field_store;
+        http_client_address(&rs->req, rs->client, sizeof rs->client);
         http_response res = {0};
         if (!request_head_ok(rs, c, &res)) return send_response(c, rs, &res);
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -259,10 +313,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     clock_gettime(CLOCK_MONOTONIC, &now);
     double ms = (double)(now.tv_sec - rs->started_at.tv_sec) * 1e3 +
                 (double)(now.tv_nsec - rs->started_at.tv_nsec) / 1e6;
-    char method[40], target[600];
+    char method[40], target[600], who[80];
     text_log_escape(rs->req.method ? rs->req.method : "-", method, sizeof method);
     text_log_escape(rs->target ? rs->target : "-", target, sizeof target);
-    fprintf(stderr, "%s %s %d %.1fms\n", method, target, rs->status, ms);
+    text_log_escape(rs->principal[0] ? rs->principal : "-", who, sizeof who);
+    fprintf(stderr, "%s %s %d %.1fms %s key=%s\n", method, target, rs->status, ms, rs->client[0] ? rs->client : "-",
+            who);
     free_state(rs);
     *con_cls = NULL;
 }

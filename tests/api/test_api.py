@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from paths import DARKNET, SKIMAGE
+from paths import DARKNET, JSON_TYPE, SKIMAGE
 
 
 def add(server, path, data=None, name=None):
@@ -131,9 +131,9 @@ def test_error_paths_and_the_server_keeps_serving(server, images):
     expect(requests.delete(url + "/image/999"), 404, "999")
     expect(requests.get(url + "/data/999"), 404, "999")
     expect(requests.post(url + "/data/999", json={"image_data": {}}), 404, "999")
-    expect(requests.post(url + "/data/1", data="{broken"), 400, "JSON")
+    expect(requests.post(url + "/data/1", data="{broken", headers=JSON_TYPE), 400, "JSON")
     expect(requests.post(url + "/data/1", json={"image_data": [1]}), 400, "image_data must be a JSON object")
-    expect(requests.post(url + "/data/query", data="[1]"), 400, "must be a JSON object")
+    expect(requests.post(url + "/data/query", data="[1]", headers=JSON_TYPE), 400, "must be a JSON object")
     expect(requests.get(url + "/images", params={"limit": 0}), 400, "limit")
     expect(requests.get(url + "/nothing/here"), 404, "no route")
     expect(requests.put(url + "/image/1"), 405, "not allowed")

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from server import embedded_only
-from paths import DARKNET, SKIMAGE
+from paths import DARKNET, JSON_TYPE, SKIMAGE
 
 DOG = f"{DARKNET}/dog.jpg"
 # Peak RSS a hostile request may add over the warm baseline. The thin-image bug took 12 GB; ASan's
@@ -137,7 +137,7 @@ def test_metadata_limits(server):
     assert len(huge) > 40_000_000
     r = post_image(server, "/image/add", img, "dog.jpg", form={"data": huge})
     assert r.status_code == 413 and "--max-data-bytes" in detail(r)
-    r = requests.post(f"{server.url}/data/1", data='{"image_data": ' + huge + "}", timeout=120)
+    r = requests.post(f"{server.url}/data/1", data='{"image_data": ' + huge + "}", timeout=120, headers=JSON_TYPE)
     assert r.status_code == 413 and "--max-data-bytes" in detail(r)
     # within the limits is fine, also on POST /data/{id}
     ok = {f"k{i}": "v" * 50 for i in range(1000)}
@@ -191,10 +191,10 @@ def test_many_multipart_parts_are_refused_quickly(server):
     assert r.status_code == 400 and detail(r) == "more than 16 form fields"
     # a filter of many terms compiles in linear time; one over the size limit is refused unparsed
     terms = {"$or": [{"n": i} for i in range(60_000)]}
-    r = requests.post(server.url + "/data/query", data=json.dumps(terms), timeout=60)
+    r = requests.post(server.url + "/data/query", data=json.dumps(terms), timeout=60, headers=JSON_TYPE)
     assert r.status_code == 200 and r.json()["total"] == 0
     over = {"$or": [{"n": i} for i in range(150_000)]}
-    r = requests.post(server.url + "/data/query", data=json.dumps(over), timeout=60)
+    r = requests.post(server.url + "/data/query", data=json.dumps(over), timeout=60, headers=JSON_TYPE)
     assert r.status_code == 413 and "filter is" in detail(r)
     still_well(server, base)
 
@@ -328,19 +328,19 @@ def test_duplicates_and_nul_bytes_are_refused(server):
     assert r.status_code == 400 and detail(r) == "form field 'data' is sent more than once"
     r = post_image(server, "/image/add", img, form={"data": '{"a":1,"a":2}'})
     assert r.status_code == 400 and "duplicate" in detail(r)
-    r = requests.post(f"{server.url}/data/1", data='{"image_data": {"a": 1, "a": 2}}')
+    r = requests.post(f"{server.url}/data/1", data='{"image_data": {"a": 1, "a": 2}}', headers=JSON_TYPE)
     assert r.status_code == 400 and "duplicate" in detail(r)
-    r = requests.post(f"{server.url}/data/1", data='{"image_data": {"a": 1}, "image_data": {"b": 2}}')
+    r = requests.post(f"{server.url}/data/1", data='{"image_data": {"a": 1}, "image_data": {"b": 2}}', headers=JSON_TYPE)
     assert r.status_code == 400 and "duplicate" in detail(r)
-    r = requests.post(f"{server.url}/data/query", data='{"a": 1, "a": 2}')
+    r = requests.post(f"{server.url}/data/query", data='{"a": 1, "a": 2}', headers=JSON_TYPE)
     assert r.status_code == 400 and "duplicate" in detail(r)
     r = post_image(server, "/image/add", img, form={"data": '{"a":1}\0garbage'})
     assert r.status_code == 400 and detail(r) == "form field 'data' holds a NUL byte"
     r = post_image(server, "/image/search", img, form={"query": '{"a":1}\0garbage'})
     assert r.status_code == 400 and detail(r) == "form field 'query' holds a NUL byte"
-    r = requests.post(f"{server.url}/data/1", data=b'{"image_data": {"a": 1}}\0garbage')
+    r = requests.post(f"{server.url}/data/1", data=b'{"image_data": {"a": 1}}\0garbage', headers=JSON_TYPE)
     assert r.status_code == 400 and detail(r) == "the body holds a NUL byte"
-    r = requests.post(f"{server.url}/data/query", data=b'{"a": 1}\0garbage')
+    r = requests.post(f"{server.url}/data/query", data=b'{"a": 1}\0garbage', headers=JSON_TYPE)
     assert r.status_code == 400 and detail(r) == "the body holds a NUL byte"
     assert requests.get(f"{server.url}/data/1").json()["result"]["data"] == {}
     assert requests.get(f"{server.url}/images").json()["total"] == 1
@@ -395,7 +395,8 @@ def test_protocol_errors_are_json(server):
                                       b"\r\n", b"5\r\nhello\r\n0\r\n\r\n")
     assert status == 501 and b"Transfer-Encoding 'gzip, chunked' is not supported" in out
     assert b"application/json" in out
-    status, out = raw_request(server, b"POST /data/query HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    status, out = raw_request(server, b"POST /data/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n",
                               b"2\r\n{}\r\n0\r\n\r\n")
     assert status == 200 and b'"total":1' in out
     still_well(server, base)
