@@ -50,14 +50,19 @@ def free_port():
 class Server:
     """One imgsearch serve process; start() again after kill() reuses the data directory."""
 
-    def __init__(self, binary, model, data_dir, extra=(), env=None):
+    def __init__(self, binary, model, data_dir, extra=(), env=None, tls=None):
+        """tls: (certificate, key) PEM files to serve HTTPS with; requests then verify against the
+        certificate (self.verify)."""
         self.env = {**os.environ, **env} if env else None
         self.binary, self.model, self.data_dir, self.extra = binary, model, str(data_dir), list(extra)
         self.store_url = database_for(self.data_dir) if store_kind() == "postgresql" and "--store" not in extra else None
         if self.store_url:
             self.extra += ["--store", self.store_url]
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.verify = tls[0] if tls else True
+        if tls:
+            self.extra += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.proc = None
         self.log = open(os.path.join(self.data_dir + ".log"), "ab")
 
@@ -70,7 +75,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
             try:
-                requests.get(self.url + "/index/health", timeout=1)
+                requests.get(self.url + "/index/health", timeout=1, verify=self.verify)
                 return self
             except requests.ConnectionError:
                 time.sleep(0.05)

@@ -83,12 +83,16 @@ int cli_serve(int argc, char **argv) {
         {"max-data-bytes", required_argument, 0, 'B'}, {"max-data-keys", required_argument, 0, 'K'},
         {"max-data-depth", required_argument, 0, 'D'}, {"store", required_argument, 0, 'P'},
         {"precision", required_argument, 0, 'r'}, {"require-keys", no_argument, 0, 'R'},
-        {"cors-origin", required_argument, 0, 'O'},
+        {"cors-origin", required_argument, 0, 'O'}, {"tls-cert", required_argument, 0, 'E'},
+        {"tls-key", required_argument, 0, 'Y'},   {"max-connections-per-client", required_argument, 0, 'L'},
+        {"idle-timeout", required_argument, 0, 'I'}, {"request-timeout", required_argument, 0, 'Q'},
         {0, 0, 0, 0}};
     const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL, *precision = NULL, *store_url = getenv("IMGSEARCH_STORE");
     long long port = 8001, threads = 0, connections = 256, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
     long long threshold = 10000, hnsw_m = 16, ef_construction = 200, ef_search = 64;
     long long data_bytes = ENGINE_DATA_MAX_BYTES, data_keys = ENGINE_DATA_MAX_KEYS, data_depth = ENGINE_DATA_MAX_DEPTH;
+    long long per_client = 64, idle_timeout = 30, request_timeout = 60;
+    const char *tls_cert = NULL, *tls_key = NULL;
     bool int8 = false, require_keys = false;
     enum { MAX_ORIGINS = 16 };
     const char *origins[MAX_ORIGINS];
@@ -118,6 +122,14 @@ int cli_serve(int argc, char **argv) {
         case 'S': bad = positive("--hnsw-ef-search", optarg, 4096, &ef_search); break;
         case '8': int8 = true; break;
         case 'R': require_keys = true; break;
+        case 'E': tls_cert = optarg; break;
+        case 'Y': tls_key = optarg; break;
+        case 'L': bad = positive("--max-connections-per-client", optarg, 65536, &per_client); break;
+        case 'I': bad = positive("--idle-timeout", optarg, 86400, &idle_timeout); break;
+        case 'Q':
+            if (!strcmp(optarg, "0")) request_timeout = 0;
+            else bad = positive("--request-timeout", optarg, 86400, &request_timeout);
+            break;
         case 'O':
             if (norigins == MAX_ORIGINS || !valid_origin(optarg)) {
                 fprintf(stderr, "imgsearch serve: --cors-origin needs an origin like https://app.example:8443 "
@@ -138,7 +150,19 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "imgsearch serve: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
+    if (!tls_cert != !tls_key) {
+        fprintf(stderr, "imgsearch serve: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
     char err[512];
+    unsigned char *cert_pem = NULL, *key_pem = NULL;
+    size_t pem_len;
+    if (tls_cert && (file_read_all(tls_cert, 1u << 20, &cert_pem, &pem_len, err, sizeof err) ||
+                     file_read_all(tls_key, 1u << 20, &key_pem, &pem_len, err, sizeof err))) {
+        fprintf(stderr, "imgsearch serve: %s\n", err);
+        free(cert_pem);
+        return 2;
+    }
     engine *e;
     engine_config cfg = {.data_dir = data, .store_url = store_url && *store_url ? store_url : NULL, .model_config = model ? model : cli_default_model(),
                          .infer_threads = (int)infer, .sessions = (int)threads, .precision = precision, .max_pixels = (uint64_t)max_pixels,
@@ -149,18 +173,24 @@ int cli_serve(int argc, char **argv) {
                                          .max_depth = (int)data_depth}};
     if (engine_open(&cfg, &e, err, sizeof err)) {
         fprintf(stderr, "imgsearch serve: %s\n", err);
+        free(cert_pem);
+        free(key_pem);
         return 2;
     }
     int nkeys = 0;
     if (engine_keys_count(e, &nkeys, err, sizeof err)) {
         fprintf(stderr, "imgsearch serve: cannot read the API keys: %s\n", err);
         engine_close(e);
+        free(cert_pem);
+        free(key_pem);
         return 2;
     }
     if (!nkeys && require_keys) {
         fprintf(stderr, "imgsearch serve: --require-keys, but the store holds no API key: make one with "
                         "`imgsearch keys create --scope admin` (same --data or --store)\n");
         engine_close(e);
+        free(cert_pem);
+        free(key_pem);
         return 2;
     }
     if (!nkeys && !loopback(host))
@@ -170,9 +200,15 @@ int cli_serve(int argc, char **argv) {
     api_context api = {.engine = e,
                        .web_dir = web ? web : file_find_project("web", "openapi.json", web_default, sizeof web_default),
                        .cors_origins = origins, .ncors_origins = norigins};
-    http_config http = {.host = host, .port = (int)port, .max_connections = (int)connections, .max_upload = (size_t)max_upload,
+    http_config http = {.host = host, .port = (int)port, .max_connections = (int)connections,
+                        .max_per_client = (int)per_client, .idle_timeout = (int)idle_timeout,
+                        .request_timeout = (int)request_timeout, .max_upload = (size_t)max_upload,
+                        .tls_cert = (const char *)cert_pem, .tls_key = (const char *)key_pem,
                         .handler = api_handle, .ctx = &api};
     int rc = http_serve(&http, err, sizeof err);
+    if (key_pem) memset(key_pem, 0, pem_len);
+    free(cert_pem);
+    free(key_pem);
     if (rc) fprintf(stderr, "imgsearch serve: %s\n", err);
     engine_close(e);
     return rc ? 2 : 0;

@@ -76,13 +76,20 @@ typedef void (*http_handler)(void *ctx, const http_request *req, http_response *
 typedef struct {
     const char *host;      /* numeric IPv4 address or name; "0.0.0.0" for all */
     int port;
-    int max_connections;   /* connections served at once (each on its own thread); more wait */
+    int max_connections;   /* connections open at once (each on its own thread); more are closed at once */
+    int max_per_client;    /* connections open at once from one client address (0 = no cap) */
+    int idle_timeout;      /* seconds a connection may stay silent (also idle keep-alive) before it is closed */
+    int request_timeout;   /* seconds a request may take to arrive whole, head and body, however busy the
+                            * client keeps the line: a client trickling bytes is cut off (0 = none) */
     size_t max_upload;     /* bytes */
+    const char *tls_cert;  /* PEM text of the certificate chain, or NULL for plain HTTP */
+    const char *tls_key;   /* PEM text of its private key (with tls_cert) */
     http_handler handler;
     void *ctx;
 } http_config;
 
-/* Serves until SIGINT or SIGTERM. Returns an is_status (binding failures say why). */
+/* Serves until SIGINT or SIGTERM. Returns an is_status (binding failures and unusable TLS
+ * certificates say why). */
 int http_serve(const http_config *cfg, char *err, size_t errlen);
 
 /* ---- responses (response.c) ---- */

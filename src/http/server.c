@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -42,6 +43,87 @@ typedef struct {
     struct timespec started_at;
     const http_config *cfg;
 } request_state;
+
+/* ---- the request clock ----
+ * libmicrohttpd's own timeout counts silence only: a client sending a byte every few seconds keeps
+ * its connection, and its thread, for ever. Every connection is registered here while it is open,
+ * with when it started to wait for the request it is receiving; the serving thread (http_serve)
+ * looks once a second and shuts down the socket of any connection whose request has not arrived
+ * whole within request_timeout. The time a handler takes does not count: only the client's. An
+ * entry leaves the registry (MHD_CONNECTION_NOTIFY_CLOSED) before libmicrohttpd closes its socket,
+ * so a shutdown never reaches a socket number that was reused. */
+typedef struct conn_watch {
+    struct conn_watch *prev, *next;
+    int fd;
+    int64_t waiting_since_ms; /* monotonic: when the request being received began to be awaited */
+    bool receiving;           /* false while a handler runs or a response is sent */
+    bool cut;                 /* already shut down */
+} conn_watch;
+
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static conn_watch *watch_head;
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    (void)cls;
+    pthread_mutex_lock(&watch_lock);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_watch *w = ci ? calloc(1, sizeof *w) : NULL;
+        if (w) {
+            w->fd = ci->connect_fd;
+            w->waiting_since_ms = mono_ms();
+            w->receiving = true;
+            w->next = watch_head;
+            if (watch_head) watch_head->prev = w;
+            watch_head = w;
+        }
+        *socket_context = w;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        conn_watch *w = *socket_context;
+        if (w->prev) w->prev->next = w->next;
+        else watch_head = w->next;
+        if (w->next) w->next->prev = w->prev;
+        free(w);
+        *socket_context = NULL;
+    }
+    pthread_mutex_unlock(&watch_lock);
+}
+
+/* The connection's request is now with the handler (receiving false), or the connection waits for
+ * its next one (true, from now). */
+static void watch_set(struct MHD_Connection *c, bool receiving) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    pthread_mutex_lock(&watch_lock);
+    conn_watch *w = ci ? ci->socket_context : NULL;
+    if (w) {
+        w->receiving = receiving;
+        if (receiving) w->waiting_since_ms = mono_ms();
+    }
+    pthread_mutex_unlock(&watch_lock);
+}
+
+/* Shuts down every connection whose request is overdue; their threads then see the end of the
+ * stream and close them. Returns how many. */
+static int watch_sweep(int timeout_s) {
+    int64_t now = mono_ms();
+    int cut = 0;
+    pthread_mutex_lock(&watch_lock);
+    for (conn_watch *w = watch_head; w; w = w->next)
+        if (w->receiving && !w->cut && now - w->waiting_since_ms > (int64_t)timeout_s * 1000) {
+            shutdown(w->fd, SHUT_RDWR);
+            w->cut = true;
+            cut++;
+        }
+    pthread_mutex_unlock(&watch_lock);
+    return cut;
+}
 
 const char *http_query(const http_request *req, const char *key) {
     return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, key);
@@ -288,6 +370,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         return MHD_YES;
     }
+    watch_set(c, false); /* the whole request is here: the handler's time is not the client's */
     http_response res = {0};
     if (rs->too_large) {
         char msg[128];
@@ -305,8 +388,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
  * so every byte that could end or forge a line is escaped. */
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     (void)cls;
-    (void)c;
     (void)toe;
+    watch_set(c, true); /* a kept-alive connection now awaits its next request */
     request_state *rs = *con_cls;
     if (!rs) return;
     struct timespec now;
@@ -332,7 +415,7 @@ int http_serve(const http_config *cfg, char *err, size_t errlen) {
         addr.sin_addr = ((struct sockaddr_in *)ai->ai_addr)->sin_addr;
         freeaddrinfo(ai);
     }
-    /* signals are taken by sigwait below, not by whichever thread happens to run */
+    /* signals are taken by sigtimedwait below, not by whichever thread happens to run */
     sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
@@ -343,17 +426,47 @@ int http_serve(const http_config *cfg, char *err, size_t errlen) {
      * inference, fsync), and a pool thread that blocks stalls every other connection it owns,
      * leaving cores idle while requests wait. How many inferences run at once is the engine's
      * business (its session pool), not the number of connections. */
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG,
-        (uint16_t)cfg->port, NULL, NULL, on_request, (void *)cfg, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg->max_connections > 0 ? cfg->max_connections : 256),
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-        MHD_OPTION_URI_LOG_CALLBACK, on_target, (void *)cfg, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_END);
-    if (!d) return is_fail(err, errlen, IS_ERR_IO, "cannot listen on %s:%d (in use, or not allowed)", cfg->host, cfg->port);
-    fprintf(stderr, "imgsearch: listening on http://%s:%d\n", cfg->host, cfg->port);
+    struct MHD_OptionItem opts[16];
+    int n = 0;
+#define OPT(o, v, p) (opts[n++] = (struct MHD_OptionItem){(o), (intptr_t)(v), (p)})
+    OPT(MHD_OPTION_SOCK_ADDR, 0, &addr);
+    OPT(MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections > 0 ? cfg->max_connections : 256, NULL);
+    if (cfg->max_per_client > 0) OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_per_client, NULL);
+    OPT(MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout > 0 ? cfg->idle_timeout : 30, NULL);
+    OPT(MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL);
+    OPT(MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL);
+    OPT(MHD_OPTION_URI_LOG_CALLBACK, on_target, (void *)cfg);
+    OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONNECTION_MEMORY, NULL);
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    if (cfg->tls_cert) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+            return is_fail(err, errlen, IS_ERR_INVALID, "this libmicrohttpd was built without TLS");
+        flags |= MHD_USE_TLS;
+        OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cfg->tls_cert);
+        OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)cfg->tls_key);
+        /* GnuTLS's own defaults minus what is broken: TLS 1.2 and 1.3 only */
+        OPT(MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2");
+    }
+    OPT(MHD_OPTION_END, 0, NULL);
+#undef OPT
+    struct MHD_Daemon *d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, (void *)cfg,
+                                            MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    if (!d)
+        return is_fail(err, errlen, IS_ERR_IO,
+                       cfg->tls_cert ? "cannot listen on %s:%d (in use, not allowed, or the TLS certificate and key "
+                                       "do not load or do not match)"
+                                     : "cannot listen on %s:%d (in use, or not allowed)",
+                       cfg->host, cfg->port);
+    fprintf(stderr, "imgsearch: listening on %s://%s:%d\n", cfg->tls_cert ? "https" : "http", cfg->host, cfg->port);
     int sig = 0;
-    sigwait(&stop, &sig);
+    struct timespec tick = {1, 0};
+    while ((sig = sigtimedwait(&stop, NULL, &tick)) < 0)
+        if (cfg->request_timeout > 0) {
+            int cut = watch_sweep(cfg->request_timeout);
+            if (cut)
+                fprintf(stderr, "imgsearch: closed %d connection(s) whose request did not arrive within %d s\n", cut,
+                        cfg->request_timeout);
+        }
     fprintf(stderr, "imgsearch: stopping (signal %d)\n", sig);
     MHD_stop_daemon(d);
     return IS_OK;
