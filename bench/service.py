@@ -11,8 +11,13 @@
 Both are measured for each inference precision (--precisions, default "fp32,auto": before and
 after bf16 inference, same run), and the before/after ratios printed.
 
+3. What access control costs (--access-images, default 2,000; 0 skips it): ingest and search as
+   above, on the server as it comes (no key), with API keys required, and with keys over HTTPS
+   (a certificate made by openssl for the run), same run, ratios against the open server.
+
 Usage: /usr/bin/python3 bench/service.py [--images 10000] [--ingest 400] [--seconds 20] [--precisions fp32,auto]
-Needs: build/imgsearch, build/bench/bench_embed, Debian's wrk. Writes bench/out/service.json.
+       [--access-images 2000]
+Needs: build/imgsearch, build/bench/bench_embed, Debian's wrk and openssl. Writes bench/out/service.json.
 """
 import argparse
 import http.client
@@ -24,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -71,15 +77,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(data_dir, threads, precision):
+def start_server(data_dir, threads, precision, extra=(), tls=None):
+    """A server; tls: (certificate, key) for HTTPS. No rate limit: the bench measures capacity."""
     port = free_port()
     log = open(os.path.join(OUT, "service-server.log"), "ab")
+    tls_args = ["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else []
     p = subprocess.Popen([BIN, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", data_dir,
-                          "--threads", str(threads), "--model", MODEL, "--precision", precision], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
+                          "--threads", str(threads), "--model", MODEL, "--precision", precision, "--rate-limit", "0",
+                          *tls_args, *extra], stdout=log, stderr=log)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     for _ in range(600):
         try:
-            requests.get(url + "/index/health", timeout=1)
+            requests.get(url + "/index/health", timeout=1, verify=tls[0] if tls else True)
             return p, url
         except requests.ConnectionError:
             time.sleep(0.05)
@@ -92,18 +101,23 @@ def multipart(blob, boundary="imgsearchbenchboundary"):
     return head + blob + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def ingest_http(url, blobs, clients=2):
+def ingest_http(url, blobs, clients=2, headers=None, cafile=None):
     """POST /image/add from `clients` threads over keep-alive connections. The bodies are encoded
     before the clock starts and sent with http.client, so the client's own CPU (it shares the two
-    cores with the server) stays near 2 % of the machine instead of the ~5 % requests needs."""
+    cores with the server) stays near 2 % of the machine instead of the ~5 % requests needs.
+    cafile: the certificate to trust for an https:// url."""
     host, port = url.split("//")[1].split(":")
     chunks = [[multipart(b) for b in blobs[i::clients]] for i in range(clients)]
     errors = []
 
     def run(chunk):
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        if url.startswith("https://"):
+            conn = http.client.HTTPSConnection(host, int(port), timeout=60,
+                                               context=ssl.create_default_context(cafile=cafile))
+        else:
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
         for body, ctype in chunk:
-            conn.request("POST", "/image/add", body, {"Content-Type": ctype})
+            conn.request("POST", "/image/add", body, {"Content-Type": ctype, **(headers or {})})
             r = conn.getresponse()
             text = r.read()
             if r.status != 201:
@@ -150,11 +164,12 @@ wrk.body = "--" .. b .. "\\r\\nContent-Disposition: form-data; name=\\"image\\";
 """
 
 
-def wrk_search(url, query_file, seconds, conns=8):
+def wrk_search(url, query_file, seconds, conns=8, headers=None):
     script = os.path.join(OUT, "search.lua")
     open(script, "w").write(WRK_LUA)
     env = dict(os.environ, QUERY_IMAGE=query_file)
-    out = subprocess.run(["wrk", "-t", "2", "-c", str(conns), "-d", f"{seconds}s", "--latency", "-s", script,
+    hdr = [a for k, v in (headers or {}).items() for a in ("-H", f"{k}: {v}")]
+    out = subprocess.run(["wrk", "-t", "2", "-c", str(conns), "-d", f"{seconds}s", "--latency", "-s", script, *hdr,
                           url + "/image/search?k=10"], capture_output=True, text=True, env=env, check=True).stdout
     def ms(label):
         m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -199,6 +214,48 @@ def measure(precision, blobs, files, args, work):
     return res
 
 
+def measure_access(blobs, args, work):
+    """Ingest and search on one collection served three ways: open, keys required, keys over HTTPS."""
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    query = os.path.join(work, "query.jpg")
+    open(query, "wb").write(next(variants(1, seed=99)))
+    n, runs = args.access_images, []
+    for name, keyed, tls in (("open", False, None), ("keys", True, None), ("keys + TLS", True, (cert, key))):
+        data = os.path.join(work, f"access-{len(runs)}")
+        os.makedirs(data)
+        headers = {}
+        if keyed:
+            made = subprocess.run([BIN, "keys", "create", "--scope", "write", "--data", data], capture_output=True,
+                                  text=True, check=True)
+            headers = {"X-API-Key": made.stdout.strip()}
+        server, url = start_server(data, 2, "auto", ["--require-keys"] if keyed else [], tls)
+        try:
+            r = {"name": name, "ingest_images_per_sec": ingest_http(url, blobs[:n], headers=headers, cafile=cert)}
+            r["search"] = wrk_search(url, query, args.seconds, headers=headers)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait()
+        runs.append(r)
+    return runs
+
+
+def report_access(runs, args):
+    base = runs[0]
+    print(f"\n### access control: {args.access_images} images, --precision auto, same run\n")
+    print("| server | ingest img/s | ratio | search req/s | ratio | search p50 ms | search p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for r in runs:
+        s = r["search"]
+        print(f"| {r['name']} | {r['ingest_images_per_sec']:.1f} | "
+              f"{r['ingest_images_per_sec'] / base['ingest_images_per_sec']:.2f}× | {s['requests_per_sec']:.1f} | "
+              f"{s['requests_per_sec'] / base['search']['requests_per_sec']:.2f}× | {s['p50_ms']:.1f} | "
+              f"{s['p99_ms']:.1f} |")
+    print("wrk non-2xx responses: " + ", ".join(f"{r['name']} {r['search']['errors']}" for r in runs))
+
+
 def report(res, args):
     s = res["search"]
     print(f"\n### inference: {res['inference']} (--precision {res['precision']})\n")
@@ -221,18 +278,23 @@ def main():
     ap.add_argument("--ingest", type=int, default=400, help="images for the ingest comparison")
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--precisions", default="fp32,auto", help="comma-separated --precision values to compare")
+    ap.add_argument("--access-images", type=int, default=2000,
+                    help="collection for the access-control comparison (0: skip it)")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     work = tempfile.mkdtemp(dir=OUT, prefix="service-")
-    runs = []
+    runs, access = [], []
     try:
-        blobs = list(variants(max(args.images, args.ingest), seed=7))
+        blobs = list(variants(max(args.images, args.ingest, args.access_images), seed=7))
         files = []
         for i, b in enumerate(blobs[:args.ingest]):
             files.append(os.path.join(work, f"{i}.jpg"))
             open(files[-1], "wb").write(b)
         for precision in args.precisions.split(","):
-            runs.append(measure(precision, blobs, files, args, work))
+            if precision:
+                runs.append(measure(precision, blobs, files, args, work))
+        if args.access_images:
+            access = measure_access(blobs, args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -251,7 +313,9 @@ def main():
             va = a[key[0]][key[1]] if isinstance(key, tuple) else a[key]
             vb = b[key[0]][key[1]] if isinstance(key, tuple) else b[key]
             print(f"| {label} | {va:.1f} | {vb:.1f} | {vb / va:.2f}× |")
-    json.dump(runs, open(os.path.join(OUT, "service.json"), "w"), indent=1)
+    if access:
+        report_access(access, args)
+    json.dump({"precisions": runs, "access": access}, open(os.path.join(OUT, "service.json"), "w"), indent=1)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ fetch('/openapi.json').then(r => r.json()).then(spec => {
         box.append(t);
       }
       if (op.requestBody) box.append(el('p', 'muted', 'body: ' + Object.keys(op.requestBody.content).join(', ')));
-      const codes = Object.entries(op.responses).map(([c, r]) => c + ' ' + r.description).join(' · ');
+      if (op.description) box.append(el('p', '', op.description));
+      // shared answers (401, 403, 429) are references into components.responses
+      const resolve = (r) => (r.$ref ? spec.components.responses[r.$ref.split('/').pop()] : r);
+      const codes = Object.entries(op.responses).map(([c, r]) => c + ' ' + resolve(r).description).join(' · ');
       box.append(el('p', 'muted', 'responses: ' + codes));
       ops.append(box);
     }

@@ -61,6 +61,28 @@ bool api_authorize(const api_context *api, const http_request *req, auth_scope n
     return true;
 }
 
+bool api_within_rate(const api_context *api, const http_request *req, http_response *res) {
+    char who[96];
+    if (res->principal[0]) {
+        snprintf(who, sizeof who, "key %s", res->principal);
+    } else {
+        char addr[64];
+        http_client_address(req, addr, sizeof addr);
+        /* a proxy (or a script) on this machine speaks for many clients: not one budget */
+        if (!strcmp(addr, "127.0.0.1") || !strcmp(addr, "::1")) return true;
+        snprintf(who, sizeof who, "address %s", addr);
+    }
+    int retry = 1;
+    if (rate_limiter_take(api->limiter, who, &retry)) return true;
+    char msg[200], after[16];
+    snprintf(msg, sizeof msg, "too many requests: at most %g a second per %s (--rate-limit); try again in %d s",
+             api->rate_limit, res->principal[0] ? "key" : "client address", retry);
+    http_error(res, 429, msg);
+    snprintf(after, sizeof after, "%d", retry);
+    http_add_header(res, "Retry-After", after);
+    return false;
+}
+
 /* Does origin ("scheme://host[:port]") name this server, as the request's Host header does? */
 static bool same_origin(const char *origin, const char *host) {
     const char *rest = !strncasecmp(origin, "http://", 7) ? origin + 7 : !strncasecmp(origin, "https://", 8) ? origin + 8

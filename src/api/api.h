@@ -11,12 +11,15 @@
 
 #include "engine/engine.h"
 #include "http/http.h"
+#include "util/ratelimit.h"
 
 typedef struct {
     engine *engine;
     const char *web_dir; /* static assets: openapi.json, docs.html, the UI */
     const char *const *cors_origins; /* web origins ("https://app.example") allowed to call the API */
     int ncors_origins;
+    rate_limiter *limiter; /* requests a second per key, or per client address without one; NULL = no limit */
+    double rate_limit;     /* its rate, for the message */
 } api_context;
 
 /* An http_handler; ctx is an api_context*. */
@@ -47,6 +50,11 @@ bool api_authorize(const api_context *api, const http_request *req, auth_scope n
  * made it (Origin, Sec-Fetch-Site): a page of another origin is refused (403) unless --cors-origin
  * allows it; clients that are not browsers send neither and pass. */
 bool api_cross_origin_ok(const api_context *api, const http_request *req, http_response *res);
+/* Takes one request from the budget of the request's key (res->principal, set by api_authorize)
+ * or, without one, of its client address (but 127.0.0.1 and ::1, where a proxy in front of the
+ * server speaks for all its clients, have none); false with a 429 and Retry-After written when
+ * spent. The UI's own files are not counted. */
+bool api_within_rate(const api_context *api, const http_request *req, http_response *res);
 /* Is origin one of --cors-origin? */
 bool api_origin_allowed(const api_context *api, const char *origin);
 /* Access-Control-Allow-Origin for an allowed Origin (nothing otherwise). */

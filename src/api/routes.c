@@ -229,7 +229,8 @@ static auth_scope scope_needed(int n, char *seg[4], const char *m) {
 }
 
 /* Checks every request passes before its handler: a CORS preflight is answered here; then the
- * key's scope; then, for what changes state, where a browser says the request comes from. */
+ * key's scope; then the key's (or address's) request rate; then, for what changes state, where a
+ * browser says the request comes from. */
 static bool admitted(const api_context *api, const http_request *req, int n, char *seg[4], http_response *res) {
     const char *m = req->method;
     api_cors_headers(api, req, res);
@@ -237,7 +238,9 @@ static bool admitted(const api_context *api, const http_request *req, int n, cha
         api_cors_preflight(api, req, res);
         return false;
     }
-    if (!api_authorize(api, req, scope_needed(n, seg, m), res)) return false;
+    auth_scope need = scope_needed(n, seg, m);
+    if (!api_authorize(api, req, need, res)) return false;
+    if (need != AUTH_NONE && !api_within_rate(api, req, res)) return false;
     bool reads = !strcmp(m, "GET") || !strcmp(m, "HEAD");
     bool reindex = n == 2 && !strcmp(seg[0], "index") && !strcmp(seg[1], "reindex"); /* its GET writes */
     if ((!reads || reindex) && !api_cross_origin_ok(api, req, res)) return false;

@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "http/http.h"
 #include "util/file.h"
+#include "util/status.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -25,7 +26,19 @@ static void usage(FILE *f) {
             "                       (default: $IMGSEARCH_STORE, else the embedded store in --data)\n"
             "  --model PATH         model config (default: %s)\n"
             "  --threads N          images decoded and embedded at once (default: the number of CPUs)\n"
-            "  --max-connections N  connections served at once, each on its own thread (default 256)\n"
+            "  --max-connections N  connections open at once, each on its own thread; more are closed at once\n"
+            "                       (default 256)\n"
+            "  --max-connections-per-client N  of those, from one client address (default 64; behind a\n"
+            "                       proxy every request comes from its address: raise it there)\n"
+            "  --idle-timeout S     close a connection silent for S seconds, idle keep-alive too (default 30)\n"
+            "  --request-timeout S  close a connection whose request has not arrived whole within S seconds,\n"
+            "                       however busy its client keeps it (default 60; 0 = no limit)\n"
+            "  --queue N            images that may wait for inference; more get 503 + Retry-After (default 64)\n"
+            "  --rate-limit N       requests a second per API key, or per client address without one; more\n"
+            "                       get 429 + Retry-After (default 500; 0 = no limit; the UI's files, and\n"
+            "                       keyless requests from 127.0.0.1 or ::1 (a local proxy) are not counted)\n"
+            "  --tls-cert FILE      serve HTTPS with this PEM certificate (chain) ...\n"
+            "  --tls-key FILE       ... and this PEM private key\n"
             "  --infer-threads N    threads per inference (default 1)\n"
             "  --precision P        inference arithmetic: auto (bf16 on CPUs with AVX512-BF16, else\n"
             "                       fp32), fp32 or bf16 (default: $IMGSEARCH_PRECISION, else auto)\n"
@@ -86,12 +99,13 @@ int cli_serve(int argc, char **argv) {
         {"cors-origin", required_argument, 0, 'O'}, {"tls-cert", required_argument, 0, 'E'},
         {"tls-key", required_argument, 0, 'Y'},   {"max-connections-per-client", required_argument, 0, 'L'},
         {"idle-timeout", required_argument, 0, 'I'}, {"request-timeout", required_argument, 0, 'Q'},
+        {"queue", required_argument, 0, 'W'},     {"rate-limit", required_argument, 0, 'A'},
         {0, 0, 0, 0}};
     const char *host = "0.0.0.0", *data = "./data", *model = NULL, *web = NULL, *precision = NULL, *store_url = getenv("IMGSEARCH_STORE");
     long long port = 8001, threads = 0, connections = 256, infer = 1, max_upload = 50ll << 20, max_pixels = 100000000;
     long long threshold = 10000, hnsw_m = 16, ef_construction = 200, ef_search = 64;
     long long data_bytes = ENGINE_DATA_MAX_BYTES, data_keys = ENGINE_DATA_MAX_KEYS, data_depth = ENGINE_DATA_MAX_DEPTH;
-    long long per_client = 64, idle_timeout = 30, request_timeout = 60;
+    long long per_client = 64, idle_timeout = 30, request_timeout = 60, queue = ENGINE_DEFAULT_QUEUE, rate = 500;
     const char *tls_cert = NULL, *tls_key = NULL;
     bool int8 = false, require_keys = false;
     enum { MAX_ORIGINS = 16 };
@@ -122,6 +136,11 @@ int cli_serve(int argc, char **argv) {
         case 'S': bad = positive("--hnsw-ef-search", optarg, 4096, &ef_search); break;
         case '8': int8 = true; break;
         case 'R': require_keys = true; break;
+        case 'W': bad = positive("--queue", optarg, 1 << 20, &queue); break;
+        case 'A':
+            if (!strcmp(optarg, "0")) rate = 0;
+            else bad = positive("--rate-limit", optarg, 1 << 30, &rate);
+            break;
         case 'E': tls_cert = optarg; break;
         case 'Y': tls_key = optarg; break;
         case 'L': bad = positive("--max-connections-per-client", optarg, 65536, &per_client); break;
@@ -165,7 +184,7 @@ int cli_serve(int argc, char **argv) {
     }
     engine *e;
     engine_config cfg = {.data_dir = data, .store_url = store_url && *store_url ? store_url : NULL, .model_config = model ? model : cli_default_model(),
-                         .infer_threads = (int)infer, .sessions = (int)threads, .precision = precision, .max_pixels = (uint64_t)max_pixels,
+                         .infer_threads = (int)infer, .sessions = (int)threads, .max_queue = (int)queue, .precision = precision, .max_pixels = (uint64_t)max_pixels,
                          .hnsw_threshold = threshold ? threshold : -1, .hnsw_m = (int)hnsw_m,
                          .hnsw_ef_construction = (int)ef_construction, .hnsw_ef_search = (int)ef_search,
                          .hnsw_int8 = int8,
@@ -199,13 +218,16 @@ int cli_serve(int argc, char **argv) {
     char web_default[PATH_MAX]; /* ./web in the source tree, else ../web beside the binary */
     api_context api = {.engine = e,
                        .web_dir = web ? web : file_find_project("web", "openapi.json", web_default, sizeof web_default),
-                       .cors_origins = origins, .ncors_origins = norigins};
+                       .cors_origins = origins, .ncors_origins = norigins,
+                       .limiter = rate_limiter_new((double)rate), .rate_limit = (double)rate};
     http_config http = {.host = host, .port = (int)port, .max_connections = (int)connections,
                         .max_per_client = (int)per_client, .idle_timeout = (int)idle_timeout,
                         .request_timeout = (int)request_timeout, .max_upload = (size_t)max_upload,
                         .tls_cert = (const char *)cert_pem, .tls_key = (const char *)key_pem,
                         .handler = api_handle, .ctx = &api};
-    int rc = http_serve(&http, err, sizeof err);
+    int rc = rate && !api.limiter ? (snprintf(err, sizeof err, "out of memory"), IS_ERR_NOMEM)
+                                  : http_serve(&http, err, sizeof err);
+    rate_limiter_free(api.limiter);
     if (key_pem) memset(key_pem, 0, pem_len);
     free(cert_pem);
     free(key_pem);

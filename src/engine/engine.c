@@ -19,11 +19,21 @@
 #define ENGINE_MAX_K 1000
 
 /* An idle inference session, or a new one while fewer than max_sessions exist; otherwise waits
- * for one. NULL (err set) when a new session cannot be built. */
-static embed_session *session_acquire(engine *e, char *err, size_t errlen) {
+ * for one, unless max_waiting callers wait already (*rc = IS_ERR_BUSY). NULL (err and *rc set)
+ * when refused or when a new session cannot be built. */
+static embed_session *session_acquire(engine *e, int *rc, char *err, size_t errlen) {
     embed_session *s = NULL;
     pthread_mutex_lock(&e->session_lock);
+    if (!e->nidle && e->nsessions >= e->max_sessions && e->nwaiting >= e->max_waiting) {
+        pthread_mutex_unlock(&e->session_lock);
+        *rc = is_fail(err, errlen, IS_ERR_BUSY,
+                      "the server is busy: %d images wait for inference already (--queue); try again shortly",
+                      e->max_waiting);
+        return NULL;
+    }
+    e->nwaiting++;
     while (!e->nidle && e->nsessions >= e->max_sessions) pthread_cond_wait(&e->session_free, &e->session_lock);
+    e->nwaiting--;
     if (e->nidle) {
         s = e->idle_sessions[--e->nidle];
         pthread_mutex_unlock(&e->session_lock);
@@ -32,6 +42,7 @@ static embed_session *session_acquire(engine *e, char *err, size_t errlen) {
     e->nsessions++;
     pthread_mutex_unlock(&e->session_lock);
     if (embed_session_new(e->model, e->infer_threads, &s, err, errlen)) {
+        *rc = IS_ERR_MODEL;
         pthread_mutex_lock(&e->session_lock);
         e->nsessions--;
         pthread_cond_signal(&e->session_free);
@@ -51,9 +62,10 @@ static void session_release(engine *e, embed_session *s) {
 /* Embeds one image with a pooled session. */
 static int embed_pooled(engine *e, const void *bytes, size_t len, float *vec, decode_info *info, char *err,
                         size_t errlen) {
-    embed_session *s = session_acquire(e, err, errlen);
-    if (!s) return IS_ERR_MODEL;
-    int rc = embed_image(s, bytes, len, e->max_pixels, vec, NULL, info, err, errlen);
+    int rc = IS_ERR_MODEL;
+    embed_session *s = session_acquire(e, &rc, err, errlen);
+    if (!s) return rc;
+    rc = embed_image(s, bytes, len, e->max_pixels, vec, NULL, info, err, errlen);
     session_release(e, s);
     return rc;
 }
@@ -114,6 +126,7 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     e->hnsw_threshold = cfg->hnsw_threshold < 0 ? 0 : cfg->hnsw_threshold ? (size_t)cfg->hnsw_threshold : 10000;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     e->max_sessions = cfg->sessions > 0 ? cfg->sessions : cpus > 0 ? (int)cpus : 1;
+    e->max_waiting = cfg->max_queue > 0 ? cfg->max_queue : ENGINE_DEFAULT_QUEUE;
     e->idle_sessions = calloc((size_t)e->max_sessions, sizeof *e->idle_sessions);
     if (!e->idle_sessions) {
         free(e);

@@ -24,8 +24,9 @@
  * reached; nothing was changed.
  *
  * Threads: every function is thread-safe. Inference runs on a pool of sessions (config.sessions),
- * each built on first need and reused; a caller waits while all are busy. Memory: results filled
- * by the engine belong to the caller (free functions below). */
+ * each built on first need and reused; a caller waits while all are busy, unless config.max_queue
+ * callers wait already: then it gets IS_ERR_BUSY at once (adds and searches by image). Memory:
+ * results filled by the engine belong to the caller (free functions below). */
 #ifndef IMGSEARCH_ENGINE_H
 #define IMGSEARCH_ENGINE_H
 
@@ -55,6 +56,7 @@ typedef struct {
     const char *model_config; /* models/<name>.json */
     int infer_threads;        /* threads per inference session (1 = the calling thread) */
     int sessions;             /* inferences at once (each with its own networks); 0 = the CPU count */
+    int max_queue;            /* images that may wait for a session; more get IS_ERR_BUSY; 0 = the default */
     const char *precision;    /* "auto", "fp32" or "bf16" (embed.h); NULL = $IMGSEARCH_PRECISION, else auto */
     uint64_t max_pixels;      /* 0 = decoder default (100 MP) */
     engine_data_limits data_limits; /* metadata bounds; 0 fields take the defaults below */
@@ -85,6 +87,9 @@ typedef struct {
     int64_t synced_ms_ago;    /* since this node last caught up with a shared store; -1 = never */
     bool stale;               /* shared store unreachable, or not caught up for ENGINE_STALE_MS */
 } engine_status_info;
+
+/* Images that may wait for an inference session unless engine_config.max_queue says otherwise. */
+#define ENGINE_DEFAULT_QUEUE 64
 
 /* A node that has not caught up with a shared store for this long says it may be stale. */
 #define ENGINE_STALE_MS 5000

@@ -64,6 +64,7 @@ struct engine {
     pthread_cond_t session_free;
     embed_session **idle_sessions; /* max_sessions slots */
     int nidle, nsessions, max_sessions;
+    int nwaiting, max_waiting;     /* callers waiting for a session, and how many may (then IS_ERR_BUSY) */
     store *db;
     pthread_mutex_t write_lock;
     pthread_rwlock_t index_lock;

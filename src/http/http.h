@@ -98,7 +98,8 @@ int http_serve(const http_config *cfg, char *err, size_t errlen);
 void http_error(http_response *res, int status, const char *msg);
 /* The HTTP status for an is_status, and the error body with err as detail. A 5xx never shows err
  * to the client (it names files and internals): err goes to the log under a reference number,
- * and the detail says "<status name>: ... (error N in the server log)". */
+ * and the detail says "<status name>: ... (error N in the server log)". IS_ERR_BUSY is the
+ * exception: a 503 with err as detail and Retry-After. */
 void http_fail(http_response *res, int status_code, const char *err);
 /* Serialises body (steals the reference) with the given status. */
 void http_json(http_response *res, int status, json_t *body);

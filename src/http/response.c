@@ -32,6 +32,11 @@ static atomic_ulong error_refs;
 void http_fail(http_response *res, int status_code, const char *err) {
     int http = is_status_http(status_code);
     const char *name = is_status_name(status_code);
+    if (status_code == IS_ERR_BUSY) { /* says nothing internal, and when to come back */
+        http_error(res, http, err && *err ? err : name);
+        http_add_header(res, "Retry-After", "1");
+        return;
+    }
     if (http < 500) {
         http_error(res, http, err && *err ? err : name);
         return;

@@ -22,6 +22,7 @@ static const struct {
     {IS_ERR_INTERNAL, "internal_error", 500},
     {IS_ERR_CORRUPT, "corrupt_data", 500},
     {IS_ERR_UNAVAILABLE, "store_unavailable", 503},
+    {IS_ERR_BUSY, "busy", 503},
 };
 
 const char *is_status_name(int status) {
