@@ -2,8 +2,9 @@
  *
  * Success bodies are {"result": ..., "message": ...}; errors are {"detail": "..."} with the
  * status from util/status.h's table (a 5xx shows a log reference, not its reason). Thread-safe
- * (the engine is). One file per resource: image.c, data.c, duplicates.c, index.c, static.c;
- * routes.c dispatches and holds the shared helpers. */
+ * (the engine is; the rate limiter has its own lock). One file per resource: image.c, data.c,
+ * duplicates.c, index.c, static.c; access.c decides who may do what; routes.c dispatches (every
+ * request through access first) and holds the shared helpers. */
 #ifndef IMGSEARCH_API_H
 #define IMGSEARCH_API_H
 

@@ -2,16 +2,20 @@
  *
  * The server (libmicrohttpd, a thread per connection) reads a request whole before handing it
  * on: multipart/form-data is split into fields, any other body is kept raw; a body over the
- * upload limit is discarded and answered 413. Before a handler runs it refuses, with a JSON
- * {"detail"}: a target over 8 KiB (414), headers over 32 KiB (431), an encoded NUL (%00) anywhere
- * in the target (400; libmicrohttpd would cut the path or argument there), a Transfer-Encoding
- * other than chunked (501), more than 16 multipart parts or a part name sent twice (400). What
+ * upload limit is discarded and answered 413 (a declared Content-Length over it is answered at the
+ * headers, before "100 Continue"). Before a handler runs it refuses, with a JSON {"detail"}: a
+ * target over 8 KiB (414), headers over 32 KiB (431), an encoded NUL (%00) anywhere in the target
+ * (400; libmicrohttpd would cut the path or argument there), Content-Length headers that disagree
+ * or one beside Transfer-Encoding (400), a Transfer-Encoding other than chunked (501), more than
+ * 16 multipart parts or a part name sent twice (400). Connections: at most max_connections, at
+ * most max_per_client from one address (more are closed at once), closed after idle_timeout of
+ * silence, and shut down when a request has not arrived whole within request_timeout. What
  * libmicrohttpd refuses on its own before any of this (a malformed request line or version, a
  * non-numeric Content-Length, a request head over 128 KiB) still gets its own short HTML page.
  * Every response carries X-Content-Type-Options and Referrer-Policy. It logs one line per request:
  * method, target as sent, status, milliseconds, client address and the response's principal (the
- * API key's name, "-" for none), with control bytes escaped. A request and its
- * response belong to its connection's thread; handlers run concurrently, one per open connection.
+ * API key's name, "-" for none), with control bytes escaped. A request and its response belong to
+ * its connection's thread; handlers run concurrently, one per open connection.
  * HEAD requests reach the handler as "HEAD"; libmicrohttpd sends the headers of the response the
  * handler builds, without its body. */
 #ifndef IMGSEARCH_HTTP_H
