@@ -9,9 +9,9 @@
  *
  * Precision: fp32 runs on XNNPACK; bf16 runs on oneDNN with AVX-512 (src/embed/net_impl.h).
  * "auto" picks bf16 when the CPU has AVX512-BF16, else fp32. On real photos both give the same
- * top class and embeddings within cosine 0.995 (tests/unit/test_net.c, test_reference.py; small
- * crops stray to 0.98, docs/ARCHITECTURE.md), so the precision is not part of the embedding's
- * identity: vectors of both mix in one index.
+ * top class (but for near ties of the first two) and embeddings within cosine 0.995
+ * (tests/unit/test_net.c, test_reference.py; small crops stray to 0.98, docs/ARCHITECTURE.md),
+ * so the precision is not part of the embedding's identity: vectors of both mix in one index.
  *
  * The vector: global average pooling of the last feature map, then the head fitted beside the
  * model when there is one (embed/head.h: power normalisation, PCA whitening), L2-normalised.

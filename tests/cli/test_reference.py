@@ -82,8 +82,12 @@ def test_bf16_matches_fp32(run):
         assert code == 0
         v = np.array([e["vector"] for e in emb])
         vecs[p] = v / np.linalg.norm(v, axis=1, keepdims=True)
-        _, cls, _ = run("classify", "--precision", p, "--top", "1", *PHOTOS)
-        tops[p] = [c["top"][0]["class"] for c in cls]
+        _, cls, _ = run("classify", "--precision", p, "--top", "2", *PHOTOS)
+        tops[p] = [c["top"] for c in cls]
     cos = (vecs["fp32"] * vecs["bf16"]).sum(1)
     assert cos.min() >= 0.995, dict(zip(PHOTOS, cos))
-    assert tops["fp32"] == tops["bf16"]
+    # the same top class, but where fp32's first two are a near tie (darknet's dog.jpg: German
+    # shepherd 0.34, malamute 0.32) rounding may pick either of the two
+    for photo, f, b in zip(PHOTOS, tops["fp32"], tops["bf16"]):
+        tie = f[0]["prob"] - f[1]["prob"] < 0.05
+        assert b[0]["class"] == f[0]["class"] or (tie and b[0]["class"] == f[1]["class"]), (photo, f, b)
