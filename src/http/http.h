@@ -92,8 +92,9 @@ typedef struct {
     void *ctx;
 } http_config;
 
-/* Serves until SIGINT or SIGTERM. Returns an is_status (binding failures and unusable TLS
- * certificates say why). */
+/* Serves until SIGINT or SIGTERM, then stops gracefully: no new connections, the requests under
+ * way finish (at most 30 s, or until a second signal), then the connections close. Returns an
+ * is_status (binding failures and unusable TLS certificates say why). */
 int http_serve(const http_config *cfg, char *err, size_t errlen);
 
 /* ---- responses (response.c) ---- */

@@ -6,12 +6,14 @@
 #include <sys/socket.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "http/http.h"
 #include "util/status.h"
@@ -25,6 +27,7 @@
 #define HTTP_MAX_FIELDS 16            /* multipart parts: the API uses three at most */
 #define HTTP_MAX_FIELDS_TEXT "16"
 #define HTTP_CONNECTION_MEMORY (128u * 1024u)
+#define HTTP_DRAIN_SECONDS 30         /* a graceful stop waits this long for requests under way */
 
 typedef struct {
     http_request req;
@@ -62,6 +65,8 @@ typedef struct conn_watch {
 
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
 static conn_watch *watch_head;
+/* Requests begun (their target read) and not yet completed: what a graceful stop waits for. */
+static atomic_int requests_in_flight;
 
 static int64_t mono_ms(void) {
     struct timespec ts;
@@ -257,6 +262,7 @@ static void *on_target(void *cls, const char *target, struct MHD_Connection *c) 
     clock_gettime(CLOCK_MONOTONIC, &rs->started_at);
     rs->cfg = cls;
     rs->target = strdup(target ? target : "");
+    atomic_fetch_add(&requests_in_flight, 1);
     return rs;
 }
 
@@ -403,6 +409,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     fprintf(stderr, "%s %s %d %.1fms %s key=%s\n", method, target, rs->status, ms, rs->client[0] ? rs->client : "-",
             who);
     free_state(rs);
+    atomic_fetch_sub(&requests_in_flight, 1);
     *con_cls = NULL;
 }
 
@@ -437,7 +444,9 @@ int http_serve(const http_config *cfg, char *err, size_t errlen) {
     OPT(MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL);
     OPT(MHD_OPTION_URI_LOG_CALLBACK, on_target, (void *)cfg);
     OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONNECTION_MEMORY, NULL);
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    /* ITC: what MHD_quiesce_daemon needs to stop listening while connections go on */
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
     if (cfg->tls_cert) {
         if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
             return is_fail(err, errlen, IS_ERR_INVALID, "this libmicrohttpd was built without TLS");
@@ -467,7 +476,23 @@ int http_serve(const http_config *cfg, char *err, size_t errlen) {
                 fprintf(stderr, "imgsearch: closed %d connection(s) whose request did not arrive within %d s\n", cut,
                         cfg->request_timeout);
         }
-    fprintf(stderr, "imgsearch: stopping (signal %d)\n", sig);
+    /* Graceful stop: no new connections, the requests under way finish (for at most
+     * HTTP_DRAIN_SECONDS, or until a second signal; the request clock keeps cutting tricklers
+     * meanwhile), then every connection is closed. */
+    MHD_socket listener = MHD_quiesce_daemon(d);
+    /* the kernel would still complete handshakes on the quiet socket (its backlog): refuse them */
+    if (listener != MHD_INVALID_SOCKET) shutdown(listener, SHUT_RDWR);
+    fprintf(stderr, "imgsearch: stopping (signal %d): no new connections, %d request(s) under way\n", sig,
+            atomic_load(&requests_in_flight));
+    struct timespec pause = {0, 100 * 1000 * 1000};
+    for (int waited = 0; atomic_load(&requests_in_flight) > 0 && waited < HTTP_DRAIN_SECONDS * 10; waited++) {
+        if (sigtimedwait(&stop, NULL, &pause) >= 0) break; /* asked twice: stop now */
+        if (cfg->request_timeout > 0 && waited % 10 == 9) watch_sweep(cfg->request_timeout);
+    }
+    if (atomic_load(&requests_in_flight) > 0)
+        fprintf(stderr, "imgsearch: %d request(s) still under way after %d s: closing them\n",
+                atomic_load(&requests_in_flight), HTTP_DRAIN_SECONDS);
     MHD_stop_daemon(d);
+    if (listener != MHD_INVALID_SOCKET) close(listener); /* after the stop: libmicrohttpd's threads may use it */
     return IS_OK;
 }

@@ -158,3 +158,53 @@ def test_idle_keep_alive_connections_are_closed(make_server):
     assert c.recv(1) == b""  # closed by the server, not kept for ever
     assert time.monotonic() - t0 < 5
     c.close()
+
+
+def test_sigterm_finishes_the_requests_under_way_and_keeps_the_snapshot(make_server):
+    s = make_server(extra=["--hnsw-threshold", "0"]).start()
+    ids = []
+    for name in ("dog.jpg", "eagle.jpg", "giraffe.jpg"):
+        with open(f"{DARKNET}/{name}", "rb") as f:
+            ids.append(requests.post(s.url + "/image/add", files={"image": (name, f)}, timeout=120).json()["result"])
+    # an add whose body is still arriving when the signal comes
+    with open(f"{DARKNET}/horses.jpg", "rb") as f:
+        photo = f.read()
+    boundary = "stopboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"horses.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + photo + f"\r\n--{boundary}--\r\n".encode()
+    c = connect(s)
+    c.settimeout(60)
+    c.sendall(f"POST /image/add HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
+    time.sleep(0.3)
+    s.proc.send_signal(15)
+    deadline = time.monotonic() + 10  # new connections are refused from the moment it stops
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", s.port), timeout=1).close()
+            assert time.monotonic() < deadline, "still accepting connections 10 s after SIGTERM"
+            time.sleep(0.05)
+        except OSError:
+            break
+    c.sendall(body[1000:])  # the request under way still completes
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        piece = c.recv(65536)
+        if not piece:
+            break
+        answer += piece
+    c.close()
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
+    assert s.proc.wait(timeout=60) == 0
+    log = open(s.log.name).read()
+    assert "no new connections, 1 request(s) under way" in log
+    # the snapshot written at the stop holds all four: the restart replays nothing
+    assert os.path.exists(os.path.join(s.data_dir, "index.hnsw"))
+    s.start()
+    assert "later change(s) replayed" in open(s.log.name).read().split("no new connections")[-1]
+    assert " 0 later change(s) replayed" in open(s.log.name).read().split("no new connections")[-1]
+    status = requests.get(s.url + "/index/status").json()["result"]
+    assert status["count"] == 4 and status["kind"] == "hnsw"
+    with open(f"{DARKNET}/horses.jpg", "rb") as f:
+        hit = requests.post(s.url + "/image/search?k=1", files={"image": ("q.jpg", f)}).json()["result"][0]
+    assert hit["name"] == "horses.jpg" and hit["id"] not in ids
