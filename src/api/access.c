@@ -66,11 +66,9 @@ bool api_within_rate(const api_context *api, const http_request *req, http_respo
     if (res->principal[0]) {
         snprintf(who, sizeof who, "key %s", res->principal);
     } else {
-        char addr[64];
-        http_client_address(req, addr, sizeof addr);
         /* a proxy (or a script) on this machine speaks for many clients: not one budget */
-        if (!strcmp(addr, "127.0.0.1") || !strcmp(addr, "::1")) return true;
-        snprintf(who, sizeof who, "address %s", addr);
+        if (!strcmp(req->client, "127.0.0.1") || !strcmp(req->client, "::1")) return true;
+        snprintf(who, sizeof who, "address %s", req->client);
     }
     int retry = 1;
     if (rate_limiter_take(api->limiter, who, &retry)) return true;

@@ -83,6 +83,26 @@ static bool loopback(const char *host) {
     return !strncmp(host, "127.", 4) || !strcmp(host, "localhost") || !strcmp(host, "::1");
 }
 
+/* Whether the keys in the store let the server start (--require-keys), with a warning when none
+ * exists and the address is reachable from elsewhere. Says why on standard error. */
+static bool keys_allow_start(engine *e, bool require_keys, const char *host, long long port) {
+    int nkeys = 0;
+    char err[512];
+    if (engine_keys_count(e, &nkeys, err, sizeof err)) {
+        fprintf(stderr, "imgsearch serve: cannot read the API keys: %s\n", err);
+        return false;
+    }
+    if (!nkeys && require_keys) {
+        fprintf(stderr, "imgsearch serve: --require-keys, but the store holds no API key: make one with "
+                        "`imgsearch keys create --scope admin` (same --data or --store)\n");
+        return false;
+    }
+    if (!nkeys && !loopback(host))
+        fprintf(stderr, "imgsearch: warning: no API key exists, so anyone who can reach %s:%lld may read, change "
+                        "and delete every image (make keys with `imgsearch keys create`)\n", host, port);
+    return true;
+}
+
 int cli_serve(int argc, char **argv) {
     static const struct option longopts[] = {
         {"host", required_argument, 0, 'H'},       {"port", required_argument, 0, 'p'},
@@ -173,7 +193,7 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "imgsearch serve: --tls-cert and --tls-key go together\n");
         return 2;
     }
-    char err[512];
+    char err[512] = "";
     unsigned char *cert_pem = NULL, *key_pem = NULL;
     size_t pem_len;
     if (tls_cert && (file_read_all(tls_cert, 1u << 20, &cert_pem, &pem_len, err, sizeof err) ||
@@ -182,7 +202,6 @@ int cli_serve(int argc, char **argv) {
         free(cert_pem);
         return 2;
     }
-    engine *e;
     engine_config cfg = {.data_dir = data, .store_url = store_url && *store_url ? store_url : NULL, .model_config = model ? model : cli_default_model(),
                          .infer_threads = (int)infer, .sessions = (int)threads, .max_queue = (int)queue, .precision = precision, .max_pixels = (uint64_t)max_pixels,
                          .hnsw_threshold = threshold ? threshold : -1, .hnsw_m = (int)hnsw_m,
@@ -190,34 +209,8 @@ int cli_serve(int argc, char **argv) {
                          .hnsw_int8 = int8,
                          .data_limits = {.max_bytes = (size_t)data_bytes, .max_keys = (int)data_keys,
                                          .max_depth = (int)data_depth}};
-    if (engine_open(&cfg, &e, err, sizeof err)) {
-        fprintf(stderr, "imgsearch serve: %s\n", err);
-        free(cert_pem);
-        free(key_pem);
-        return 2;
-    }
-    int nkeys = 0;
-    if (engine_keys_count(e, &nkeys, err, sizeof err)) {
-        fprintf(stderr, "imgsearch serve: cannot read the API keys: %s\n", err);
-        engine_close(e);
-        free(cert_pem);
-        free(key_pem);
-        return 2;
-    }
-    if (!nkeys && require_keys) {
-        fprintf(stderr, "imgsearch serve: --require-keys, but the store holds no API key: make one with "
-                        "`imgsearch keys create --scope admin` (same --data or --store)\n");
-        engine_close(e);
-        free(cert_pem);
-        free(key_pem);
-        return 2;
-    }
-    if (!nkeys && !loopback(host))
-        fprintf(stderr, "imgsearch: warning: no API key exists, so anyone who can reach %s:%lld may read, change "
-                        "and delete every image (make keys with `imgsearch keys create`)\n", host, port);
     char web_default[PATH_MAX]; /* ./web in the source tree, else ../web beside the binary */
-    api_context api = {.engine = e,
-                       .web_dir = web ? web : file_find_project("web", "openapi.json", web_default, sizeof web_default),
+    api_context api = {.web_dir = web ? web : file_find_project("web", "openapi.json", web_default, sizeof web_default),
                        .cors_origins = origins, .ncors_origins = norigins,
                        .limiter = rate_limiter_new((double)rate), .rate_limit = (double)rate};
     http_config http = {.host = host, .port = (int)port, .max_connections = (int)connections,
@@ -225,13 +218,15 @@ int cli_serve(int argc, char **argv) {
                         .request_timeout = (int)request_timeout, .max_upload = (size_t)max_upload,
                         .tls_cert = (const char *)cert_pem, .tls_key = (const char *)key_pem,
                         .handler = api_handle, .ctx = &api};
-    int rc = rate && !api.limiter ? (snprintf(err, sizeof err, "out of memory"), IS_ERR_NOMEM)
-                                  : http_serve(&http, err, sizeof err);
+    int status = 2;
+    if (rate && !api.limiter) snprintf(err, sizeof err, "out of memory");
+    else if (!engine_open(&cfg, &api.engine, err, sizeof err) && keys_allow_start(api.engine, require_keys, host, port))
+        status = http_serve(&http, err, sizeof err) ? 2 : 0;
+    if (status && *err) fprintf(stderr, "imgsearch serve: %s\n", err);
+    engine_close(api.engine);
     rate_limiter_free(api.limiter);
     if (key_pem) memset(key_pem, 0, pem_len);
     free(cert_pem);
     free(key_pem);
-    if (rc) fprintf(stderr, "imgsearch serve: %s\n", err);
-    engine_close(e);
-    return rc ? 2 : 0;
+    return status;
 }

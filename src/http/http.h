@@ -35,6 +35,7 @@ typedef struct http_request {
     const char *method;
     const char *path;
     void *connection;     /* for query arguments */
+    const char *client;   /* the client's address as text ("127.0.0.1"), "-" when unknown */
     bool multipart;       /* body came as multipart/form-data (fields below) */
     bool form_error;      /* the multipart body could not be parsed */
     http_field *fields;
@@ -63,8 +64,6 @@ typedef struct {
 
 /* Adds a header to the response (value copied, cut at 199 bytes); ignored past six. */
 void http_add_header(http_response *res, const char *name, const char *value);
-/* The client's address as text ("127.0.0.1"), or "-" when unknown. */
-void http_client_address(const http_request *req, char *out, size_t outlen);
 
 /* A query argument, or NULL. */
 const char *http_query(const http_request *req, const char *key);

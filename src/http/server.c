@@ -142,9 +142,9 @@ const char *http_cookie(const http_request *req, const char *name) {
     return MHD_lookup_connection_value(req->connection, MHD_COOKIE_KIND, name);
 }
 
-void http_client_address(const http_request *req, char *out, size_t outlen) {
-    const union MHD_ConnectionInfo *ci =
-        req->connection ? MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS) : NULL;
+/* The connection's peer address as text, or "-". */
+static void client_address(struct MHD_Connection *c, char *out, size_t outlen) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     const struct sockaddr *sa = ci ? ci->client_addr : NULL;
     const void *where = !sa ? NULL
                       : sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
@@ -349,7 +349,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rs->req.path = url;
         rs->req.connection = c;
         rs->req.fields = rs->field_store;
-        http_client_address(&rs->req, rs->client, sizeof rs->client);
+        client_address(c, rs->client, sizeof rs->client);
+        rs->req.client = rs->client;
         http_response res = {0};
         if (!request_head_ok(rs, c, &res)) return send_response(c, rs, &res);
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
