@@ -50,7 +50,10 @@ void http_fail(http_response *res, int status_code, const char *err) {
              : status_code == IS_ERR_UNAVAILABLE
                  ? "the database cannot be reached just now, so this was not done; try again later (searches "
                    "go on from this server's index)"
-                 : "the server could not complete the request",
+                 : status_code == IS_ERR_NO_SPACE
+                     ? "the server's disk is full, so this was not stored (what was stored before is intact, "
+                       "and searches go on); try again once space has been freed"
+                     : "the server could not complete the request",
              ref);
     http_error(res, http, msg);
 }

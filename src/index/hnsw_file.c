@@ -89,7 +89,7 @@ int hnsw_save(hnsw_index *h, const char *path, int64_t seq, char *err, size_t er
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
         return is_fail(err, errlen, IS_ERR_INVALID, "snapshot path too long");
     FILE *f = fopen(tmp, "wb");
-    if (!f) return is_fail(err, errlen, IS_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+    if (!f) return is_fail(err, errlen, file_write_status(errno), "cannot create %s: %s", tmp, strerror(errno));
     setvbuf(f, NULL, _IOFBF, 1 << 20);
     uint8_t *rec = malloc(h->rec_size);
     checksum c = {0};
@@ -116,10 +116,13 @@ int hnsw_save(hnsw_index *h, const char *path, int64_t seq, char *err, size_t er
     uint64_t sum = sum_end(&c);
     ok = ok && fwrite(&sum, sizeof sum, 1, f) == 1 && fflush(f) == 0 && fsync(fileno(f)) == 0;
     int saved_errno = errno;
-    if (fclose(f)) ok = false;
+    if (fclose(f) && ok) {
+        ok = false;
+        saved_errno = errno;
+    }
     if (!ok) {
         unlink(tmp);
-        return is_fail(err, errlen, IS_ERR_IO, "cannot write %s: %s", tmp, strerror(saved_errno));
+        return is_fail(err, errlen, file_write_status(saved_errno), "cannot write %s: %s", tmp, strerror(saved_errno));
     }
     if (rename(tmp, path)) {
         int e = errno;

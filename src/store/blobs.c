@@ -79,12 +79,18 @@ int blobs_store(blobs *b, const void *bytes, size_t len, const char *hex, char *
     if (stat(path, &st) == 0 && (size_t)st.st_size == len) return IS_OK; /* already stored */
     snprintf(d1, sizeof d1, "%s/%.2s", b->dir, hex);
     snprintf(d2, sizeof d2, "%s/%.2s/%.2s", b->dir, hex, hex + 2);
+    int mkdir_errno = 0; /* why a directory could not be made (a full disk: its own status) */
     bool new_d1 = mkdir(d1, 0755) == 0;
+    if (!new_d1 && errno != EEXIST) mkdir_errno = errno;
     bool new_d2 = mkdir(d2, 0755) == 0;
-    if (access(d2, F_OK)) return is_fail(err, errlen, IS_ERR_IO, "cannot create %s: %s", d2, strerror(errno));
+    if (!new_d2 && errno != EEXIST) mkdir_errno = errno;
+    if (access(d2, F_OK)) {
+        int e = mkdir_errno ? mkdir_errno : errno;
+        return is_fail(err, errlen, file_write_status(e), "cannot create %s: %s", d2, strerror(e));
+    }
     snprintf(tmp, sizeof tmp, "%s/tmp/%s.XXXXXX", b->dir, hex);
     int fd = mkstemp(tmp);
-    if (fd < 0) return is_fail(err, errlen, IS_ERR_IO, "cannot create a temp file: %s", strerror(errno));
+    if (fd < 0) return is_fail(err, errlen, file_write_status(errno), "cannot create a temp file: %s", strerror(errno));
     const unsigned char *p = bytes;
     size_t left = len;
     while (left) {
@@ -94,7 +100,7 @@ int blobs_store(blobs *b, const void *bytes, size_t len, const char *hex, char *
             int e = errno;
             close(fd);
             unlink(tmp);
-            return is_fail(err, errlen, IS_ERR_IO, "cannot write blob: %s", strerror(e));
+            return is_fail(err, errlen, file_write_status(e), "cannot write blob: %s", strerror(e));
         }
         p += w;
         left -= (size_t)w;
@@ -102,7 +108,7 @@ int blobs_store(blobs *b, const void *bytes, size_t len, const char *hex, char *
     if (fsync(fd) || close(fd)) {
         int e = errno;
         unlink(tmp);
-        return is_fail(err, errlen, IS_ERR_IO, "cannot sync blob: %s", strerror(e));
+        return is_fail(err, errlen, file_write_status(e), "cannot sync blob: %s", strerror(e));
     }
     if (rename(tmp, path)) {
         int e = errno;
@@ -111,7 +117,7 @@ int blobs_store(blobs *b, const void *bytes, size_t len, const char *hex, char *
     }
     /* the new name must survive a crash too: sync each directory that gained an entry */
     if (file_sync_dir(d2) || (new_d2 && file_sync_dir(d1)) || (new_d1 && file_sync_dir(b->dir)))
-        return is_fail(err, errlen, IS_ERR_IO, "cannot sync blob directory: %s", strerror(errno));
+        return is_fail(err, errlen, file_write_status(errno), "cannot sync blob directory: %s", strerror(errno));
     return IS_OK;
 }
 

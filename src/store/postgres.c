@@ -180,7 +180,8 @@ static void conn_put(pg_store *s, PGconn *c) {
 }
 
 /* Maps a failed result to a status: a lost connection is IS_ERR_UNAVAILABLE (and starts the
- * back-off), anything else IS_ERR_INTERNAL, with PostgreSQL's first line. */
+ * back-off), a full disk IS_ERR_NO_SPACE, anything else IS_ERR_INTERNAL, with PostgreSQL's first
+ * line. */
 static int pg_fail(pg_store *s, PGconn *c, const PGresult *r, char *err, size_t errlen, const char *what) {
     char why[256];
     first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(c), why, sizeof why);
@@ -194,6 +195,8 @@ static int pg_fail(pg_store *s, PGconn *c, const PGresult *r, char *err, size_t 
         pthread_mutex_unlock(&s->lock);
         return is_fail(err, errlen, IS_ERR_UNAVAILABLE, "PostgreSQL is unreachable (%s): %s", what, why);
     }
+    /* 53100: the database server's disk is full (the write was rolled back) */
+    if (state && !strcmp(state, "53100")) return is_fail(err, errlen, IS_ERR_NO_SPACE, "%s: %s", what, why);
     return is_fail(err, errlen, IS_ERR_INTERNAL, "%s: %s", what, why);
 }
 

@@ -3,6 +3,7 @@
  * <dir>/blobs (blobs.h). A blob file is written before its row commits and unlinked after the last
  * row naming it is gone, both under the store's mutex, so no add can see a blob that a delete is
  * about to unlink. See store.h for the contract. */
+#include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -57,17 +58,25 @@ static const char *const MIGRATIONS[] = {
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
-static int db_fail(sqlite_store *s, char *err, size_t errlen, const char *what) {
+/* The status of the connection's last failure. SQLite reports a full disk as SQLITE_FULL, and
+ * sometimes as an I/O error whose extended code carries the errno (ENOSPC while writing). */
+static int status_of(sqlite_store *s) {
     int code = sqlite3_errcode(s->db);
-    int status = code == SQLITE_FULL || code == SQLITE_IOERR || code == SQLITE_CANTOPEN ? IS_ERR_IO
-               : code == SQLITE_NOMEM ? IS_ERR_NOMEM : IS_ERR_INTERNAL;
-    return is_fail(err, errlen, status, "%s: %s", what, sqlite3_errmsg(s->db));
+    if (code == SQLITE_FULL || (code == SQLITE_IOERR && (sqlite3_system_errno(s->db) == ENOSPC ||
+                                                         sqlite3_system_errno(s->db) == EDQUOT)))
+        return IS_ERR_NO_SPACE;
+    return code == SQLITE_IOERR || code == SQLITE_CANTOPEN ? IS_ERR_IO
+         : code == SQLITE_NOMEM ? IS_ERR_NOMEM : IS_ERR_INTERNAL;
+}
+
+static int db_fail(sqlite_store *s, char *err, size_t errlen, const char *what) {
+    return is_fail(err, errlen, status_of(s), "%s: %s", what, sqlite3_errmsg(s->db));
 }
 
 static int exec(sqlite_store *s, const char *sql, char *err, size_t errlen) {
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) == SQLITE_OK) return IS_OK;
-    int rc = is_fail(err, errlen, IS_ERR_INTERNAL, "%s", msg ? msg : sqlite3_errmsg(s->db));
+    int rc = is_fail(err, errlen, status_of(s), "%s", msg ? msg : sqlite3_errmsg(s->db));
     sqlite3_free(msg);
     return rc;
 }

@@ -10,6 +10,8 @@
 
 #include "util/status.h"
 
+int file_write_status(int errnum) { return errnum == ENOSPC || errnum == EDQUOT ? IS_ERR_NO_SPACE : IS_ERR_IO; }
+
 int file_read_all(const char *path, size_t max_bytes, unsigned char **out, size_t *len,
                   char *err, size_t errlen) {
     *out = NULL;

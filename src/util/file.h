@@ -10,6 +10,10 @@
 int file_read_all(const char *path, size_t max_bytes, unsigned char **out, size_t *len,
                   char *err, size_t errlen);
 
+/* The status of a failed write's errno: IS_ERR_NO_SPACE for a full disk or quota (ENOSPC,
+ * EDQUOT), IS_ERR_IO otherwise. */
+int file_write_status(int errnum);
+
 /* fsyncs a directory so that entries created or renamed in it survive a crash. 0 or -1 (errno). */
 int file_sync_dir(const char *dir);
 

@@ -23,6 +23,7 @@ static const struct {
     {IS_ERR_CORRUPT, "corrupt_data", 500},
     {IS_ERR_UNAVAILABLE, "store_unavailable", 503},
     {IS_ERR_BUSY, "busy", 503},
+    {IS_ERR_NO_SPACE, "insufficient_storage", 507},
 };
 
 const char *is_status_name(int status) {

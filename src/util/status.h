@@ -24,6 +24,7 @@ typedef enum {
     IS_ERR_CORRUPT = -12,          /* a file of ours (index snapshot) is damaged or inconsistent */
     IS_ERR_UNAVAILABLE = -13,      /* a shared store (PostgreSQL) cannot be reached just now */
     IS_ERR_BUSY = -14,             /* too much work waits already: try again shortly */
+    IS_ERR_NO_SPACE = -15,         /* the disk (or the database's) is full: nothing was stored */
 } is_status;
 
 /* Stable snake_case name of a status ("corrupt_image"); "unknown" for codes not in the table. */
