@@ -20,7 +20,9 @@
  * Errors: IS_ERR_NOT_FOUND for an unknown id; IS_ERR_UNAVAILABLE when a shared store cannot be
  * reached (the write was rolled back, unless the connection broke while its COMMIT was under way,
  * when PostgreSQL may have committed it: the change log then carries it like any other);
- * IS_ERR_IO for files and disks; IS_ERR_INVALID for a database made for another model.
+ * IS_ERR_IO for files and disks, IS_ERR_NO_SPACE when a disk (or the database's) is full (nothing
+ * was written: the bytes' temp file is gone, the transaction rolled back); IS_ERR_INVALID for a
+ * database made for another model.
  *
  * Threads: every function may be called from any thread (each implementation serialises what it
  * must). Memory: store_image strings and vectors filled by the store belong to the caller,
