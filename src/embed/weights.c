@@ -73,48 +73,29 @@ static int parse_tensor(const char *name, json_t *desc, const unsigned char *dat
     return IS_OK;
 }
 
-int weights_load(const char *path, weights **out, char *err, size_t errlen) {
+int weights_load_buffer(const void *buf, size_t len, const char *what, weights **out, char *err, size_t errlen) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return is_fail(err, errlen, IS_ERR_MODEL, "%s: %s (run tools/fetch-model)", path,
-                       strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size < 8) {
-        close(fd);
-        return is_fail(err, errlen, IS_ERR_MODEL, "%s: not a safetensors file", path);
-    }
-    size_t len = (size_t)st.st_size;
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED)
-        return is_fail(err, errlen, IS_ERR_IO, "%s: mmap: %s", path, strerror(errno));
-
+    if (len < 8) return is_fail(err, errlen, IS_ERR_MODEL, "%s: not a safetensors file", what);
     int rc = IS_ERR_MODEL;
     json_t *hdr = NULL;
     weights *w = calloc(1, sizeof *w);
-    if (!w) {
-        munmap(map, len);
-        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    }
-    w->map = map;
-    w->map_len = len;
+    if (!w) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
 
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | ((const unsigned char *)map)[i];
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | ((const unsigned char *)buf)[i];
     if (hlen > WEIGHTS_MAX_HEADER || hlen > len - 8) {
-        rc = is_fail(err, errlen, IS_ERR_MODEL, "%s: header length %llu is impossible", path,
+        rc = is_fail(err, errlen, IS_ERR_MODEL, "%s: header length %llu is impossible", what,
                      (unsigned long long)hlen);
         goto fail;
     }
     json_error_t jerr;
-    hdr = json_loadb((const char *)map + 8, (size_t)hlen, 0, &jerr);
+    hdr = json_loadb((const char *)buf + 8, (size_t)hlen, 0, &jerr);
     if (!json_is_object(hdr)) {
-        rc = is_fail(err, errlen, IS_ERR_MODEL, "%s: header is not a JSON object: %s", path,
+        rc = is_fail(err, errlen, IS_ERR_MODEL, "%s: header is not a JSON object: %s", what,
                      jerr.text);
         goto fail;
     }
-    const unsigned char *data = (const unsigned char *)map + 8 + hlen;
+    const unsigned char *data = (const unsigned char *)buf + 8 + hlen;
     size_t data_len = len - 8 - (size_t)hlen;
 
     size_t n = 0, names_len = 0;
@@ -151,6 +132,32 @@ fail:
     json_decref(hdr);
     weights_free(w);
     return rc;
+}
+
+int weights_load(const char *path, weights **out, char *err, size_t errlen) {
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return is_fail(err, errlen, IS_ERR_MODEL, "%s: %s (run tools/fetch-model)", path,
+                       strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 8) { /* a directory cannot be mapped */
+        close(fd);
+        return is_fail(err, errlen, IS_ERR_MODEL, "%s: not a safetensors file", path);
+    }
+    size_t len = (size_t)st.st_size;
+    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED)
+        return is_fail(err, errlen, IS_ERR_IO, "%s: mmap: %s", path, strerror(errno));
+    int rc = weights_load_buffer(map, len, path, out, err, errlen);
+    if (rc) {
+        munmap(map, len);
+        return rc;
+    }
+    (*out)->map = map; /* the tensors point into it: unmapped by weights_free */
+    (*out)->map_len = len;
+    return IS_OK;
 }
 
 void weights_free(weights *w) {

@@ -24,6 +24,9 @@ typedef struct weights weights;
 
 /* Maps and validates path. On success *out owns the mapping (free with weights_free). */
 int weights_load(const char *path, weights **out, char *err, size_t errlen);
+/* The same over len bytes in memory (what names them in messages): the tensors point into buf,
+ * which must outlive *out; nothing is copied. weights_load maps the file and calls this. */
+int weights_load_buffer(const void *buf, size_t len, const char *what, weights **out, char *err, size_t errlen);
 void weights_free(weights *w);
 
 /* The tensor called name, or NULL. */

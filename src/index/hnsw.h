@@ -99,5 +99,8 @@ size_t hnsw_sample_ids(hnsw_index *h, uint64_t seed, size_t n, int64_t *out);
  * (checksum) or inconsistent is refused by load with IS_ERR_CORRUPT. */
 int hnsw_save(hnsw_index *h, const char *path, int64_t seq, char *err, size_t errlen);
 int hnsw_load(const char *path, hnsw_index **out, int64_t *seq, char *err, size_t errlen);
+/* The same over len bytes in memory (what names them in messages); nothing is kept of buf. */
+int hnsw_load_buffer(const void *buf, size_t len, const char *what, hnsw_index **out, int64_t *seq, char *err,
+                     size_t errlen);
 
 #endif

@@ -10,9 +10,11 @@
  * file cannot make the graph point outside itself. */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "index/hnsw_internal.h"
@@ -144,6 +146,21 @@ static bool links_valid(const uint32_t *l, int max, uint32_t nslots) {
     return true;
 }
 
+/* A vector a writer could have stored: L2-normalised (hnsw.h), so no component beyond 1 (with room
+ * for rounding) and, for int8, a scale of at most 1/127. Anything else (NaN, infinities, huge
+ * values) makes distances NaN, and then searches return neighbours out of order. */
+#define UNIT_SLACK 1.0009765625f
+static bool vector_valid(const hnsw_index *h, uint32_t s) {
+    if (h->p.storage == HNSW_INT8) {
+        float scale = hnsw_node_at(h, s)->scale;
+        return scale >= 0 && scale <= UNIT_SLACK / 127;
+    }
+    const float *v = hnsw_vec(h, s);
+    for (int i = 0; i < h->p.dims; i++)
+        if (!(fabsf(v[i]) <= UNIT_SLACK)) return false;
+    return true;
+}
+
 /* Structure checks that need every node in place: links lead to nodes that exist on that layer. */
 static bool graph_valid(hnsw_index *h) {
     for (uint32_t s = 0; s < h->nslots; s++) {
@@ -160,12 +177,15 @@ static bool graph_valid(hnsw_index *h) {
     return true;
 }
 
-int hnsw_load(const char *path, hnsw_index **out, int64_t *seq, char *err, size_t errlen) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return is_fail(err, errlen, errno == ENOENT ? IS_ERR_NOT_FOUND : IS_ERR_IO, "cannot open %s: %s", path,
-                           strerror(errno));
-    setvbuf(f, NULL, _IOFBF, 1 << 20);
+uint64_t hnsw_file_checksum(const void *data, size_t len) {
+    checksum c = {0};
+    sum_add(&c, data, len);
+    return sum_end(&c);
+}
+
+/* Reads a snapshot from f (size bytes; path names it in messages) and closes f. */
+static int load_stream(FILE *f, uint64_t size, const char *path, hnsw_index **out, int64_t *seq, char *err,
+                       size_t errlen) {
     checksum c = {0};
     file_header hd;
     hnsw_index *h = NULL;
@@ -181,18 +201,24 @@ int hnsw_load(const char *path, hnsw_index **out, int64_t *seq, char *err, size_
                  (hd.entry == HNSW_NONE) != (hd.max_level == -1) || (hd.entry != HNSW_NONE && hd.entry >= hd.nslots) ||
                  hd.count + hd.ndead > hd.nslots))
         why = "bad header";
+    /* every record must be in the file before memory is reserved for it: a damaged slot count must
+     * not make a file of a few bytes cost gigabytes */
+    if (!why && (size < sizeof hd + sizeof(uint64_t) || (size - sizeof hd - sizeof(uint64_t)) / h->rec_size < hd.nslots))
+        why = "truncated";
     if (!why && hd.nslots && hnsw_reserve(h, hd.nslots - 1)) {
         fclose(f);
         hnsw_free(h);
         return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory loading %s", path);
     }
     size_t live = 0, dead = 0;
-    if (h) h->nslots = hd.nslots; /* records are zeroed (FREE, no upper lists) until read */
+    /* only once its records exist: a graph refused before them is freed with none (nslots 0) */
+    if (!why) h->nslots = hd.nslots; /* records are zeroed (FREE, no upper lists) until read */
     for (uint32_t s = 0; !why && s < hd.nslots; s++) {
         hnsw_node *n = hnsw_node_at(h, s);
         if (!get(f, &c, hnsw_rec(h, s), h->rec_size)) why = "truncated";
         else if (n->state > SLOT_DEAD || n->level > HNSW_MAX_LEVEL || (int)n->level > hd.max_level) why = "bad node";
         else if (n->state != SLOT_FREE && !links_valid(hnsw_links(h, s, 0), h->m0, hd.nslots)) why = "bad links";
+        else if (n->state != SLOT_FREE && !vector_valid(h, s)) why = "bad vector";
         n->upper = NULL;
         if (why) n->level = 0;
         else if (n->state == SLOT_LIVE) {
@@ -256,4 +282,28 @@ int hnsw_load(const char *path, hnsw_index **out, int64_t *seq, char *err, size_
     *seq = hd.seq;
     *out = h;
     return IS_OK;
+}
+
+int hnsw_load(const char *path, hnsw_index **out, int64_t *seq, char *err, size_t errlen) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return is_fail(err, errlen, errno == ENOENT ? IS_ERR_NOT_FOUND : IS_ERR_IO, "cannot open %s: %s", path,
+                           strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st)) {
+        int e = errno;
+        fclose(f);
+        return is_fail(err, errlen, IS_ERR_IO, "cannot read %s: %s", path, strerror(e));
+    }
+    setvbuf(f, NULL, _IOFBF, 1 << 20);
+    return load_stream(f, (uint64_t)st.st_size, path, out, seq, err, errlen);
+}
+
+int hnsw_load_buffer(const void *buf, size_t len, const char *what, hnsw_index **out, int64_t *seq, char *err,
+                     size_t errlen) {
+    *out = NULL;
+    if (!len) return is_fail(err, errlen, IS_ERR_CORRUPT, "index snapshot %s refused: not a snapshot", what);
+    FILE *f = fmemopen((void *)buf, len, "rb"); /* read only: the bytes are never written */
+    if (!f) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory reading %s", what);
+    return load_stream(f, len, what, out, seq, err, errlen);
 }

@@ -81,5 +81,8 @@ static inline int hnsw_max_links(const hnsw_index *h, int level) { return level 
 bool hnsw_layout(hnsw_index *h, const hnsw_params *p);
 /* Allocates chunks until slot s has a home (caller holds the write lock or is sole owner). */
 int hnsw_reserve(hnsw_index *h, uint32_t s);
+/* The checksum a snapshot ends with, of its len bytes before it (hnsw_file.c), so that tests and
+ * fuzz/fuzz_hnsw.c can make a modified snapshot consistent and reach the checks behind it. */
+uint64_t hnsw_file_checksum(const void *data, size_t len);
 
 #endif

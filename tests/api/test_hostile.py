@@ -181,6 +181,20 @@ def test_metadata_limit_flags_and_listing_pages_bounded(make_server):
 
 
 # 3. Parts and filter terms: capped and linear.
+def test_a_multipart_part_without_a_name_is_refused_and_the_server_lives(server):
+    # found by fuzz/fuzz_http.c: libmicrohttpd hands such a part over with a NULL name
+    base = warm(server)
+    for disposition in (b"Content-Disposi\xfftion: form-data; name=\"image\"", b"Content-Disposition: form-data",
+                        b"X-Nothing: 1"):
+        body = (b"--nameless\r\n" + disposition + b"\r\nContent-Type: image/png\r\n\r\npixels\r\n"
+                b"--nameless\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n{}\r\n--nameless--\r\n")
+        r = requests.post(server.url + "/image/add", data=body, timeout=60,
+                          headers={"Content-Type": "multipart/form-data; boundary=nameless"})
+        assert r.status_code == 400, (disposition, r.status_code, r.text)
+        assert "name" in detail(r), detail(r)
+    still_well(server, base)
+
+
 def test_many_multipart_parts_are_refused_quickly(server):
     base = warm(server)
     boundary = b"xyzzy"
