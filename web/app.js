@@ -147,6 +147,19 @@ function resultCard(hit, rank) {
       h('button', { type: 'button', className: 'small', dataset: { similar: hit.id }, onclick: () => similarTo(hit.id, hit.name) }, 'More like this')));
 }
 
+// an image found by what it shows: its probability instead of a similarity
+function labelCard(row, rank) {
+  const pct = Math.round((row.label_score || 0) * 100);
+  return h('li', { className: 'card', dataset: { id: row.id, name: row.name } },
+    h('span', { className: 'rank' }, h('span', { className: 'visually-hidden' }, 'Rank '), String(rank)),
+    thumbLink(row.id, row.name),
+    h('div', { className: 'card-body' },
+      h('p', { className: 'label-score', title: 'How probable the network finds it that the image shows this' }, `${pct} % probable`),
+      h('p', { className: 'name', title: row.name }, row.name, h('span', { className: 'muted id' }, ` #${row.id}`)),
+      metaList(row.data),
+      h('button', { type: 'button', className: 'small', dataset: { similar: row.id }, onclick: () => similarTo(row.id, row.name) }, 'More like this')));
+}
+
 function galleryCard(row) {
   return h('li', { className: 'card', dataset: { id: row.id, name: row.name } },
     thumbLink(row.id, row.name),
@@ -226,8 +239,10 @@ function showQuery(src, caption, name) {
 }
 
 async function runSearch() {
-  if (!search.file && !search.similar) {
-    setStatus('search-status', 'Choose, drop or paste an image first.', 'error');
+  const label = $('search-label').value.trim();
+  setFieldError('search-label', '');
+  if (!search.file && !search.similar && !label) {
+    setStatus('search-status', 'Choose, drop or paste an image, or type what the images should show.', 'error');
     return;
   }
   const f = checkSearchFilter();
@@ -252,25 +267,38 @@ async function runSearch() {
   const t0 = performance.now();
   try {
     let body;
+    const byLabel = !search.file && !search.similar;
+    const shows = label || undefined;
     if (search.file) {
       const form = new FormData();
       form.append('image', search.file, search.file.name || 'pasted.png');
       if (query) form.append('query', query);
-      body = await api('POST', `/image/search${qs({ k, max_dist })}`, form);
+      body = await api('POST', `/image/search${qs({ k, max_dist, label: shows })}`, form);
+    } else if (search.similar) {
+      body = await api('GET', `/image/${search.similar.id}/similar${qs({ k, query, max_dist, label: shows })}`);
     } else {
-      body = await api('GET', `/image/${search.similar.id}/similar${qs({ k, query, max_dist })}`);
+      // no example image: the images showing it, most probable first
+      body = query
+        ? await api('POST', `/data/query${qs({ limit: k, label })}`, f.value)
+        : await api('GET', `/images${qs({ limit: k, label })}`);
     }
     if (seq !== search.seq) return;
     search.hits = body.result;
+    search.byLabel = byLabel;
     renderHits();
     const n = search.hits.length;
-    const within = !min ? '' : ` at least ${min} % similar`;
-    setStatus('search-status', `${n} result${n === 1 ? '' : 's'}${query ? ' matching the filter' : ''}${within} in ${Math.round(performance.now() - t0)} ms.`, 'ok');
+    const within = !min || byLabel ? '' : ` at least ${min} % similar`;
+    const showing = label ? ` showing “${label}”` : '';
+    const of = byLabel && body.total > n ? ` (the ${n} most probable of ${body.total})` : '';
+    setStatus('search-status', `${n} result${n === 1 ? '' : 's'}${showing}${query ? ' matching the filter' : ''}${within}${of} in ${Math.round(performance.now() - t0)} ms.`, 'ok');
   } catch (e) {
     if (seq !== search.seq) return;
     search.hits = [];
     renderHits();
-    showError(e, 'search-filter', 'search-status');
+    if (e instanceof ApiError && e.status === 400 && /^label /.test(e.detail || '')) {
+      setFieldError('search-label', e.detail);
+      setStatus('search-status', 'Try another word.', 'error');
+    } else showError(e, 'search-filter', 'search-status');
   } finally {
     if (seq === search.seq) $('search-results').removeAttribute('aria-busy');
   }
@@ -278,14 +306,19 @@ async function runSearch() {
 
 function renderHits() {
   const list = $('search-results');
-  list.replaceChildren(...search.hits.map((hit, i) => resultCard(hit, i + 1)));
-  if (!search.hits.length && (search.file || search.similar)) {
+  list.replaceChildren(...search.hits.map((hit, i) => (search.byLabel ? labelCard(hit, i + 1) : resultCard(hit, i + 1))));
+  if (!search.hits.length && (search.file || search.similar || search.byLabel)) {
     list.append(h('li', { className: 'empty muted' }, 'No images match. ', h('a', { href: '#/upload' }, 'Upload some'), ' or loosen the filter or the minimum similarity.'));
   }
 }
 
 $('search-file').addEventListener('change', (e) => { setQueryFile(e.target.files[0]); e.target.value = ''; });
 $('search-form').addEventListener('submit', (e) => { e.preventDefault(); runSearch(); });
+// a word alone searches too: the button works as soon as there is one
+$('search-label').addEventListener('input', () => {
+  $('search-go').disabled = !search.file && !search.similar && !$('search-label').value.trim();
+  setFieldError('search-label', '');
+});
 // Enter searches, Shift+Enter is a new line
 $('search-filter').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); runSearch(); }
@@ -693,7 +726,10 @@ async function openDetail(id) {
   $('detail-caption').textContent = '';
   $('detail-facts').replaceChildren(
     fact('ID', `#${row.id}`), fact('Type', row.content_type), fact('Size', `${row.width} × ${row.height}`),
-    fact('File', fmtBytes(row.size)), fact('Added', new Date(row.created_at).toLocaleString()));
+    fact('File', fmtBytes(row.size)), fact('Added', new Date(row.created_at).toLocaleString()),
+    fact('Shows', row.labels && row.labels.length
+      ? row.labels.map((l) => `${l.name} ${Math.round(l.prob * 100)} %`).join(', ')
+      : row.labels ? 'nothing the network is sure of' : 'not labelled yet (reindex labels it)'));
   detail.saved = JSON.stringify(row.data || {}, null, 2);
   $('detail-data').value = detail.saved;
   for (const b of ['detail-similar', 'detail-delete']) $(b).disabled = false;

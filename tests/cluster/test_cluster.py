@@ -12,6 +12,7 @@ import time
 import pytest
 import requests
 
+from paths import DARKNET  # noqa: E402
 from server import Server  # noqa: E402  (tests/cluster/conftest.py puts tests/ and tests/api/ on the path)
 from test_consistency import all_ids, nearest, post_add, variants  # noqa: E402
 
@@ -376,3 +377,24 @@ def test_node_restarted_after_a_delete_all_replays_it_over_its_snapshot(nodes):
     converged([a, b])
     assert same_everywhere([a, b], imgs[3:]) == {new}
     assert nearest(b.url, imgs[3])[0]["id"] == new
+
+
+def test_labels_reach_every_node_also_when_reindex_computes_them(nodes, pg):
+    a, b = nodes(2)
+    with open(f"{DARKNET}/dog.jpg", "rb") as f:
+        dog = requests.post(a.url + "/image/add", files={"image": ("dog.jpg", f)}, timeout=120).json()["result"]
+    converged([a, b])
+    for s in (a, b):
+        found = requests.get(s.url + "/images", params={"label": "dog"}, timeout=30).json()["result"]
+        assert [r["id"] for r in found] == [dog]
+    # an image stored before labels existed: reindex on one node labels it, and the other sees it
+    pg.psql("UPDATE imgsearch.images SET labels = NULL", dbname=nodes.db)
+    b.stop()
+    b.start()  # rereads the rows: no labels now
+    assert requests.get(b.url + "/images", params={"label": "dog"}, timeout=30).json()["result"] == []
+    r = requests.get(b.url + "/index/reindex", timeout=300)
+    assert "labelled 1 image(s)" in r.json()["message"], r.text
+    converged([a, b])
+    for s in (a, b):
+        found = requests.get(s.url + "/images", params={"label": "animal"}, timeout=30).json()["result"]
+        assert [r["id"] for r in found] == [dog], s.url

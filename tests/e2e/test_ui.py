@@ -222,6 +222,41 @@ def test_more_like_this(browser):
     b.shot("more-like-this")
 
 
+def test_search_by_what_images_show(browser):
+    b = browser
+    stored = ids(b)
+    b.open("#/search")
+    label = b.el("#search-label")
+    set_text(label, "dog")
+    assert b.el("#search-go").is_enabled()  # a word alone is enough
+    label.send_keys(Keys.ENTER)
+    wait_status(b, "#search-status", "showing “dog”")
+    assert results(b) == [(stored["dog.jpg"], "dog.jpg")]
+    assert b.text("#search-results .label-score").endswith("% probable")
+    b.shot("search-by-label")
+    # a broader word: every animal photo, most probable first (the API's order)
+    set_text(label, "animal")
+    b.el("#search-go").click()
+    b.wait(lambda d: {n for _, n in results(b)} == {name(p) for p in ANIMALS})
+    want = b.api("GET", "/images?label=animal&limit=12").json()["result"]
+    assert results(b) == [(r["id"], r["name"]) for r in want]
+    # a word that names nothing: the server's reason beside the box
+    set_text(label, "qwertyzzz")
+    b.el("#search-go").click()
+    b.wait(lambda d: b.el("#search-label-error").is_displayed())
+    assert "names no ImageNet class" in b.text("#search-label-error")
+    # with an example image, the word restricts the search
+    set_text(label, "animal")
+    search_file(b, f"{SKIMAGE}/motorcycle_left.png")
+    assert {n for _, n in results(b)} == {name(p) for p in ANIMALS}
+    # the detail view says what the image shows
+    b.el(f"#search-results li[data-id='{stored['dog.jpg']}'] a.thumb").click()
+    b.wait(lambda d: b.el("#detail").is_displayed() and "Shows" in b.text("#detail-facts"))
+    b.wait(lambda d: "malamute" in b.text("#detail-facts") or "German shepherd" in b.text("#detail-facts"))
+    b.el("#detail-close").click()
+    set_text(label, "")
+
+
 def test_paste_and_drop_a_query_image(browser):
     b = browser
     stored = ids(b)
