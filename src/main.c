@@ -15,8 +15,12 @@ static void usage(FILE *f) {
             "  reembed DATA_DIR  recompute a data directory's vectors with the current model\n"
             "  migrate --from SOURCE --to DESTINATION  copy a data directory into PostgreSQL, or back\n"
             "  keys create|list|revoke  API keys: who may read, write or administer a server\n"
+            "  backup DATA_DIR DEST     back up a data directory, also while a server writes to it\n"
+            "  restore BACKUP DATA_DIR  check a backup and restore it into a new data directory\n"
+            "  check DATA_DIR    check a data directory's files against each other (--repair: fix them)\n"
+            "  import PATH...    store every image under folders, with metadata, into a server (resumable)\n"
             "\n"
-            "Run 'imgsearch COMMAND --help' for a command's options.\n");
+            "Run 'imgsearch COMMAND --help' for a command's options; 'imgsearch --version' prints the version.\n");
 }
 
 int main(int argc, char **argv) {
@@ -31,6 +35,14 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "reembed")) return cli_reembed(argc - 1, argv + 1);
     if (!strcmp(cmd, "migrate")) return cli_migrate(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys")) return cli_keys(argc - 1, argv + 1);
+    if (!strcmp(cmd, "backup")) return cli_backup(argc - 1, argv + 1);
+    if (!strcmp(cmd, "restore")) return cli_restore(argc - 1, argv + 1);
+    if (!strcmp(cmd, "check")) return cli_check(argc - 1, argv + 1);
+    if (!strcmp(cmd, "import")) return cli_import(argc - 1, argv + 1);
+    if (!strcmp(cmd, "--version")) {
+        puts("imgsearch " IMGSEARCH_VERSION);
+        return 0;
+    }
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

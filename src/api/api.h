@@ -3,8 +3,8 @@
  * Success bodies are {"result": ..., "message": ...}; errors are {"detail": "..."} with the
  * status from util/status.h's table (a 5xx shows a log reference, not its reason). Thread-safe
  * (the engine is; the rate limiter has its own lock). One file per resource: image.c, data.c,
- * duplicates.c, index.c, static.c; access.c decides who may do what; routes.c dispatches (every
- * request through access first) and holds the shared helpers. */
+ * duplicates.c, index.c, static.c, metrics.c; access.c decides who may do what; routes.c
+ * dispatches (every request through access first) and holds the shared helpers. */
 #ifndef IMGSEARCH_API_H
 #define IMGSEARCH_API_H
 
@@ -25,6 +25,20 @@ typedef struct {
 
 /* An http_handler; ctx is an api_context*. */
 void api_handle(void *ctx, const http_request *req, http_response *res);
+
+/* The routes, by template: what the request statistics count (http_response.route, set for every
+ * request whose path matches one, whatever the method or the answer) and GET /metrics names. */
+typedef enum {
+    API_ROUTE_OTHER = 0, /* no route matches the path */
+    API_ROUTE_ROOT, API_ROUTE_UI, API_ROUTE_DOCS, API_ROUTE_OPENAPI,
+    API_ROUTE_IMAGE_ADD, API_ROUTE_IMAGE_SEARCH, API_ROUTE_IMAGE_ALL, API_ROUTE_IMAGE,
+    API_ROUTE_IMAGE_THUMBNAIL, API_ROUTE_IMAGE_SIMILAR, API_ROUTE_IMAGES, API_ROUTE_IMAGES_EXISTS,
+    API_ROUTE_DATA_QUERY, API_ROUTE_DATA, API_ROUTE_DUPLICATES, API_ROUTE_INDEX_REINDEX, API_ROUTE_INDEX_HEALTH,
+    API_ROUTE_INDEX_STATUS, API_ROUTE_METRICS,
+    API_ROUTES
+} api_route;
+/* The route's template ("/image/{id}"); "other" for API_ROUTE_OTHER and ids out of range. */
+const char *api_route_template(int route);
 
 /* Serves web_dir/name with the given type, Cache-Control: no-cache and an ETag (304 when the
  * request's If-None-Match has it); a missing file is a 500 (static.c). name is fixed by the caller. */
@@ -75,6 +89,7 @@ void api_image_search(engine *e, const http_request *req, http_response *res);
 void api_image_thumbnail(engine *e, int64_t id, const http_request *req, http_response *res);
 void api_image_similar(engine *e, int64_t id, const http_request *req, http_response *res);
 void api_images_list(engine *e, const http_request *req, http_response *res);
+void api_images_exists(engine *e, const http_request *req, http_response *res);
 void api_data_get(engine *e, int64_t id, http_response *res);
 void api_data_set(engine *e, int64_t id, const http_request *req, http_response *res);
 void api_data_query(engine *e, const http_request *req, http_response *res);
@@ -82,6 +97,9 @@ void api_duplicates(engine *e, const http_request *req, http_response *res);
 void api_index_reindex(engine *e, http_response *res);
 void api_index_health(engine *e, http_response *res);
 void api_index_status(engine *e, http_response *res);
+/* GET /metrics: the Prometheus text exposition of the server's request statistics (req->stats),
+ * the engine's counters and gauges, and the process (metrics.c). */
+void api_metrics(engine *e, const http_request *req, http_response *res);
 
 /* shared helpers (routes.c) */
 /* An integer query argument in lo..hi, or def when absent; false (400 written) when invalid. */
@@ -114,11 +132,17 @@ void api_list_finish(api_list *l, int status, json_t *members, http_response *re
 /* A number query argument in lo..hi, or def when absent; false (400 written) when invalid. */
 bool api_number_arg(const http_request *req, const char *key, double def, double lo, double hi, double *out,
                     http_response *res);
-/* A row as JSON: id, name, content_type, width, height, size, created_at (ISO 8601), data,
- * and vector when the row has one. */
-json_t *api_row_json(const store_image *row);
+/* A row as JSON: id, name, content_type, width, height, size, created_at (ISO 8601), data, labels
+ * ([{"class", "name", "prob"}], most probable first; null until computed), and vector when the row
+ * has one. */
+json_t *api_row_json(const engine *e, const store_image *row);
 /* Paginated rows: {"result": [...], "total": n, "offset": o, "limit": l, "next_offset": o + shown or
- * null}; a page holds at most limit rows and at most API_PAGE_MAX_BYTES of JSON. */
+ * null}; a page holds at most limit rows and at most API_PAGE_MAX_BYTES of JSON. With the query
+ * argument `label` (and `label_min`), only images showing it, most probable first, each with its
+ * `label_score`. */
 void api_rows_page(engine *e, const char *filter, const http_request *req, http_response *res);
+/* The `label` of a search: query argument, else form field; false (400 written) when the field holds
+ * a NUL byte. label_min from the query argument (default ENGINE_LABEL_MIN). */
+bool api_label_args(const http_request *req, const char **label, double *label_min, http_response *res);
 
 #endif

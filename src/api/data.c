@@ -14,7 +14,7 @@ void api_data_get(engine *e, int64_t id, http_response *res) {
         http_fail(res, rc, err);
         return;
     }
-    http_result(res, 200, api_row_json(&row), NULL);
+    http_result(res, 200, api_row_json(e, &row), NULL);
     store_image_clear(&row);
 }
 

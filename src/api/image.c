@@ -141,7 +141,7 @@ static bool search_opts(const http_request *req, engine_search_opts *o, http_res
         return false;
     o->k = (int)k;
     o->ef = (int)ef;
-    return filter_of(req, &o->filter_json, res);
+    return filter_of(req, &o->filter_json, res) && api_label_args(req, &o->label, &o->label_min, res);
 }
 
 void api_image_search(engine *e, const http_request *req, http_response *res) {
@@ -170,4 +170,55 @@ void api_image_similar(engine *e, int64_t id, const http_request *req, http_resp
 
 void api_images_list(engine *e, const http_request *req, http_response *res) {
     api_rows_page(e, http_query(req, "query"), req, res);
+}
+
+/* Body {"sha256": [names]}: the names of the list that a stored image has, in the list's order.
+ * Lets an importer skip what is stored (its own earlier, interrupted run) without sending it. */
+void api_images_exists(engine *e, const http_request *req, http_response *res) {
+    const char *text;
+    if (!api_body_text(req, &text, res)) return;
+    /* refused before parsing: each name costs at most ~70 bytes of JSON */
+    size_t max = (size_t)ENGINE_HASHES_MAX * 80 + 256;
+    if (req->body_len > max) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the body is %zu bytes; at most %d hashes (%zu bytes) at a time", req->body_len,
+                 ENGINE_HASHES_MAX, max);
+        http_error(res, 413, msg);
+        return;
+    }
+    json_error_t jerr;
+    json_t *body = text ? json_loadb(text, req->body_len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    json_t *list = json_object_get(body, "sha256");
+    size_t n = json_array_size(list);
+    if (!json_is_array(list) || json_object_size(body) != 1) {
+        json_decref(body);
+        http_error(res, 400, "the body must be JSON like {\"sha256\": [\"<64 hex digits>\", ...]}");
+        return;
+    }
+    if (n > ENGINE_HASHES_MAX) {
+        json_decref(body);
+        char msg[120];
+        snprintf(msg, sizeof msg, "at most %d hashes at a time, not %zu", ENGINE_HASHES_MAX, n);
+        http_error(res, 400, msg);
+        return;
+    }
+    const char *names[ENGINE_HASHES_MAX];
+    bool stored[ENGINE_HASHES_MAX];
+    for (size_t i = 0; i < n; i++) {
+        if (!(names[i] = json_string_value(json_array_get(list, i)))) {
+            json_decref(body);
+            char msg[80];
+            snprintf(msg, sizeof msg, "sha256[%zu] must be a string", i);
+            http_error(res, 400, msg);
+            return;
+        }
+    }
+    char err[512];
+    int rc = engine_hashes_stored(e, names, (int)n, stored, err, sizeof err);
+    json_t *found = rc ? NULL : json_array();
+    for (size_t i = 0; found && i < n; i++)
+        if (stored[i]) json_array_append_new(found, json_string(names[i]));
+    json_decref(body);
+    if (rc) http_fail(res, rc, err);
+    else http_result(res, 200, found, NULL);
 }

@@ -3,10 +3,20 @@
 #include "util/status.h"
 
 void api_index_reindex(engine *e, http_response *res) {
-    char err[512];
+    char err[512], msg[200];
+    int64_t labelled = 0, failed = 0;
     int rc = engine_reindex(e, err, sizeof err);
-    if (rc) http_fail(res, rc, err);
-    else http_result(res, 200, NULL, "reindex finished");
+    /* images stored before labels existed get theirs (a no-op once every image has them) */
+    if (!rc) rc = engine_label_missing(e, NULL, NULL, &labelled, &failed, err, sizeof err);
+    if (rc) {
+        http_fail(res, rc, err);
+        return;
+    }
+    if (!labelled && !failed) snprintf(msg, sizeof msg, "reindex finished");
+    else
+        snprintf(msg, sizeof msg, "reindex finished; labelled %lld image(s) stored before labels existed%s", (long long)labelled,
+                 failed ? " (some could not be decoded: see the server log)" : "");
+    http_result(res, 200, NULL, msg);
 }
 
 void api_index_health(engine *e, http_response *res) {

@@ -1,11 +1,13 @@
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "api/api.h"
+#include "index/labels.h"
 #include "util/status.h"
 #include "util/text.h"
 
@@ -93,7 +95,20 @@ json_t *api_data_json(const char *text) {
     return json_is_object(data) ? data : (json_decref(data), json_object());
 }
 
-json_t *api_row_json(const store_image *row) {
+/* The labels text of a row (index/labels.h) as [{"class", "name", "prob"}]; null when it has none. */
+static json_t *labels_json(const engine *e, const char *text) {
+    image_labels l;
+    if (!text || !labels_parse(text, UINT16_MAX + 1, &l)) return json_null();
+    json_t *a = json_array();
+    for (int i = 0; a && i < l.n; i++) {
+        const char *name = engine_class_name(e, l.cls[i]);
+        json_array_append_new(a, json_pack("{s:i,s:s?,s:f}", "class", (int)l.cls[i], "name", name,
+                                           "prob", round((double)l.prob[i] * 1e4) / 1e4));
+    }
+    return a ? a : json_null();
+}
+
+json_t *api_row_json(const engine *e, const store_image *row) {
     char when[40];
     time_t secs = (time_t)(row->created_at / 1000);
     struct tm tm;
@@ -110,6 +125,7 @@ json_t *api_row_json(const store_image *row) {
     json_object_set_new(o, "size", json_integer(row->size));
     json_object_set_new(o, "created_at", json_string(when));
     json_object_set_new(o, "data", api_data_json(row->data));
+    json_object_set_new(o, "labels", labels_json(e, row->labels));
     if (row->vector) {
         json_t *v = json_array();
         for (int i = 0; v && i < row->dims; i++) json_array_append_new(v, json_real(row->vector[i]));
@@ -177,11 +193,16 @@ void api_rows_page(engine *e, const char *filter, const http_request *req, http_
     if (!api_int_arg(req, "offset", 0, 0, INT64_MAX / 2, &offset, res) ||
         !api_int_arg(req, "limit", 100, 1, 1000, &limit, res))
         return;
+    const char *label = http_query(req, "label");
+    double label_min;
+    if (!api_number_arg(req, "label_min", ENGINE_LABEL_MIN, 0.001, 1, &label_min, res)) return;
     store_image *rows;
+    float *scores;
     int n;
     int64_t total;
     char err[512];
-    int rc = engine_query(e, filter, offset, (int)limit, &rows, &n, &total, err, sizeof err);
+    int rc = engine_query(e, filter, label && *label ? label : NULL, label_min, offset, (int)limit, &rows, &scores,
+                          &n, &total, err, sizeof err);
     if (rc) {
         http_fail(res, rc, err);
         return;
@@ -190,8 +211,14 @@ void api_rows_page(engine *e, const char *filter, const http_request *req, http_
      * API_PAGE_MAX_BYTES; next_offset says where the next page starts */
     api_list list = {0};
     int shown = 0;
-    while (shown < n && api_list_add(&list, api_row_json(&rows[shown]), API_PAGE_MAX_BYTES)) shown++;
+    for (; shown < n; shown++) {
+        json_t *item = api_row_json(e, &rows[shown]);
+        if (item && scores)
+            json_object_set_new(item, "label_score", json_real(round((double)scores[shown] * 1e4) / 1e4));
+        if (!api_list_add(&list, item, API_PAGE_MAX_BYTES)) break;
+    }
     engine_rows_free(rows, n);
+    free(scores);
     json_t *more = offset + shown < total ? json_integer(offset + shown) : json_null();
     api_list_finish(&list, 200, json_pack("{s:I,s:I,s:I,s:o}", "total", (json_int_t)total, "offset", (json_int_t)offset,
                                           "limit", (json_int_t)limit, "next_offset", more), res);
@@ -214,7 +241,8 @@ static void bad_id(const char *s, http_response *res) {
 }
 
 /* The scope a request needs (api.h: access): the UI's own files none, writes write, delete-all and
- * reindex admin, everything else (reads, and answers about paths that do not exist) read. */
+ * reindex admin, everything else (reads, POST /data/query and POST /images/exists among them,
+ * GET /metrics as GET /index/status, and answers about paths that do not exist) read. */
 static auth_scope scope_needed(int n, char *seg[4], const char *m) {
 #define IS(i, s) (n > (i) && !strcmp(seg[i], s))
     bool post = !strcmp(m, "POST"), del = !strcmp(m, "DELETE");
@@ -225,6 +253,49 @@ static auth_scope scope_needed(int n, char *seg[4], const char *m) {
         (n == 2 && IS(0, "data") && !IS(1, "query") && post))
         return AUTH_WRITE;
     return AUTH_READ;
+#undef IS
+}
+
+static const char *const route_templates[API_ROUTES] = {
+    [API_ROUTE_OTHER] = "other", [API_ROUTE_ROOT] = "/", [API_ROUTE_UI] = "/ui/{name}", [API_ROUTE_DOCS] = "/docs",
+    [API_ROUTE_OPENAPI] = "/openapi.json", [API_ROUTE_IMAGE_ADD] = "/image/add",
+    [API_ROUTE_IMAGE_SEARCH] = "/image/search", [API_ROUTE_IMAGE_ALL] = "/image/all/records",
+    [API_ROUTE_IMAGE] = "/image/{id}", [API_ROUTE_IMAGE_THUMBNAIL] = "/image/{id}/thumbnail",
+    [API_ROUTE_IMAGE_SIMILAR] = "/image/{id}/similar", [API_ROUTE_IMAGES] = "/images",
+    [API_ROUTE_IMAGES_EXISTS] = "/images/exists", [API_ROUTE_DATA_QUERY] = "/data/query",
+    [API_ROUTE_DATA] = "/data/{id}", [API_ROUTE_DUPLICATES] = "/duplicates",
+    [API_ROUTE_INDEX_REINDEX] = "/index/reindex", [API_ROUTE_INDEX_HEALTH] = "/index/health",
+    [API_ROUTE_INDEX_STATUS] = "/index/status", [API_ROUTE_METRICS] = "/metrics",
+};
+_Static_assert(API_ROUTES <= HTTP_ROUTES, "the request statistics count HTTP_ROUTES routes");
+
+const char *api_route_template(int route) {
+    return route > 0 && route < API_ROUTES && route_templates[route] ? route_templates[route] : "other";
+}
+
+/* The route a path matches, whatever the method (the same matching as api_handle's; a malformed id
+ * still counts as its route), for the request statistics. */
+static api_route route_of(int n, char *seg[4]) {
+#define IS(i, s) (n > (i) && !strcmp(seg[i], s))
+    if (n == 0) return API_ROUTE_ROOT;
+    if (n == 1)
+        return IS(0, "images") ? API_ROUTE_IMAGES : IS(0, "duplicates") ? API_ROUTE_DUPLICATES
+               : IS(0, "openapi.json") ? API_ROUTE_OPENAPI : IS(0, "docs") ? API_ROUTE_DOCS
+               : IS(0, "metrics") ? API_ROUTE_METRICS : API_ROUTE_OTHER;
+    if (n == 2 && IS(0, "image"))
+        return IS(1, "add") ? API_ROUTE_IMAGE_ADD : IS(1, "search") ? API_ROUTE_IMAGE_SEARCH : API_ROUTE_IMAGE;
+    if (n == 2 && IS(0, "images") && IS(1, "exists")) return API_ROUTE_IMAGES_EXISTS;
+    if (n == 2 && IS(0, "data")) return IS(1, "query") ? API_ROUTE_DATA_QUERY : API_ROUTE_DATA;
+    if (n == 2 && IS(0, "index"))
+        return IS(1, "reindex") ? API_ROUTE_INDEX_REINDEX : IS(1, "health") ? API_ROUTE_INDEX_HEALTH
+               : IS(1, "status") ? API_ROUTE_INDEX_STATUS : API_ROUTE_OTHER;
+    if (n == 2 && IS(0, "ui")) return API_ROUTE_UI;
+    if (n == 3 && IS(0, "image"))
+        return IS(1, "all") && IS(2, "records") ? API_ROUTE_IMAGE_ALL
+               : IS(2, "thumbnail")             ? API_ROUTE_IMAGE_THUMBNAIL
+               : IS(2, "similar")               ? API_ROUTE_IMAGE_SIMILAR
+                                                : API_ROUTE_OTHER;
+    return API_ROUTE_OTHER;
 #undef IS
 }
 
@@ -256,6 +327,7 @@ void api_handle(void *ctx, const http_request *req, http_response *res) {
     }
     char copy[API_MAX_PATH + 1], *seg[4];
     int n = split(req->path, copy, seg);
+    res->route = route_of(n, seg);
     if (!admitted(api, req, n, seg, res)) return;
     const char *m = req->method;
     /* HEAD is GET without the body (libmicrohttpd leaves it out); never on /index/reindex, whose
@@ -290,6 +362,9 @@ void api_handle(void *ctx, const http_request *req, http_response *res) {
     } else if (n == 1 && IS(0, "images")) {
         allow = "GET, HEAD";
         if (get) { api_images_list(e, req, res); return; }
+    } else if (n == 2 && IS(0, "images") && IS(1, "exists")) { /* a read, though a POST (scope_needed) */
+        allow = "POST";
+        if (post) { if (api_json_body(req, res)) api_images_exists(e, req, res); return; }
     } else if (n == 2 && IS(0, "data") && IS(1, "query")) {
         allow = "POST";
         if (post) { if (api_json_body(req, res)) api_data_query(e, req, res); return; }
@@ -322,9 +397,24 @@ void api_handle(void *ctx, const http_request *req, http_response *res) {
     } else if (n == 2 && IS(0, "index") && IS(1, "status")) {
         allow = "GET, HEAD";
         if (get) { api_index_status(e, res); return; }
+    } else if (n == 1 && IS(0, "metrics")) {
+        allow = "GET, HEAD";
+        if (get) { api_metrics(e, req, res); return; }
     }
 #undef IS
     no_route(req, res, allow);
+}
+
+bool api_label_args(const http_request *req, const char **label, double *label_min, http_response *res) {
+    if (!api_number_arg(req, "label_min", ENGINE_LABEL_MIN, 0.001, 1, label_min, res)) return false;
+    const char *q = http_query(req, "label");
+    if (q && *q) {
+        *label = q;
+        return true;
+    }
+    if (!api_text_field(req, "label", label, res)) return false;
+    if (*label && !**label) *label = NULL;
+    return true;
 }
 
 bool api_text_field(const http_request *req, const char *name, const char **text, http_response *res) {

@@ -12,6 +12,10 @@ int cli_serve(int argc, char **argv);
 int cli_reembed(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
 int cli_keys(int argc, char **argv);
+int cli_backup(int argc, char **argv);
+int cli_restore(int argc, char **argv);
+int cli_check(int argc, char **argv);
+int cli_import(int argc, char **argv); /* cli_import.c; exit 0 all stored, 1 some refused, 2 could not run */
 
 /* Progress on standard error for commands that take long: a line every two seconds and the last
  * one ("WHAT: done/total images (pct), rate, time left"). cli_progress_show is an
@@ -26,7 +30,8 @@ void cli_progress_show(int64_t done, int64_t total, void *ctx);
 double cli_progress_seconds(const cli_progress *p); /* since cli_progress_start */
 
 /* The model config to use: --model, else $IMGSEARCH_MODEL, else models/efficientnet_lite0.json in
- * the working directory, else beside the executable (../models). Returns a static buffer. */
+ * the working directory, else beside the executable (../models, then ../share/imgsearch/models for
+ * an installed binary: util/file.h file_find_project). Returns a static buffer. */
 const char *cli_default_model(void);
 
 #endif

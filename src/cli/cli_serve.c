@@ -47,7 +47,8 @@ static void usage(FILE *f) {
             "  --max-data-bytes N   largest metadata of one image, JSON bytes (default 65536)\n"
             "  --max-data-keys N    most object keys in one image's metadata, all levels (default 1000)\n"
             "  --max-data-depth N   deepest nesting of one image's metadata (default 32)\n"
-            "  --web DIR            web assets (default: ./web, else beside the binary: ../web)\n"
+            "  --web DIR            web assets (default: ./web, else beside the binary: ../web, else\n"
+            "                       ../share/imgsearch/web: /usr/share/imgsearch/web when installed)\n"
             "  --hnsw-threshold N   exact scan up to N images, HNSW above (default 10000; 0 = always HNSW)\n"
             "  --hnsw-m N           HNSW links per node (default 16; 2m on the bottom layer)\n"
             "  --hnsw-ef-construction N  candidates while inserting (default 200)\n"
@@ -209,7 +210,7 @@ int cli_serve(int argc, char **argv) {
                          .hnsw_int8 = int8,
                          .data_limits = {.max_bytes = (size_t)data_bytes, .max_keys = (int)data_keys,
                                          .max_depth = (int)data_depth}};
-    char web_default[PATH_MAX]; /* ./web in the source tree, else ../web beside the binary */
+    char web_default[PATH_MAX]; /* ./web, ../web or ../share/imgsearch/web beside the binary */
     api_context api = {.web_dir = web ? web : file_find_project("web", "openapi.json", web_default, sizeof web_default),
                        .cors_origins = origins, .ncors_origins = norigins,
                        .limiter = rate_limiter_new((double)rate), .rate_limit = (double)rate};

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/engine_data.h"
 #include "engine/engine_internal.h"
 #include "util/status.h"
 #include "util/text.h"
@@ -23,6 +24,7 @@
  * when refused or when a new session cannot be built. */
 static embed_session *session_acquire(engine *e, int *rc, char *err, size_t errlen) {
     embed_session *s = NULL;
+    uint64_t asked = metrics_now_ns();
     pthread_mutex_lock(&e->session_lock);
     if (!e->nidle && e->nsessions >= e->max_sessions && e->nwaiting >= e->max_waiting) {
         pthread_mutex_unlock(&e->session_lock);
@@ -34,6 +36,7 @@ static embed_session *session_acquire(engine *e, int *rc, char *err, size_t errl
     e->nwaiting++;
     while (!e->nidle && e->nsessions >= e->max_sessions) pthread_cond_wait(&e->session_free, &e->session_lock);
     e->nwaiting--;
+    metrics_histogram_observe_ns(&e->queue_wait, metrics_now_ns() - asked); /* the time in the queue */
     if (e->nidle) {
         s = e->idle_sessions[--e->nidle];
         pthread_mutex_unlock(&e->session_lock);
@@ -60,14 +63,26 @@ static void session_release(engine *e, embed_session *s) {
 }
 
 /* Embeds one image with a pooled session. */
-static int embed_pooled(engine *e, const void *bytes, size_t len, float *vec, decode_info *info, char *err,
-                        size_t errlen) {
+int engine_embed_image(engine *e, const void *bytes, size_t len, float *vec, float *logits, decode_info *info,
+                       char *err, size_t errlen) {
     int rc = IS_ERR_MODEL;
     embed_session *s = session_acquire(e, &rc, err, errlen);
     if (!s) return rc;
-    rc = embed_image(s, bytes, len, e->max_pixels, vec, NULL, info, err, errlen);
+    rc = embed_image(s, bytes, len, e->max_pixels, vec, logits, info, err, errlen);
     session_release(e, s);
+    metrics_counter_add(&e->inferences, 1);
     return rc;
+}
+
+/* The model's concept table (concepts.h) beside its config: without one, label searches are
+ * refused with the reason and everything else works. */
+static void load_concepts(engine *e, const char *model_config) {
+    char path[PATH_MAX], why[512];
+    size_t n = strlen(model_config);
+    if (n > 5 && !strcmp(model_config + n - 5, ".json")) n -= 5;
+    snprintf(path, sizeof path, "%.*s.concepts.json", (int)n, model_config);
+    if (concepts_load(path, embed_num_classes(e->model), &e->concepts, why, sizeof why))
+        fprintf(stderr, "imgsearch: searching by label is off: %s\n", why);
 }
 
 /* A data directory made before the model had its head holds plain pooled vectors: they are served
@@ -141,8 +156,10 @@ int engine_open(const engine_config *cfg, engine **out, char *err, size_t errlen
     pthread_mutex_init(&e->dup_lock, NULL);
     pthread_mutex_init(&e->keys_lock, NULL);
     pthread_cond_init(&e->maint_cv, NULL);
+    engine_metrics_init(e, cfg->data_dir);
     int rc = embed_engine_new(cfg->model_config, &e->model, err, errlen);
     if (!rc) rc = embed_apply_precision(e->model, cfg->precision, err, errlen);
+    if (!rc) load_concepts(e, cfg->model_config);
     if (!rc && mkdir(cfg->data_dir, 0755) && errno != EEXIST)
         rc = is_fail(err, errlen, IS_ERR_IO, "cannot create %s: %s", cfg->data_dir, strerror(errno));
     if (!rc) rc = engine_lock_dir(cfg->data_dir, &e->lock_fd, err, errlen);
@@ -195,6 +212,8 @@ void engine_close(engine *e) {
     index_state_free(&e->idx);
     store_close(e->db);
     embed_engine_free(e->model);
+    concepts_free(e->concepts);
+    engine_metrics_free(e);
     pthread_mutex_destroy(&e->write_lock);
     pthread_rwlock_destroy(&e->index_lock);
     pthread_mutex_destroy(&e->rebuild_lock);
@@ -242,66 +261,10 @@ static const char *mime_of(const char *format) {
     return "application/octet-stream";
 }
 
-/* Counts object members below v into *keys and fails once the document is deeper than max_depth
- * or has more than max_keys members. */
-static bool data_within(const json_t *v, int depth, const engine_data_limits *lim, int *keys, bool *too_deep) {
-    if (!json_is_object(v) && !json_is_array(v)) return true;
-    if (depth > lim->max_depth) {
-        *too_deep = true;
-        return false;
-    }
-    if (json_is_object(v)) {
-        const char *k;
-        json_t *child;
-        json_object_foreach((json_t *)v, k, child) {
-            if (++*keys > lim->max_keys || !data_within(child, depth + 1, lim, keys, too_deep)) return false;
-        }
-    } else {
-        size_t i;
-        json_t *child;
-        json_array_foreach(v, i, child) {
-            if (!data_within(child, depth + 1, lim, keys, too_deep)) return false;
-        }
-    }
-    return true;
-}
-
 /* Checks that text is a JSON object within the metadata limits and returns it compacted (caller
- * frees). The size is checked before parsing, so an oversized document costs no memory. */
+ * frees): engine_data.h. */
 static int normalise_data(const engine *e, const char *text, char **out, char *err, size_t errlen) {
-    const engine_data_limits *lim = &e->data_limits;
-    size_t len = strlen(text);
-    if (len > lim->max_bytes)
-        return is_fail(err, errlen, IS_ERR_TOO_LARGE, "data is %zu bytes, over the limit of %zu bytes (--max-data-bytes)",
-                       len, lim->max_bytes);
-    json_error_t jerr;
-    json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!doc)
-        return is_fail(err, errlen, IS_ERR_INVALID, "data is not valid JSON: %s at line %d, column %d", jerr.text,
-                       jerr.line, jerr.column);
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        return is_fail(err, errlen, IS_ERR_INVALID, "data must be a JSON object");
-    }
-    int keys = 0;
-    bool too_deep = false;
-    if (!data_within(doc, 1, lim, &keys, &too_deep)) {
-        json_decref(doc);
-        if (too_deep)
-            return is_fail(err, errlen, IS_ERR_TOO_LARGE, "data is nested more than %d levels deep (--max-data-depth)",
-                           lim->max_depth);
-        return is_fail(err, errlen, IS_ERR_TOO_LARGE, "data has more than %d keys (--max-data-keys)", lim->max_keys);
-    }
-    *out = json_dumps(doc, JSON_COMPACT | JSON_ENSURE_ASCII);
-    json_decref(doc);
-    if (!*out) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    if (strlen(*out) > lim->max_bytes) { /* \u escapes can make the stored form longer */
-        free(*out);
-        *out = NULL;
-        return is_fail(err, errlen, IS_ERR_TOO_LARGE, "data is over the limit of %zu bytes once stored (--max-data-bytes)",
-                       lim->max_bytes);
-    }
-    return IS_OK;
+    return engine_data_normalise(&e->data_limits, text, out, err, errlen);
 }
 
 /* After a write to a shared store committed (write_lock held): the index applies the log up to and
@@ -333,8 +296,8 @@ static void *blob_write(void *arg) {
     return NULL;
 }
 
-int engine_add(engine *e, const void *bytes, size_t len, const char *name, const char *data_json,
-               int64_t *id, char *err, size_t errlen) {
+static int add_image(engine *e, const void *bytes, size_t len, const char *name, const char *data_json,
+                     int64_t *id, char *err, size_t errlen) {
     char *data = NULL;
     int rc = normalise_data(e, data_json && *data_json ? data_json : "{}", &data, err, errlen);
     if (rc) return rc;
@@ -342,9 +305,18 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
     pthread_t writer;
     bool threaded = pthread_create(&writer, NULL, blob_write, &job) == 0;
     float *vec = malloc(sizeof(float) * (size_t)embed_dims(e->model));
+    float *logits = malloc(sizeof(float) * (size_t)embed_num_classes(e->model));
     decode_info info;
-    if (!vec) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    else rc = embed_pooled(e, bytes, len, vec, &info, err, errlen); /* no lock held */
+    if (!vec || !logits) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    else rc = engine_embed_image(e, bytes, len, vec, logits, &info, err, errlen); /* no lock held */
+    /* the classifier ran with the embedding: its most probable classes are the image's labels */
+    char labels[LABELS_TEXT_MAX];
+    if (!rc) {
+        image_labels l;
+        labels_from_logits(logits, embed_num_classes(e->model), &l);
+        labels_format(&l, labels, sizeof labels);
+    }
+    free(logits);
     if (threaded) pthread_join(writer, NULL);
     else if (!rc) blob_write(&job);
     if (!rc && job.rc) rc = is_fail(err, errlen, job.rc, "%s", job.err);
@@ -364,7 +336,7 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
     }
     store_image row = {.name = clean_name, .content_type = (char *)mime_of(info.format),
                        .data = data, .width = info.width, .height = info.height, .size = (int64_t)len,
-                       .vector = vec, .dims = embed_dims(e->model)};
+                       .vector = vec, .dims = embed_dims(e->model), .labels = labels};
     memcpy(row.sha256, job.hex, sizeof row.sha256);
     int64_t seq;
     pthread_mutex_lock(&e->write_lock);
@@ -374,7 +346,7 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
     } else if (!rc) {
         /* metadata first: a search that meets the new vector can already filter on it */
         pthread_rwlock_wrlock(&e->index_lock);
-        rc = index_put_meta(&e->idx, row.id, row.name, data);
+        rc = index_put_meta(&e->idx, row.id, row.name, data, labels);
         pthread_rwlock_unlock(&e->index_lock);
         if (!rc) rc = index_add_vector(e, &e->idx, row.id, vec);
         pthread_rwlock_wrlock(&e->index_lock);
@@ -391,6 +363,13 @@ int engine_add(engine *e, const void *bytes, size_t len, const char *name, const
     return rc;
 }
 
+int engine_add(engine *e, const void *bytes, size_t len, const char *name, const char *data_json,
+               int64_t *id, char *err, size_t errlen) {
+    int rc = add_image(e, bytes, len, name, data_json, id, err, errlen);
+    engine_metrics_add_done(e, rc); /* added, or refused and why */
+    return rc;
+}
+
 int engine_get(engine *e, int64_t id, bool with_vector, store_image *row, char *err, size_t errlen) {
     return store_get(e->db, id, with_vector, row, err, errlen);
 }
@@ -402,8 +381,8 @@ int engine_image(engine *e, int64_t id, unsigned char **bytes, size_t *len, stor
     rc = store_bytes_read(e->db, row->sha256, bytes, len, err, errlen);
     if (rc == IS_ERR_NOT_FOUND) /* a deleted image whose row we read just before: gone */
         rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id);
-    else if (rc && rc != IS_ERR_NOMEM) /* a damaged store, whatever the file layer called it */
-        rc = IS_ERR_IO;
+    else if (rc && rc != IS_ERR_NOMEM && rc != IS_ERR_CORRUPT) /* a store that failed to read, whatever the */
+        rc = IS_ERR_IO;                                          /* file layer called it; damage says so */
     if (rc) store_image_clear(row);
     return rc;
 }
@@ -436,6 +415,7 @@ int engine_delete(engine *e, int64_t id, char *err, size_t errlen) {
         index_after_write(e);
     }
     pthread_mutex_unlock(&e->write_lock);
+    if (!rc) metrics_counter_add(&e->deleted, 1);
     return rc;
 }
 
@@ -460,6 +440,7 @@ int engine_delete_all(engine *e, int64_t *count, char *err, size_t errlen) {
         }
     }
     pthread_mutex_unlock(&e->write_lock);
+    if (!rc) metrics_counter_add(&e->deleted, (uint64_t)*count);
     return rc;
 }
 
@@ -474,7 +455,7 @@ int engine_set_data(engine *e, int64_t id, const char *data_json, char *err, siz
         follow_own_write(e, seq);
     } else if (!rc) {
         pthread_rwlock_wrlock(&e->index_lock);
-        rc = index_put_meta(&e->idx, id, NULL, data);
+        rc = index_put_meta(&e->idx, id, NULL, data, NULL);
         e->idx.applied_seq = seq;
         pthread_rwlock_unlock(&e->index_lock);
         if (rc) rc = is_fail(err, errlen, IS_ERR_NOMEM, "saved, but the index kept the old metadata; reindex");
@@ -515,8 +496,14 @@ static int search_vector(engine *e, const float *vec, const engine_search_opts *
     *n = 0;
     int rc = check_opts(o, err, errlen);
     filter *f = NULL;
+    label_query lq;
+    unsigned char *classes = NULL;
     if (!rc) rc = compile_filter(o->filter_json, &f, err, errlen);
-    if (rc) return rc;
+    if (!rc) rc = engine_label_query(e, o->label, o->label_min, &lq, &classes, err, errlen);
+    if (rc) {
+        filter_free(f);
+        return rc;
+    }
     int k = o->k;
     index_hit *raw = malloc(sizeof *raw * (size_t)k);
     engine_hit *out = calloc((size_t)k, sizeof *out);
@@ -527,7 +514,7 @@ static int search_vector(engine *e, const float *vec, const engine_search_opts *
         /* names and metadata come from the index's own copy, under the same read lock: a search
          * costs no store access (and goes on while a shared store is unreachable) */
         pthread_rwlock_rdlock(&e->index_lock);
-        rc = index_search(e, vec, k, o->ef, f, exclude, raw, &found, err, errlen);
+        rc = index_search(e, vec, k, o->ef, f, classes ? &lq : NULL, exclude, raw, &found, err, errlen);
         for (int i = 0; !rc && i < found; i++) {
             /* nearest first: the first one too far ends the list */
             if (o->max_dist >= 0 && raw[i].dist > o->max_dist) break;
@@ -542,6 +529,7 @@ static int search_vector(engine *e, const float *vec, const engine_search_opts *
         pthread_rwlock_unlock(&e->index_lock);
     }
     filter_free(f);
+    free(classes);
     free(raw);
     if (rc) {
         engine_hits_free(out, m);
@@ -557,13 +545,17 @@ int engine_search(engine *e, const void *bytes, size_t len, const engine_search_
     *hits = NULL;
     *n = 0;
     filter *check = NULL; /* refuse bad arguments before spending inference on the image */
+    label_query lq;
+    unsigned char *classes = NULL;
     int rc = check_opts(opts, err, errlen);
     if (!rc) rc = compile_filter(opts->filter_json, &check, err, errlen);
+    if (!rc) rc = engine_label_query(e, opts->label, opts->label_min, &lq, &classes, err, errlen);
     filter_free(check);
+    free(classes);
     if (rc) return rc;
     float *vec = malloc(sizeof(float) * (size_t)embed_dims(e->model));
     if (!vec) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    rc = embed_pooled(e, bytes, len, vec, NULL, err, errlen);
+    rc = engine_embed_image(e, bytes, len, vec, NULL, NULL, err, errlen);
     if (!rc) rc = search_vector(e, vec, opts, INT64_MIN, hits, n, err, errlen);
     free(vec);
     return rc;
@@ -591,14 +583,27 @@ void engine_hits_free(engine_hit *hits, int n) {
 
 /* ---- query --------------------------------------------------------------------------------- */
 
-static int cmp_id(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+typedef struct {
+    int64_t id;
+    float score;
+} scored_id;
+
+static int by_id(const void *a, const void *b) {
+    int64_t x = ((const scored_id *)a)->id, y = ((const scored_id *)b)->id;
     return (x > y) - (x < y);
 }
 
-int engine_query(engine *e, const char *filter_json, int64_t offset, int limit, store_image **rows,
-                 int *n, int64_t *total, char *err, size_t errlen) {
+/* most probable first; ties in id order */
+static int by_score(const void *a, const void *b) {
+    const scored_id *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? 1 : -1;
+    return by_id(a, b);
+}
+
+int engine_query(engine *e, const char *filter_json, const char *label, double label_min, int64_t offset, int limit,
+                 store_image **rows, float **scores, int *n, int64_t *total, char *err, size_t errlen) {
     *rows = NULL;
+    if (scores) *scores = NULL;
     *n = 0;
     *total = 0;
     if (offset < 0) return is_fail(err, errlen, IS_ERR_INVALID, "offset must be 0 or more");
@@ -607,32 +612,67 @@ int engine_query(engine *e, const char *filter_json, int64_t offset, int limit, 
     filter *f;
     int rc = compile_filter(filter_json, &f, err, errlen);
     if (rc) return rc;
+    label_query lq;
+    unsigned char *classes = NULL;
+    rc = engine_label_query(e, label, label_min, &lq, &classes, err, errlen);
+    if (rc) {
+        filter_free(f);
+        return rc;
+    }
     pthread_rwlock_rdlock(&e->index_lock);
     size_t count = json_object_size(e->idx.meta), m = 0;
-    int64_t *ids = malloc(sizeof *ids * (count ? count : 1));
+    scored_id *ids = malloc(sizeof *ids * (count ? count : 1));
     const char *key;
     json_t *doc;
     if (ids)
         json_object_foreach(e->idx.meta, key, doc) {
-            if (!f || filter_match(f, doc)) ids[m++] = strtoll(key, NULL, 10);
+            if (f && !filter_match(f, doc)) continue;
+            int64_t id = strtoll(key, NULL, 10);
+            float score = 0;
+            if (classes) {
+                const image_labels *l = labelmap_get(&e->idx.labels, id);
+                if (!l || (score = labels_score(l, &lq)) < lq.min_score) continue;
+            }
+            ids[m++] = (scored_id){id, score};
         }
     pthread_rwlock_unlock(&e->index_lock);
     filter_free(f);
+    free(classes);
     if (!ids) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    qsort(ids, m, sizeof *ids, cmp_id);
-    store_image *out = calloc((size_t)limit, sizeof *out);
-    int got = 0;
+    qsort(ids, m, sizeof *ids, label ? by_score : by_id);
     size_t from = (size_t)offset < m ? (size_t)offset : m, want = m - from < (size_t)limit ? m - from : (size_t)limit;
-    /* one read for the page (rows deleted since the index was read are left out) */
-    if (out) rc = store_get_many(e->db, ids + from, (int)want, false, out, &got, err, errlen);
+    store_image *got_rows = calloc((size_t)limit, sizeof *got_rows), *out = calloc((size_t)limit, sizeof *out);
+    float *out_scores = label && scores ? calloc((size_t)limit, sizeof *out_scores) : NULL;
+    int64_t *page = malloc(sizeof *page * (want ? want : 1));
+    int got = 0, kept = 0;
+    if (!got_rows || !out || !page || (label && scores && !out_scores)) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < want; i++) page[i] = ids[from + i].id;
+    /* one read for the page, whose rows come in id order (rows deleted since the index was read
+     * are left out); then back into the page's order */
+    if (!rc) rc = store_get_many(e->db, page, (int)want, false, got_rows, &got, err, errlen);
+    for (size_t i = 0; !rc && i < want; i++) {
+        scored_id key_id = {page[i], 0};
+        for (int j = 0; j < got; j++) /* got ≤ limit ≤ 1000: a scan is cheap beside the store read */
+            if (got_rows[j].id == key_id.id) {
+                out[kept] = got_rows[j];
+                memset(&got_rows[j], 0, sizeof got_rows[j]);
+                if (out_scores) out_scores[kept] = ids[from + i].score;
+                kept++;
+                break;
+            }
+    }
+    for (int j = 0; got_rows && j < got; j++) store_image_clear(&got_rows[j]);
+    free(got_rows);
+    free(page);
     free(ids);
-    if (!out) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     if (rc) {
-        free(out);
+        engine_rows_free(out, kept);
+        free(out_scores);
         return rc;
     }
     *rows = out;
-    *n = got;
+    if (scores) *scores = out_scores;
+    *n = kept;
     *total = (int64_t)m;
     return IS_OK;
 }

@@ -36,6 +36,7 @@
 
 #include "auth/apikey.h"
 #include "store/store.h"
+#include "util/metrics.h"
 
 typedef struct engine engine;
 
@@ -132,6 +133,8 @@ typedef struct {
     int ef;                  /* 0 = the index's default, else k..4096: a wider HNSW search */
     const char *filter_json; /* only images whose metadata matches; NULL = all */
     double max_dist;         /* only images at most this cosine distance away (0..2); < 0 = no bound */
+    const char *label;       /* only images showing this class or concept ("dog", "vehicle"); NULL = all */
+    double label_min;        /* ... with at least this summed probability (0..1; 0 = ENGINE_LABEL_MIN) */
 } engine_search_opts;
 
 /* The k nearest stored images to the query image among those matching the filter and within
@@ -144,11 +147,29 @@ int engine_similar(engine *e, int64_t id, const engine_search_opts *opts, engine
                    size_t errlen);
 void engine_hits_free(engine_hit *hits, int n);
 
-/* Rows matching filter_json in id order, from offset, at most limit; *total counts all matches.
+/* Rows matching filter_json (NULL = all) and label (NULL = all; as in engine_search_opts), from
+ * offset, at most limit; *total counts all matches. In id order, or with a label most probable
+ * first, *scores (when scores is not NULL; caller frees) then giving each row's summed probability.
  * *rows is caller-freed with engine_rows_free. */
-int engine_query(engine *e, const char *filter_json, int64_t offset, int limit, store_image **rows,
-                 int *n, int64_t *total, char *err, size_t errlen);
+int engine_query(engine *e, const char *filter_json, const char *label, double label_min, int64_t offset, int limit,
+                 store_image **rows, float **scores, int *n, int64_t *total, char *err, size_t errlen);
 void engine_rows_free(store_image *rows, int n);
+
+/* ---- labels: each image's most probable ImageNet classes (engine_labels.c, index/labels.h) ----
+ * Computed with the embedding at every add (the classifier runs anyway) and stored with the row
+ * (store_image.labels); images stored before labels existed get theirs from engine_label_missing
+ * (reindex does it) or `imgsearch reembed`. A label query is a word: a class ("malamute") or any
+ * broader concept above classes in WordNet ("dog", "animal", "vehicle"; embed/concepts.h); an
+ * image matches when the probabilities of its labels under that word sum to at least label_min. */
+#define ENGINE_LABEL_MIN 0.1
+/* The model's name for class cls ("malamute"); NULL when there is no such class. */
+const char *engine_class_name(const engine *e, int cls);
+/* Labels every image that has none yet (decoding its stored bytes and running the network), a
+ * write each, so that searches and other nodes see them at once. *labelled and *failed count
+ * images (one whose bytes cannot be decoded any more is counted, reported on stderr, and left
+ * without labels). progress (may be NULL) is called now and then. */
+int engine_label_missing(engine *e, void (*progress)(int64_t done, int64_t total, void *ctx), void *ctx,
+                         int64_t *labelled, int64_t *failed, char *err, size_t errlen);
 
 /* Groups of stored images that are the same picture: byte-identical files, and copies that were
  * re-encoded, resized or lightly edited. Each group has an anchor (first member) and the images
@@ -228,5 +249,110 @@ int engine_health(engine *e, bool *healthy, char *msg, size_t msglen);
 int engine_reindex(engine *e, char *err, size_t errlen);
 /* What the index is and what it is doing. */
 int engine_status(engine *e, engine_status_info *out);
+
+/* ---- monitoring (engine_metrics.c), for GET /metrics ----
+ * Counters since engine_open (relaxed atomics: counting takes no lock) and gauges of now. Only
+ * this node's own requests are counted (on a shared store, other nodes' adds and deletes are not). */
+#define ENGINE_REFUSAL_SLOTS 32  /* engine_add refusals by status: slot -status; slot 0 any code past 31 */
+#define ENGINE_STORE_SIZE_MS 60000 /* the store's files are measured at most this often (a walk of blobs/) */
+typedef struct {
+    uint64_t added;        /* images engine_add stored */
+    uint64_t refused[ENGINE_REFUSAL_SLOTS]; /* engine_add failures by -status (is_status_name(-i)):
+                                              * not an image, too large, bad metadata, busy, a full disk ... */
+    uint64_t deleted;      /* images deleted: by engine_delete, and every image engine_delete_all removed */
+    uint64_t inferences;   /* images decoded and run through the network on a session (adds and searches
+                            * by image; ones the decoder refused included) */
+    int queue_waiting;     /* callers waiting for an inference session now */
+    int sessions_busy, sessions_max; /* sessions running an inference now, and the most there may be */
+    metrics_histogram_value queue_wait; /* from asking for a session to having one (callers refused
+                                         * as busy are not in it) */
+    size_t index_memory_bytes; /* the index's vectors and graph (HNSW: all it allocated; exact: its
+                                * vectors and ids); the metadata copy is not counted */
+    int64_t snapshot_saved_ms; /* wall-clock ms of the HNSW snapshot on disk: its last successful save,
+                                * or its file's time when loaded at start; 0 = none (exact index, or
+                                * not saved yet) */
+    int64_t store_bytes;   /* the embedded store's files (imgsearch.db, -wal, every file under blobs/), as
+                            * last measured (at most ENGINE_STORE_SIZE_MS old); -1 when not measured
+                            * (PostgreSQL, or the directory cannot be read) */
+} engine_metrics_info;
+int engine_metrics(engine *e, engine_metrics_info *out);
+
+
+/* ---- backup and restore of a data directory (engine_backup.c) ----
+ * A backup is a directory: imgsearch.db (one consistent moment of the database, a single file),
+ * blobs/ (the bytes its rows name: hard links of the immutable blob files on the same file system
+ * unless copy, verified copies otherwise) and BACKUP.json (format, time, model, dims, counts, the
+ * last change). It holds every write acknowledged before engine_backup began and may hold later
+ * ones; a row added after it began whose bytes were deleted before the copy reached them is left
+ * out, logged as a delete. The HNSW snapshot is never included: a server started on the restored
+ * directory rebuilds its index from the store, so no snapshot meets a database it was not made
+ * from (the embedded store has no identity to tell). Embedded stores only: a PostgreSQL store is
+ * backed up with pg_dump. Errors: IS_ERR_NOT_FOUND (no data, not a backup) and IS_ERR_INVALID
+ * (refused: DEST not empty, DATA_DIR holds a store and force is false, not a directory) before
+ * anything is written; IS_ERR_BUSY: a server (or another command holding the directory's lock)
+ * uses DATA_DIR; IS_ERR_CORRUPT: the backup is damaged (nothing restored); IS_ERR_IO. Whatever
+ * fails, DEST / DATA_DIR are left as they were (a temporary directory beside them is removed). */
+typedef struct {
+    int64_t images, blobs, bytes; /* what the backup (or the restored directory) holds */
+    int64_t seq;     /* backup: the source's last change in the copied moment; restore: the backup's */
+    int64_t dropped; /* backup: rows left out because their bytes were deleted before they were copied */
+} engine_backup_info;
+/* Progress: a stage ("blobs", "database", "images") with counts so far (total -1 when unknown). */
+typedef void (*engine_stage_fn)(const char *stage, int64_t done, int64_t total, void *ctx);
+/* Backs up data_dir into dest (absent or an empty directory; written as dest.tmp-<pid> and renamed
+ * into place) while a server may serve and write. version (or NULL) is recorded in BACKUP.json. */
+int engine_backup(const char *data_dir, const char *dest, bool copy, const char *version, engine_stage_fn progress,
+                  void *ctx, engine_backup_info *info, char *err, size_t errlen);
+/* Checks a backup (BACKUP.json, PRAGMA quick_check, every row's bytes present and hashing to their
+ * name) and restores it into data_dir (absent or empty; with force, a data directory holding a store,
+ * which is replaced, refused while a server holds its lock) through data_dir.restore-<pid> and one
+ * rename (an atomic exchange when replacing). link: blobs hard-linked from the backup instead of
+ * copied (the database is always copied). */
+int engine_restore(const char *backup, const char *data_dir, bool force, bool link, engine_stage_fn progress,
+                   void *ctx, engine_backup_info *info, char *err, size_t errlen);
+
+/* ---- content hashes (engine_lookup.c): what `imgsearch import` need not send again ---- */
+/* At most this many names per engine_hashes_stored call (store.h: STORE_HASHES_MAX). */
+#define ENGINE_HASHES_MAX STORE_HASHES_MAX
+/* For each of n names (SHA-256 of an image file's bytes, 64 lowercase hex digits), whether a stored
+ * image has exactly those bytes: stored[i] answers hexes[i]. Asks the store (the truth; on a shared
+ * store that includes other nodes' writes), not the index. IS_ERR_INVALID, naming the first
+ * offender, for a malformed name or n outside 0..ENGINE_HASHES_MAX; IS_ERR_UNAVAILABLE as store.h. */
+int engine_hashes_stored(engine *e, const char *const *hexes, int n, bool *stored, char *err, size_t errlen);
+
+/* ---- checking and repairing a data directory (engine_check.c, `imgsearch check`) ----
+ * Checks an embedded data directory against itself: the database (SQLite's integrity check), every
+ * row's file (present, hashing to its name), every blob file (a row names it), every vector (the
+ * store's size, finite, unit norm within 1e-3), and the HNSW snapshot if there is one (after the
+ * change log past its sequence is replayed into it, as a server would: the same ids as the store,
+ * the same vectors, bit for bit after its encoding). A snapshot of another vector size is another
+ * configuration's, not damage. Each problem is one line naming the file or the image. With repair,
+ * what can be derived is repaired after the check: an unsound vector is recomputed from the row's
+ * file (with cfg->model_config, which must make the store's embedding), unnamed blob files are
+ * removed, a bad snapshot (or one that recomputed vectors made stale) is rebuilt from the store
+ * and saved with its own settings (the defaults when it could not be read). What cannot be derived
+ * (the database itself; a row whose file is missing or damaged) is said on a "cannot repair" line
+ * with what to do, and nothing is repaired while the database fails its check; drop_unrecoverable
+ * deletes rows whose file is lost (a logged delete, as the API's). The directory's lock is held
+ * throughout: IS_ERR_BUSY while another process (a server) holds it. Any thread may call it. Returns
+ * IS_OK when the check ran, whatever it found (out counts it); IS_ERR_NOT_FOUND when the directory
+ * holds no imgsearch data; IS_ERR_INVALID for a PostgreSQL store (cfg->store_url). Of cfg only
+ * data_dir, store_url, model_config, precision, infer_threads and max_pixels are used. */
+typedef struct {
+    bool repair;             /* fix what can be derived */
+    bool drop_unrecoverable; /* with repair: delete the images whose file is missing or damaged */
+} engine_check_opts;
+typedef struct {
+    int64_t images, blobs;   /* rows and blob files looked at */
+    int64_t problems;        /* problem lines reported */
+    int64_t repaired;        /* of those, repaired (problems - repaired remain) */
+} engine_check_summary;
+/* What a report line is. Its text starts with "repaired: ", "cannot repair: " or "note: " for the
+ * last three; a problem reads "<file or image N>: <what is wrong>". A note is no problem (a
+ * snapshot of other settings, a snapshot rebuilt because vectors changed). */
+typedef enum { CHECK_PROBLEM, CHECK_REPAIRED, CHECK_CANNOT, CHECK_NOTE } engine_check_kind;
+typedef void (*engine_check_fn)(engine_check_kind kind, const char *line, void *ctx);
+int engine_check(const engine_config *cfg, const engine_check_opts *opts, engine_check_fn report, void *ctx,
+                 engine_check_summary *out, char *err, size_t errlen);
 
 #endif

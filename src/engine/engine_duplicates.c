@@ -61,7 +61,7 @@ static int collect_candidates(engine *e, const int64_t *ids, size_t n, double ma
             /* a picture stored many times has more copies than the first look shows: look wider */
             for (int k = DUP_NEIGHBOURS; !rc && k <= DUP_NEIGHBOURS_MAX; k *= 2) {
                 pthread_rwlock_rdlock(&e->index_lock);
-                rc = index_search(e, vec, k, 0, NULL, ids[i], hits, &found, err, errlen);
+                rc = index_search(e, vec, k, 0, NULL, NULL, ids[i], hits, &found, err, errlen);
                 pthread_rwlock_unlock(&e->index_lock);
                 keep = 0;
                 while (!rc && keep < found && hits[keep].dist <= max_dist) keep++; /* nearest first */

@@ -25,6 +25,7 @@ int index_state_empty(engine *e, bool hnsw, index_state *st, char *err, size_t e
     else st->flat = flat_new(embed_dims(e->model));
     st->meta = json_object();
     st->names = json_object();
+    labelmap_init(&st->labels);
     if ((!st->hnsw && !st->flat) || !st->meta || !st->names) {
         index_state_free(st);
         return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory creating the index");
@@ -37,6 +38,7 @@ void index_state_free(index_state *st) {
     hnsw_free(st->hnsw);
     json_decref(st->meta);
     json_decref(st->names);
+    labelmap_destroy(&st->labels);
     memset(st, 0, sizeof *st);
 }
 
@@ -44,7 +46,10 @@ size_t index_state_count(const index_state *st) {
     return st->hnsw ? hnsw_count(st->hnsw) : st->flat ? flat_count(st->flat) : 0;
 }
 
-int index_put_meta(index_state *st, int64_t id, const char *name, const char *data) {
+int index_put_meta(index_state *st, int64_t id, const char *name, const char *data, const char *labels) {
+    image_labels l;
+    /* classes are checked against the model where they are used (labels_score) */
+    if (labels && labels_parse(labels, UINT16_MAX + 1, &l) && labelmap_put(&st->labels, id, &l)) return IS_ERR_NOMEM;
     json_t *doc = json_loads(data ? data : "{}", 0, NULL);
     if (!json_is_object(doc)) {
         json_decref(doc);
@@ -59,11 +64,18 @@ int index_put_meta(index_state *st, int64_t id, const char *name, const char *da
     return doc && !json_object_set_new(st->meta, key, doc) ? IS_OK : IS_ERR_NOMEM;
 }
 
+int index_put_labels(index_state *st, int64_t id, const char *labels) {
+    image_labels l;
+    if (!labels_parse(labels, UINT16_MAX + 1, &l)) return IS_ERR_INVALID;
+    return labelmap_put(&st->labels, id, &l) ? IS_ERR_NOMEM : IS_OK;
+}
+
 void index_drop_meta(index_state *st, int64_t id) {
     char key[24];
     engine_id_key(id, key);
     json_object_del(st->meta, key);
     json_object_del(st->names, key);
+    labelmap_remove(&st->labels, id);
 }
 
 int index_record(const index_state *st, int64_t id, char **name, char **data) {
@@ -152,7 +164,7 @@ static int apply_change(engine *e, index_state *st, const change *c, const store
     if (c->op == CHANGE_ADD || c->op == CHANGE_DATA) {
         if (!row) return IS_OK; /* deleted by a later change, which removes it */
         if (shared) pthread_rwlock_wrlock(&e->index_lock);
-        rc = index_put_meta(st, c->id, row->name, row->data);
+        rc = index_put_meta(st, c->id, row->name, row->data, row->labels);
         if (shared) pthread_rwlock_unlock(&e->index_lock);
         if (!rc && c->op == CHANGE_ADD && !index_has(st, c->id)) rc = index_add_vector(e, st, c->id, row->vector);
     } else if (c->op == CHANGE_DELETE) {
@@ -255,7 +267,7 @@ static int build_flush(build_ctx *b) {
 static int build_row(const store_image *img, void *ctx) {
     build_ctx *b = ctx;
     if (__atomic_load_n(&b->e->stopping, __ATOMIC_RELAXED)) return IS_ERR_INTERNAL; /* shutting down */
-    int rc = index_put_meta(b->st, img->id, img->name, img->data);
+    int rc = index_put_meta(b->st, img->id, img->name, img->data, img->labels);
     if (rc) return rc;
     if (!b->st->hnsw) {
         rc = index_add_vector(b->e, b->st, img->id, img->vector);
@@ -289,8 +301,12 @@ static void save_snapshot(engine *e) {
     pthread_mutex_lock(&e->write_lock); /* the graph and its sequence stay one moment */
     if (e->idx.hnsw && e->saved_seq != e->idx.applied_seq) {
         int rc = hnsw_save(e->idx.hnsw, e->snapshot_path, e->idx.applied_seq, err, sizeof err);
-        if (rc) fprintf(stderr, "imgsearch: index snapshot not saved: %s\n", err);
-        else e->saved_seq = e->idx.applied_seq;
+        if (rc) {
+            fprintf(stderr, "imgsearch: index snapshot not saved: %s\n", err);
+        } else {
+            e->saved_seq = e->idx.applied_seq;
+            engine_metrics_snapshot_saved(e);
+        }
     }
     pthread_mutex_unlock(&e->write_lock);
 }
@@ -299,6 +315,7 @@ void index_forget_snapshot(engine *e) {
     if (unlink(e->snapshot_path) && errno != ENOENT)
         fprintf(stderr, "imgsearch: cannot remove %s: %s\n", e->snapshot_path, strerror(errno));
     e->saved_seq = -1;
+    engine_metrics_snapshot_gone(e);
 }
 
 /* Builds a fresh index from a consistent read of the store, without holding any lock while it
@@ -397,7 +414,7 @@ void index_after_write(engine *e) {
 /* ---- start-up ------------------------------------------------------------------------------ */
 
 static int meta_row(const store_image *img, void *ctx) {
-    return index_put_meta(ctx, img->id, img->name, img->data);
+    return index_put_meta(ctx, img->id, img->name, img->data, img->labels);
 }
 
 /* The snapshot plus the store's later changes, if the snapshot fits this configuration. */
@@ -415,7 +432,8 @@ static int open_from_snapshot(engine *e, index_state *st) {
     store_last_seq(e->db, &last);
     if (p->dims != e->hnsw.dims || p->m != e->hnsw.m || p->storage != e->hnsw.storage ||
         p->ef_construction != e->hnsw.ef_construction || seq > last) {
-        fprintf(stderr, "imgsearch: the index snapshot was made with other settings or another database; rebuilding\n");
+        fprintf(stderr, "imgsearch: the index snapshot %s was made with other settings or another database; rebuilding\n",
+                e->snapshot_path);
         hnsw_free(h);
         return IS_ERR_INVALID;
     }
@@ -426,14 +444,17 @@ static int open_from_snapshot(engine *e, index_state *st) {
     if (!rc) rc = replay(e, st, err, sizeof err);
     int64_t count = 0;
     if (!rc) rc = store_count(e->db, &count);
+    /* a damaged database is no fault of the snapshot: said once, by the read from the store that follows */
+    bool damaged_db = rc == IS_ERR_CORRUPT;
     /* st, not h: a delete-all in the log replaced (and freed) the loaded graph */
     if (!rc && (int64_t)index_state_count(st) != count) rc = is_fail(err, sizeof err, IS_ERR_CORRUPT, "counts disagree");
     if (rc) {
-        fprintf(stderr, "imgsearch: index snapshot unusable (%s); rebuilding\n", err);
+        if (!damaged_db) fprintf(stderr, "imgsearch: index snapshot %s unusable (%s); rebuilding\n", e->snapshot_path, err);
         index_state_free(st);
         e->saved_seq = -1;
         return rc;
     }
+    engine_metrics_snapshot_loaded(e, e->snapshot_path); /* its file's time (none if the log's delete-all removed it) */
     fprintf(stderr, "imgsearch: index loaded from its snapshot at change %lld, %lld later change(s) replayed\n",
             (long long)seq, (long long)(st->applied_seq - seq));
     return IS_OK;
@@ -455,17 +476,22 @@ int index_open(engine *e, char *err, size_t errlen) {
 
 typedef struct {
     const filter *f;
-    const json_t *meta;
+    const label_query *lq;
+    const index_state *st;
     int64_t exclude;
 } accept_ctx;
 
 static bool accept_hit(int64_t id, void *ctx) {
     accept_ctx *a = ctx;
     if (id == a->exclude) return false;
+    if (a->lq) {
+        const image_labels *l = labelmap_get(&a->st->labels, id);
+        if (!l || labels_score(l, a->lq) < a->lq->min_score) return false;
+    }
     if (!a->f) return true;
     char key[24];
     engine_id_key(id, key);
-    return filter_match(a->f, json_object_get(a->meta, key));
+    return filter_match(a->f, json_object_get(a->st->meta, key));
 }
 
 /* The exact vectors of an int8 re-ranking, in one store read (hnsw_vector_fn). */
@@ -496,22 +522,23 @@ static bool plan_exact(const index_state *st, const accept_ctx *a, int ef) {
     return planner_prefers_exact(planner_fraction(ids, n, accept_hit, (void *)a), hnsw_count(st->hnsw), ef);
 }
 
-int index_search(engine *e, const float *vec, int k, int ef, const filter *f, int64_t exclude, index_hit *out,
-                 int *n, char *err, size_t errlen) {
+int index_search(engine *e, const float *vec, int k, int ef, const filter *f, const label_query *lq, int64_t exclude,
+                 index_hit *out, int *n, char *err, size_t errlen) {
     const index_state *st = &e->idx;
-    accept_ctx a = {f, st->meta, exclude};
-    bool filtered = f || exclude != INT64_MIN;
+    accept_ctx a = {f, lq, st, exclude};
+    bool filtered = f || lq || exclude != INT64_MIN;
     if (st->flat) return flat_search(st->flat, vec, k, filtered ? accept_hit : NULL, &a, out, n);
     int ef_used = ef > 0 ? ef : hnsw_get_params(st->hnsw)->ef_search;
-    if (f && plan_exact(st, &a, ef_used)) {
+    if ((f || lq) && plan_exact(st, &a, ef_used)) {
         size_t cap = json_object_size(st->meta), m = 0;
         int64_t *ids = malloc(sizeof *ids * (cap ? cap : 1));
         if (!ids) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
         const char *key;
         json_t *doc;
         json_object_foreach((json_t *)st->meta, key, doc) {
+            (void)doc;
             int64_t id = strtoll(key, NULL, 10);
-            if (id != exclude && filter_match(f, doc)) ids[m++] = id;
+            if (accept_hit(id, &a)) ids[m++] = id;
         }
         int rc = hnsw_search_ids(st->hnsw, vec, ids, m, k, exact_vectors, e->db, out, n);
         free(ids);

@@ -20,6 +20,8 @@
 #include "index/filter.h"
 #include "index/flat.h"
 #include "index/hnsw.h"
+#include "index/labels.h"
+#include "embed/concepts.h"
 
 /* The searchable state: exactly one of flat / hnsw, plus each image's parsed metadata for
  * filtering. Replaced whole by builds; changed in place by writes. */
@@ -28,6 +30,7 @@ typedef struct {
     hnsw_index *hnsw;
     json_t *meta;        /* object: decimal id → metadata object */
     json_t *names;       /* object: decimal id → stored file name (searches answer without the store) */
+    labelmap labels;     /* id → most probable classes, for label searches (images without: absent) */
     int64_t applied_seq; /* last store change reflected here */
 } index_state;
 
@@ -52,6 +55,7 @@ struct engine {
     pthread_mutex_t dup_lock;     /* one duplicates computation at a time; guards dup_cache */
     struct dup_cache dup_cache;
     embed_engine *model;
+    concept_table *concepts;      /* words → classes for ?label= (NULL: the model has no table) */
     int infer_threads;
     uint64_t max_pixels;
     engine_data_limits data_limits;
@@ -92,7 +96,24 @@ struct engine {
     /* build progress for /index/status (atomics) */
     int building;
     int64_t build_done, build_total;
+    /* monitoring (engine_metrics.c): counters bumped where things happen, the snapshot's time
+     * (atomic; wall-clock ms, 0 = none), and the store's size as last measured (size_lock) */
+    metrics_counter added, deleted, inferences, refused[ENGINE_REFUSAL_SLOTS];
+    metrics_histogram queue_wait;
+    int64_t snapshot_saved_ms;
+    char data_dir[4096];
+    pthread_mutex_t size_lock;
+    int64_t size_bytes, size_measured_ms;
 };
+
+/* engine_metrics.c: set up and release the monitoring state (at open, at close); count an
+ * engine_add's outcome; note the snapshot on disk (saved now, loaded from path, or gone). */
+void engine_metrics_init(engine *e, const char *data_dir);
+void engine_metrics_free(engine *e);
+void engine_metrics_add_done(engine *e, int rc);
+void engine_metrics_snapshot_saved(engine *e);
+void engine_metrics_snapshot_loaded(engine *e, const char *path);
+void engine_metrics_snapshot_gone(engine *e);
 
 /* engine_index.c */
 bool index_wants_hnsw(const engine *e, size_t count);
@@ -101,8 +122,11 @@ void index_state_free(index_state *st);
 size_t index_state_count(const index_state *st);
 /* Metadata (under index_lock for writing) and vectors (under write_lock; takes index_lock
  * itself where the exact index needs it). */
-int index_put_meta(index_state *st, int64_t id, const char *name, const char *data); /* name NULL: kept */
+/* name NULL: kept; labels (index/labels.h text) NULL or unreadable: kept */
+int index_put_meta(index_state *st, int64_t id, const char *name, const char *data, const char *labels);
 void index_drop_meta(index_state *st, int64_t id);
+/* Sets id's labels alone (index/labels.h text); IS_ERR_INVALID for text that is not labels. */
+int index_put_labels(index_state *st, int64_t id, const char *labels);
 /* id's name and metadata text (caller frees both); IS_ERR_NOT_FOUND when the index lacks it. */
 int index_record(const index_state *st, int64_t id, char **name, char **data);
 int index_add_vector(engine *e, index_state *st, int64_t id, const float *vec);
@@ -117,8 +141,8 @@ void index_maintenance_stop(engine *e);
 /* After a write (write_lock held): schedules a build or snapshot when due. */
 void index_after_write(engine *e);
 /* The k nearest accepted hits (index_lock held for reading by the caller). */
-int index_search(engine *e, const float *vec, int k, int ef, const filter *f, int64_t exclude, index_hit *out,
-                 int *n, char *err, size_t errlen);
+int index_search(engine *e, const float *vec, int k, int ef, const filter *f, const label_query *lq, int64_t exclude,
+                 index_hit *out, int *n, char *err, size_t errlen);
 /* Applies the store's changes after the live index's sequence (write_lock held) and records how
  * far the store is; every write on a shared store ends with it (other nodes' changes first). */
 int index_catch_up(engine *e, char *err, size_t errlen);
@@ -129,5 +153,14 @@ void engine_follow_stop(engine *e);
 void index_forget_snapshot(engine *e);
 
 void engine_id_key(int64_t id, char key[24]);
+
+/* engine.c: decodes and embeds one image on a pooled session (no lock held); logits (may be NULL)
+ * gets the classifier's scores. */
+int engine_embed_image(engine *e, const void *bytes, size_t len, float *vec, float *logits, decode_info *info,
+                       char *err, size_t errlen);
+/* engine_labels.c: the label query a word makes (*classes is the caller's to free); no word: a
+ * query of NULL classes. IS_ERR_INVALID when the word names nothing or the model has no table. */
+int engine_label_query(const engine *e, const char *word, double min_score, label_query *q, unsigned char **classes,
+                       char *err, size_t errlen);
 
 #endif

@@ -14,8 +14,9 @@
  * non-numeric Content-Length, a request head over 128 KiB) still gets its own short HTML page.
  * Every response carries X-Content-Type-Options and Referrer-Policy. It logs one line per request:
  * method, target as sent, status, milliseconds, client address and the response's principal (the
- * API key's name, "-" for none), with control bytes escaped. A request and its response belong to
- * its connection's thread; handlers run concurrently, one per open connection.
+ * API key's name, "-" for none), with control bytes escaped, and counts it (http_stats below). A
+ * request and its response belong to its connection's thread; handlers run concurrently, one per
+ * open connection.
  * HEAD requests reach the handler as "HEAD"; libmicrohttpd sends the headers of the response the
  * handler builds, without its body. */
 #ifndef IMGSEARCH_HTTP_H
@@ -24,6 +25,8 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "util/metrics.h"
 
 typedef struct {
     char *name, *filename, *content_type;
@@ -42,6 +45,7 @@ typedef struct http_request {
     size_t nfields;
     unsigned char *body;  /* raw body when not multipart */
     size_t body_len;
+    const struct http_stats *stats; /* the server's request statistics (for GET /metrics) */
 } http_request;
 
 typedef struct {
@@ -60,6 +64,8 @@ typedef struct {
     } headers[6];               /* more headers (http_add_header) */
     int nheaders;
     char principal[72];         /* who made the request (an API key's name), for the log; "" = nobody */
+    int route;                  /* the route the path matched, 1..HTTP_ROUTES-1 (the handler's numbering),
+                                 * for the statistics; 0 = none */
 } http_response;
 
 /* Adds a header to the response (value copied, cut at 199 bytes); ignored past six. */
@@ -95,6 +101,33 @@ typedef struct {
  * way finish (at most 30 s, or until a second signal), then the connections close. Returns an
  * is_status (binding failures and unusable TLS certificates say why). */
 int http_serve(const http_config *cfg, char *err, size_t errlen);
+
+/* ---- request statistics (server.c), for GET /metrics ----
+ * The server counts every request it answers, at the moment its response is queued (so a client
+ * that has its answer finds it counted): by route (http_response.route, set by the handler: the
+ * route's template, never the raw path, so the number of series is bounded; 0 for paths no route
+ * matches and for requests refused before the handler ran: an oversized target, headers or body,
+ * a malformed multipart body, an encoded NUL, an unsupported Transfer-Encoding), by method and by
+ * status, and the time from its request line to its answer, per route. Requests that get no
+ * answer (the client went away, the request timed out, libmicrohttpd refused it itself) are not
+ * counted. Counting is a few relaxed atomic additions (no lock); the read functions may be called
+ * from any thread while requests are counted. The statistics live as long as http_serve runs. */
+typedef struct http_stats http_stats;
+#define HTTP_ROUTES 32 /* route ids 0..31; an id out of range counts as 0 */
+enum { HTTP_METHOD_GET, HTTP_METHOD_HEAD, HTTP_METHOD_POST, HTTP_METHOD_PUT, HTTP_METHOD_DELETE,
+       HTTP_METHOD_OPTIONS, HTTP_METHOD_PATCH, HTTP_METHOD_OTHER, HTTP_METHODS };
+/* "GET" ... "PATCH", "other" for HTTP_METHOD_OTHER. */
+const char *http_method_name(int method);
+/* Statuses are counted in slots: slot 0 holds any status not in the table (none the server sends
+ * today); http_status_of_slot gives the status a slot counts (0 for slot 0). */
+#define HTTP_STATUS_SLOTS 33
+int http_status_of_slot(int slot);
+/* Requests answered so far with that route, method and status slot. */
+uint64_t http_stats_requests(const http_stats *s, int route, int method, int slot);
+/* The answering times of the route's requests. */
+void http_stats_duration(const http_stats *s, int route, metrics_histogram_value *out);
+/* Requests begun (their target read) and not yet completed, this one included. */
+int http_stats_in_flight(const http_stats *s);
 
 /* ---- responses (response.c) ---- */
 

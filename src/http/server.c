@@ -45,7 +45,73 @@ typedef struct {
     char client[64];     /* the client's address, for the log line */
     struct timespec started_at;
     const http_config *cfg;
+    http_stats *stats;
 } request_state;
+
+/* What on_target needs to set up a request: the configuration and the server's statistics. */
+typedef struct {
+    const http_config *cfg;
+    http_stats *stats;
+} server_ctx;
+
+/* ---- request statistics (http.h) ----
+ * A fixed table, indexed by route id, method and status slot, of counters that only ever grow, and
+ * a latency histogram per route: counting a request is two atomic additions and a bucket's. */
+struct http_stats {
+    metrics_counter requests[HTTP_ROUTES][HTTP_METHODS][HTTP_STATUS_SLOTS];
+    metrics_histogram duration[HTTP_ROUTES];
+};
+
+static const char *const method_names[HTTP_METHODS] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
+                                                       "other"};
+/* Every status the server sends, and the common ones it might (slot 0: any other). */
+static const int status_slots[HTTP_STATUS_SLOTS] = {0,   200, 201, 202, 204, 206, 301, 302, 304, 400, 401,
+                                                    403, 404, 405, 406, 408, 409, 411, 412, 413, 414, 415,
+                                                    416, 422, 429, 431, 500, 501, 502, 503, 504, 505, 507};
+
+const char *http_method_name(int method) {
+    return method >= 0 && method < HTTP_METHODS ? method_names[method] : method_names[HTTP_METHOD_OTHER];
+}
+
+int http_status_of_slot(int slot) { return slot > 0 && slot < HTTP_STATUS_SLOTS ? status_slots[slot] : 0; }
+
+static int route_index(int route) { return route > 0 && route < HTTP_ROUTES ? route : 0; }
+
+uint64_t http_stats_requests(const http_stats *s, int route, int method, int slot) {
+    if (!s || method < 0 || method >= HTTP_METHODS || slot < 0 || slot >= HTTP_STATUS_SLOTS) return 0;
+    return metrics_counter_get(&s->requests[route_index(route)][method][slot]);
+}
+
+void http_stats_duration(const http_stats *s, int route, metrics_histogram_value *out) {
+    if (!s) {
+        *out = (metrics_histogram_value){0};
+        return;
+    }
+    metrics_histogram_read(&s->duration[route_index(route)], out);
+}
+
+static http_stats *stats_new(void) {
+    http_stats *s = calloc(1, sizeof *s);
+    for (int r = 0; s && r < HTTP_ROUTES; r++)
+        metrics_histogram_init(&s->duration[r], metrics_latency_buckets, metrics_latency_nbuckets);
+    return s;
+}
+
+/* Counts an answered request (its response about to be queued). */
+static void stats_count(http_stats *s, int route, const char *method, int status, const struct timespec *since) {
+    if (!s) return;
+    int m = HTTP_METHOD_OTHER, slot = 0;
+    for (int i = 0; method && i < HTTP_METHOD_OTHER; i++)
+        if (!strcmp(method, method_names[i])) m = i;
+    for (int i = 1; i < HTTP_STATUS_SLOTS; i++)
+        if (status_slots[i] == status) slot = i;
+    route = route_index(route);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ns = (int64_t)(now.tv_sec - since->tv_sec) * 1000000000 + (now.tv_nsec - since->tv_nsec);
+    metrics_counter_add(&s->requests[route][m][slot], 1);
+    metrics_histogram_observe_ns(&s->duration[route], ns > 0 ? (uint64_t)ns : 0);
+}
 
 /* ---- the request clock ----
  * libmicrohttpd's own timeout counts silence only: a client sending a byte every few seconds keeps
@@ -67,6 +133,11 @@ static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
 static conn_watch *watch_head;
 /* Requests begun (their target read) and not yet completed: what a graceful stop waits for. */
 static atomic_int requests_in_flight;
+
+int http_stats_in_flight(const http_stats *s) {
+    (void)s;
+    return atomic_load(&requests_in_flight);
+}
 
 static int64_t mono_ms(void) {
     struct timespec ts;
@@ -187,6 +258,10 @@ static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *
     request_state *rs = cls;
     http_request *r = &rs->req;
     if (r->form_error) return MHD_NO;
+    if (!key) { /* libmicrohttpd passes NULL for a part whose Content-Disposition has no name */
+        form_refuse(rs, "a form part has no name%s", "");
+        return MHD_NO;
+    }
     http_field *f = r->nfields ? &r->fields[r->nfields - 1] : NULL;
     /* a new part starts at offset 0; an empty part may be reported once more at offset 0 */
     bool continues = f && !strcmp(f->name, key) && (off > 0 || f->len == 0);
@@ -247,6 +322,8 @@ static enum MHD_Result send_response(struct MHD_Connection *c, request_state *rs
     free(res->disposition);
     rs->status = res->status;
     snprintf(rs->principal, sizeof rs->principal, "%s", res->principal);
+    /* counted before it is queued: a client holding the answer finds the request counted */
+    stats_count(rs->stats, res->route, rs->req.method, res->status, &rs->started_at);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)res->status, r);
     MHD_destroy_response(r);
     return ret;
@@ -260,7 +337,10 @@ static void *on_target(void *cls, const char *target, struct MHD_Connection *c) 
     request_state *rs = calloc(1, sizeof *rs);
     if (!rs) return NULL;
     clock_gettime(CLOCK_MONOTONIC, &rs->started_at);
-    rs->cfg = cls;
+    const server_ctx *srv = cls;
+    rs->cfg = srv->cfg;
+    rs->stats = srv->stats;
+    rs->req.stats = srv->stats;
     rs->target = strdup(target ? target : "");
     atomic_fetch_add(&requests_in_flight, 1);
     return rs;
@@ -434,6 +514,7 @@ int http_serve(const http_config *cfg, char *err, size_t errlen) {
      * inference, fsync), and a pool thread that blocks stalls every other connection it owns,
      * leaving cores idle while requests wait. How many inferences run at once is the engine's
      * business (its session pool), not the number of connections. */
+    server_ctx srv = {.cfg = cfg};
     struct MHD_OptionItem opts[16];
     int n = 0;
 #define OPT(o, v, p) (opts[n++] = (struct MHD_OptionItem){(o), (intptr_t)(v), (p)})
@@ -443,7 +524,7 @@ int http_serve(const http_config *cfg, char *err, size_t errlen) {
     OPT(MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout > 0 ? cfg->idle_timeout : 30, NULL);
     OPT(MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL);
     OPT(MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL);
-    OPT(MHD_OPTION_URI_LOG_CALLBACK, on_target, (void *)cfg);
+    OPT(MHD_OPTION_URI_LOG_CALLBACK, on_target, &srv);
     OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONNECTION_MEMORY, NULL);
     /* ITC: what MHD_quiesce_daemon needs to stop listening while connections go on */
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
@@ -459,14 +540,17 @@ int http_serve(const http_config *cfg, char *err, size_t errlen) {
     }
     OPT(MHD_OPTION_END, 0, NULL);
 #undef OPT
+    if (!(srv.stats = stats_new())) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     struct MHD_Daemon *d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, (void *)cfg,
                                             MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
-    if (!d)
+    if (!d) {
+        free(srv.stats);
         return is_fail(err, errlen, IS_ERR_IO,
                        cfg->tls_cert ? "cannot listen on %s:%d (in use, not allowed, or the TLS certificate and key "
                                        "do not load or do not match)"
                                      : "cannot listen on %s:%d (in use, or not allowed)",
                        cfg->host, cfg->port);
+    }
     fprintf(stderr, "imgsearch: listening on %s://%s:%d\n", cfg->tls_cert ? "https" : "http", cfg->host, cfg->port);
     int sig = 0;
     struct timespec tick = {1, 0};
@@ -495,5 +579,6 @@ int http_serve(const http_config *cfg, char *err, size_t errlen) {
                 atomic_load(&requests_in_flight), HTTP_DRAIN_SECONDS);
     MHD_stop_daemon(d);
     if (listener != MHD_INVALID_SOCKET) close(listener); /* after the stop: libmicrohttpd's threads may use it */
+    free(srv.stats);
     return IS_OK;
 }

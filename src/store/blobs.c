@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <time.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <stdbool.h>
@@ -43,11 +44,18 @@ int blobs_open(const char *dir, blobs **out, char *err, size_t errlen) {
         free(b);
         return is_fail(err, errlen, IS_ERR_IO, "cannot create %s: %s", tmp, strerror(e));
     }
-    /* temp files are never referenced: whatever a crash left there goes */
+    /* temp files are never referenced: whatever a crash left there goes, once it is old enough not
+     * to be an upload under way in a server beside this process (`imgsearch keys` opens the store
+     * while a server runs) */
     DIR *d = opendir(tmp);
     struct dirent *de;
-    while (d && (de = readdir(d)))
-        if (de->d_name[0] != '.') unlinkat(dirfd(d), de->d_name, 0);
+    time_t now = time(NULL);
+    while (d && (de = readdir(d))) {
+        struct stat st;
+        if (de->d_name[0] != '.' && !fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) &&
+            now - st.st_mtime > BLOBS_TEMP_STALE_SECONDS)
+            unlinkat(dirfd(d), de->d_name, 0);
+    }
     if (d) closedir(d);
     *out = b;
     return IS_OK;
@@ -125,7 +133,18 @@ int blobs_read(blobs *b, const char *hex, unsigned char **out, size_t *len, char
     if (!is_hex_name(hex)) return is_fail(err, errlen, IS_ERR_INVALID, "not a blob name");
     char path[PATH_MAX];
     blob_path(b, hex, path, sizeof path);
-    return file_read_all(path, SIZE_MAX - 1, out, len, err, errlen);
+    int rc = file_read_all(path, SIZE_MAX - 1, out, len, err, errlen);
+    if (rc) return rc;
+    /* a damaged file is never handed out as the image (its cost: blobs.h) */
+    char actual[BLOB_HEX_LEN + 1];
+    blobs_hash(*out, *len, actual);
+    if (strcmp(actual, hex)) {
+        free(*out);
+        *out = NULL;
+        *len = 0;
+        return is_fail(err, errlen, IS_ERR_CORRUPT, "blob file %s is damaged: its bytes hash to %s", path, actual);
+    }
+    return IS_OK;
 }
 
 int blobs_unlink(blobs *b, const char *hex, char *err, size_t errlen) {
@@ -163,4 +182,42 @@ int blobs_each(blobs *b, int (*fn)(const char *hex, void *ctx), void *ctx) {
     }
     closedir(top);
     return rc;
+}
+
+void blobs_file_path(const char *dir, const char *hex, char *path, size_t len) {
+    snprintf(path, len, "%s/%.2s/%.2s/%s", dir, hex, hex + 2, hex);
+}
+
+int blobs_verify(blobs *b, const char *hex, char actual[BLOB_HEX_LEN + 1], char *err, size_t errlen) {
+    if (!is_hex_name(hex)) return is_fail(err, errlen, IS_ERR_INVALID, "'%.80s' is not a blob name", hex);
+    char path[PATH_MAX];
+    blob_path(b, hex, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return is_fail(err, errlen, errno == ENOENT ? IS_ERR_NOT_FOUND : IS_ERR_IO, "cannot open %s: %s", path,
+                       strerror(errno));
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char *buf = malloc(1 << 16);
+    int rc = md && buf && EVP_DigestInit_ex(md, EVP_sha256(), NULL) ? IS_OK : IS_ERR_NOMEM;
+    if (rc) is_fail(err, errlen, rc, "out of memory hashing %s", path);
+    for (ssize_t got = 1; !rc && got > 0;) {
+        got = read(fd, buf, 1 << 16);
+        if (got < 0 && errno == EINTR) got = 1;
+        else if (got < 0) rc = is_fail(err, errlen, IS_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+        else if (got > 0 && !EVP_DigestUpdate(md, buf, (size_t)got))
+            rc = is_fail(err, errlen, IS_ERR_INTERNAL, "cannot hash %s", path);
+    }
+    unsigned char digest[32];
+    unsigned int dlen = 0;
+    if (!rc && !EVP_DigestFinal_ex(md, digest, &dlen)) rc = is_fail(err, errlen, IS_ERR_INTERNAL, "cannot hash %s", path);
+    close(fd);
+    EVP_MD_CTX_free(md);
+    free(buf);
+    if (rc) return rc;
+    char got_hex[BLOB_HEX_LEN + 1];
+    for (int i = 0; i < 32; i++) sprintf(got_hex + 2 * i, "%02x", digest[i]);
+    if (actual) memcpy(actual, got_hex, sizeof got_hex);
+    if (strcmp(got_hex, hex))
+        return is_fail(err, errlen, IS_ERR_CORRUPT, "blob file %s is damaged: its bytes hash to %s", path, got_hex);
+    return IS_OK;
 }

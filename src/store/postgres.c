@@ -95,6 +95,8 @@ static const char *const MIGRATIONS[] = {
     "  digest text NOT NULL UNIQUE,"
     "  created_at bigint NOT NULL,"
     "  last_used bigint NOT NULL DEFAULT 0);",
+    /* 3: each image's most probable classes (index/labels.h); NULL until computed */
+    "ALTER TABLE imgsearch.images ADD COLUMN labels text;",
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
@@ -340,9 +342,10 @@ static int check_meta(pg_store *s, PGconn *c, const char *model, int dims, char 
 
 /* ---- rows ------------------------------------------------------------------------------------- */
 
-#define ROW_COLUMNS "id, name, content_type, width, height, size, sha256, created_at, data, vector"
+#define ROW_COLUMNS "id, name, content_type, width, height, size, sha256, created_at, data, labels, vector"
 
-/* Fills img from row i of a text-format result of ROW_COLUMNS (vector as bytea hex). */
+/* Fills img from row i of a text-format result of ROW_COLUMNS (vector as bytea hex; without it
+ * when not asked for). */
 static int read_row(pg_store *s, const PGresult *r, int i, bool with_vector, store_image *img) {
     memset(img, 0, sizeof *img);
     img->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
@@ -354,10 +357,12 @@ static int read_row(pg_store *s, const PGresult *r, int i, bool with_vector, sto
     snprintf(img->sha256, sizeof img->sha256, "%s", PQgetvalue(r, i, 6));
     img->created_at = strtoll(PQgetvalue(r, i, 7), NULL, 10);
     img->data = strdup(PQgetvalue(r, i, 8));
+    bool labelled = !PQgetisnull(r, i, 9);
+    img->labels = labelled ? strdup(PQgetvalue(r, i, 9)) : NULL;
     img->dims = s->dims;
     if (with_vector) {
         size_t len = 0;
-        unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 9), &len);
+        unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 10), &len);
         if (raw && len == sizeof(float) * (size_t)s->dims && (img->vector = malloc(len))) memcpy(img->vector, raw, len);
         bool bad = raw && len != sizeof(float) * (size_t)s->dims;
         PQfreemem(raw);
@@ -366,7 +371,7 @@ static int read_row(pg_store *s, const PGresult *r, int i, bool with_vector, sto
             return IS_ERR_CORRUPT;
         }
     }
-    if (!img->name || !img->content_type || !img->data || (with_vector && !img->vector)) {
+    if (!img->name || !img->content_type || !img->data || (labelled && !img->labels) || (with_vector && !img->vector)) {
         store_image_clear(img);
         return IS_ERR_NOMEM;
     }
@@ -396,17 +401,19 @@ static int insert_row(pg_store *s, store_image *img, const void *bytes, size_t l
     snprintf(sz, sizeof sz, "%lld", (long long)img->size);
     snprintf(ts, sizeof ts, "%lld", (long long)img->created_at);
     snprintf(id, sizeof id, "%lld", (long long)img->id);
-    const char *vals[10] = {img->name ? img->name : "",
+    const char *vals[11] = {img->name ? img->name : "",
                             img->content_type ? img->content_type : "application/octet-stream",
-                            w, h, sz, img->sha256, ts, img->data ? img->data : "{}", (const char *)img->vector, id};
-    int lens[10] = {0, 0, 0, 0, 0, 0, 0, 0, (int)(sizeof(float) * (size_t)s->dims), 0};
-    int fmts[10] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 0};
+                            w, h, sz, img->sha256, ts, img->data ? img->data : "{}", (const char *)img->vector,
+                            img->labels, id}; /* a NULL value is SQL NULL */
+    int lens[11] = {0, 0, 0, 0, 0, 0, 0, 0, (int)(sizeof(float) * (size_t)s->dims), 0, 0};
+    int fmts[11] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
     r = run(s, c,
             img->id ? "INSERT INTO imgsearch.images(name, content_type, width, height, size, sha256, created_at, data,"
-                      " vector, id) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id"
+                      " vector, labels, id) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                      " RETURNING id"
                     : "INSERT INTO imgsearch.images(name, content_type, width, height, size, sha256, created_at, data,"
-                      " vector) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-            img->id ? 10 : 9, vals, lens, fmts, 0, PGRES_TUPLES_OK, err, errlen, &rc, "add image");
+                      " vector, labels) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            img->id ? 11 : 10, vals, lens, fmts, 0, PGRES_TUPLES_OK, err, errlen, &rc, "add image");
     if (r) img->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     if (rc == IS_ERR_INTERNAL && strstr(err ? err : "", "duplicate key"))
@@ -466,7 +473,7 @@ static int pg_get_many(store *base, const int64_t *ids, int n, bool with_vector,
     int rc = IS_OK;
     PGresult *r = run(s, c,
                       with_vector ? "SELECT " ROW_COLUMNS " FROM imgsearch.images WHERE id = ANY($1::bigint[]) ORDER BY id"
-                                  : "SELECT id, name, content_type, width, height, size, sha256, created_at, data"
+                                  : "SELECT id, name, content_type, width, height, size, sha256, created_at, data, labels"
                                     " FROM imgsearch.images WHERE id = ANY($1::bigint[]) ORDER BY id",
                       1, vals, NULL, NULL, 0, PGRES_TUPLES_OK, err, errlen, &rc, "get images");
     conn_put(s, c);
@@ -553,6 +560,46 @@ static int pg_set_data(store *base, int64_t id, const char *json, int64_t *seq, 
     return finish(s, c, rc, err, errlen);
 }
 
+static int pg_set_labels(store *base, int64_t id, const char *labels, int64_t *seq, char *err, size_t errlen) {
+    pg_store *s = (pg_store *)base;
+    int rc;
+    PGconn *c = begin(s, err, errlen, &rc);
+    if (!c) return rc;
+    char idtext[24];
+    snprintf(idtext, sizeof idtext, "%lld", (long long)id);
+    const char *vals[2] = {labels, idtext};
+    PGresult *r = run(s, c, "UPDATE imgsearch.images SET labels = $1 WHERE id = $2", 2, vals, NULL, NULL, 0,
+                      PGRES_COMMAND_OK, err, errlen, &rc, "set labels");
+    if (r && !strcmp(PQcmdTuples(r), "0"))
+        rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id);
+    PQclear(r);
+    if (!rc) rc = log_change(s, c, CHANGE_DATA, id, seq, err, errlen);
+    return finish(s, c, rc, err, errlen);
+}
+
+static int pg_unlabelled(store *base, int64_t after, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n,
+                         char *err, size_t errlen) {
+    pg_store *s = (pg_store *)base;
+    *n = 0;
+    PGconn *c = conn_get(s, err, errlen);
+    if (!c) return IS_ERR_UNAVAILABLE;
+    char aftertext[24], maxtext[16];
+    snprintf(aftertext, sizeof aftertext, "%lld", (long long)after);
+    snprintf(maxtext, sizeof maxtext, "%d", max);
+    const char *vals[2] = {aftertext, maxtext};
+    int rc = IS_OK;
+    PGresult *r = run(s, c, "SELECT id, sha256 FROM imgsearch.images WHERE labels IS NULL AND id > $1 ORDER BY id LIMIT $2",
+                      2, vals, NULL, NULL, 0, PGRES_TUPLES_OK, err, errlen, &rc, "list images without labels");
+    for (int i = 0; r && i < PQntuples(r) && i < max; i++) {
+        ids[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+        snprintf(shas[i], BLOB_HEX_LEN + 1, "%s", PQgetvalue(r, i, 1));
+        *n = i + 1;
+    }
+    PQclear(r);
+    conn_put(s, c);
+    return rc;
+}
+
 static int scalar(pg_store *s, const char *sql, int64_t *out) {
     PGconn *c = conn_get(s, NULL, 0);
     if (!c) return IS_ERR_UNAVAILABLE;
@@ -597,7 +644,7 @@ static int pg_changes_after(store *base, int64_t seq, int (*fn)(int64_t seq, cha
 static int stream_rows(pg_store *s, PGconn *c, bool with_vector, int (*fn)(const store_image *img, void *ctx),
                        void *ctx, char *err, size_t errlen) {
     const char *sql = with_vector ? "SELECT " ROW_COLUMNS " FROM imgsearch.images ORDER BY id"
-                                  : "SELECT id, name, content_type, width, height, size, sha256, created_at, data"
+                                  : "SELECT id, name, content_type, width, height, size, sha256, created_at, data, labels"
                                     " FROM imgsearch.images ORDER BY id";
     if (!PQsendQuery(c, sql) || !PQsetSingleRowMode(c)) return pg_fail(s, c, NULL, err, errlen, "read images");
     int rc = IS_OK;
@@ -755,6 +802,49 @@ static int pg_reembed_swap(store *base, const char *model, int dims, char *err, 
     return no_reembed(err, errlen);
 }
 
+/* ---- checking and repair: `imgsearch check` works on an embedded data directory ---------------- */
+
+/* PostgreSQL guards its own pages (checksums, WAL); amcheck is an extension not assumed here. */
+static int pg_integrity_check(store *base, void (*fn)(const char *line, void *ctx), void *ctx, char *err,
+                              size_t errlen) {
+    (void)base, (void)fn, (void)ctx, (void)err, (void)errlen;
+    return IS_OK;
+}
+
+static int no_check(char *err, size_t errlen) {
+    return is_fail(err, errlen, IS_ERR_INVALID,
+                   "imgsearch check works on an embedded data directory; for PostgreSQL, `imgsearch migrate` the "
+                   "database to a data directory and check that");
+}
+
+static int pg_check_each(store *base, int (*fn)(const store_check_row *row, void *ctx), void *ctx, char *err,
+                         size_t errlen) {
+    (void)base, (void)fn, (void)ctx;
+    return no_check(err, errlen);
+}
+
+static int pg_bytes_verify(store *base, const char *hex, char actual[BLOB_HEX_LEN + 1], char *err, size_t errlen) {
+    (void)base, (void)hex, (void)actual;
+    return no_check(err, errlen);
+}
+
+static int pg_bytes_each(store *base, int (*fn)(const char *hex, bool named, void *ctx), void *ctx, char *err,
+                         size_t errlen) {
+    (void)base, (void)fn, (void)ctx;
+    return no_check(err, errlen);
+}
+
+static int pg_bytes_remove_unnamed(store *base, const char *hex, char *err, size_t errlen) {
+    (void)base, (void)hex;
+    return no_check(err, errlen); /* bytes and rows commit together: none can be unnamed */
+}
+
+/* A vector changed without a change in the log would never reach the other nodes' indexes. */
+static int pg_set_vector(store *base, int64_t id, const float *vector, int dims, char *err, size_t errlen) {
+    (void)base, (void)id, (void)vector, (void)dims;
+    return no_check(err, errlen);
+}
+
 /* ---- open and close --------------------------------------------------------------------------- */
 
 /* ---- API keys ---------------------------------------------------------------------------------- */
@@ -845,6 +935,55 @@ static void pg_close(store *base) {
     free(s);
 }
 
+/* ---- content hashes ---------------------------------------------------------------------------- */
+
+static int cmp_text(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* One query for all n names: a text[] of the well-formed ones, matched through images_sha256. */
+static int pg_hashes_stored(store *base, const char *const *hexes, int n, bool *stored, char *err, size_t errlen) {
+    pg_store *s = (pg_store *)base;
+    char *list = malloc((size_t)n * (BLOB_HEX_LEN + 1) + 3);
+    if (!list) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    size_t at = 0;
+    list[at++] = '{';
+    for (int i = 0; i < n; i++) {
+        stored[i] = false;
+        size_t len = strlen(hexes[i]);
+        if (len != BLOB_HEX_LEN || strspn(hexes[i], "0123456789abcdef") != len) continue; /* never stored */
+        if (at > 1) list[at++] = ',';
+        memcpy(list + at, hexes[i], len);
+        at += len;
+    }
+    list[at++] = '}';
+    list[at] = 0;
+    if (at == 2) {
+        free(list);
+        return IS_OK;
+    }
+    PGconn *c = conn_get(s, err, errlen);
+    if (!c) {
+        free(list);
+        return IS_ERR_UNAVAILABLE;
+    }
+    const char *vals[1] = {list};
+    int rc = IS_OK;
+    PGresult *r = run(s, c, "SELECT DISTINCT sha256 FROM imgsearch.images WHERE sha256 = ANY($1::text[])", 1, vals,
+                      NULL, NULL, 0, PGRES_TUPLES_OK, err, errlen, &rc, "look up content hashes");
+    conn_put(s, c);
+    free(list);
+    if (!r) return rc;
+    int found = PQntuples(r);
+    const char **have = malloc(sizeof *have * (size_t)(found ? found : 1));
+    if (!have) rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    for (int i = 0; have && i < found; i++) have[i] = PQgetvalue(r, i, 0);
+    if (have) qsort(have, (size_t)found, sizeof *have, cmp_text);
+    for (int i = 0; have && i < n; i++)
+        stored[i] = bsearch(&hexes[i], have, (size_t)found, sizeof *have, cmp_text) != NULL;
+    free(have);
+    PQclear(r);
+    return rc;
+}
+
 static const store_ops postgres_ops = {
     .name = "postgresql",
     .shared = true,
@@ -862,6 +1001,8 @@ static const store_ops postgres_ops = {
     .delete = pg_delete,
     .delete_all = pg_delete_all,
     .set_data = pg_set_data,
+    .set_labels = pg_set_labels,
+    .unlabelled = pg_unlabelled,
     .count = pg_count,
     .last_seq = pg_last_seq,
     .changes_after = pg_changes_after,
@@ -880,6 +1021,13 @@ static const store_ops postgres_ops = {
     .wait_changes = pg_wait_changes,
     .stop_waiting = pg_stop_waiting,
     .wake = pg_wake,
+    .integrity_check = pg_integrity_check,
+    .check_each = pg_check_each,
+    .bytes_verify = pg_bytes_verify,
+    .bytes_each = pg_bytes_each,
+    .bytes_remove_unnamed = pg_bytes_remove_unnamed,
+    .set_vector = pg_set_vector,
+    .hashes_stored = pg_hashes_stored,
 };
 
 int store_postgres_open(const char *url, const char *model, int dims, store **out, char *err, size_t errlen) {

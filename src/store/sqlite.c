@@ -4,12 +4,14 @@
  * row naming it is gone, both under the store's mutex, so no add can see a blob that a delete is
  * about to unlink. See store.h for the contract. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store/blobs.h"
 #include "store/store.h"
@@ -23,6 +25,7 @@ typedef struct {
     pthread_mutex_t lock; /* one caller at a time on db, and blob unlinks against adds */
     int dims;
     char *path; /* for the second connection of sq_each_snapshot */
+    char *dir;  /* the data directory, for messages about damage (borrowed by sq_each_snapshot) */
 } sqlite_store;
 
 static const store_ops sqlite_ops;
@@ -55,6 +58,8 @@ static const char *const MIGRATIONS[] = {
     "  digest TEXT NOT NULL UNIQUE,"
     "  created_at INTEGER NOT NULL,"
     "  last_used INTEGER NOT NULL DEFAULT 0);",
+    /* 4: each image's most probable classes (index/labels.h); NULL until computed */
+    "ALTER TABLE images ADD COLUMN labels TEXT;",
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
@@ -65,18 +70,31 @@ static int status_of(sqlite_store *s) {
     if (code == SQLITE_FULL || (code == SQLITE_IOERR && (sqlite3_system_errno(s->db) == ENOSPC ||
                                                          sqlite3_system_errno(s->db) == EDQUOT)))
         return IS_ERR_NO_SPACE;
+    if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) return IS_ERR_CORRUPT; /* damaged(): says so */
     return code == SQLITE_IOERR || code == SQLITE_CANTOPEN ? IS_ERR_IO
          : code == SQLITE_NOMEM ? IS_ERR_NOMEM : IS_ERR_INTERNAL;
 }
 
+/* A damaged database file (SQLite found garbage where its pages should be): the message names the
+ * file and what to run (store.h, STORE_CHECK_HINT). */
+static int damaged(sqlite_store *s, char *err, size_t errlen, const char *what, const char *why) {
+    return is_fail(err, errlen, IS_ERR_CORRUPT, "%s is damaged (%s%s%s)" STORE_CHECK_HINT "%s`",
+                   s->path ? s->path : "the database", what ? what : "", what ? ": " : "", why,
+                   s->dir ? s->dir : "DATA_DIR");
+}
+
 static int db_fail(sqlite_store *s, char *err, size_t errlen, const char *what) {
-    return is_fail(err, errlen, status_of(s), "%s: %s", what, sqlite3_errmsg(s->db));
+    int status = status_of(s);
+    if (status == IS_ERR_CORRUPT) return damaged(s, err, errlen, what, sqlite3_errmsg(s->db));
+    return is_fail(err, errlen, status, "%s: %s", what, sqlite3_errmsg(s->db));
 }
 
 static int exec(sqlite_store *s, const char *sql, char *err, size_t errlen) {
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) == SQLITE_OK) return IS_OK;
-    int rc = is_fail(err, errlen, status_of(s), "%s", msg ? msg : sqlite3_errmsg(s->db));
+    int status = status_of(s);
+    int rc = status == IS_ERR_CORRUPT ? damaged(s, err, errlen, NULL, msg ? msg : sqlite3_errmsg(s->db))
+                                      : is_fail(err, errlen, status, "%s", msg ? msg : sqlite3_errmsg(s->db));
     sqlite3_free(msg);
     return rc;
 }
@@ -145,6 +163,7 @@ static void sq_close(store *base) {
     sqlite3_close(s->db);
     blobs_close(s->files);
     free(s->path);
+    free(s->dir);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -202,7 +221,7 @@ static int insert_row(sqlite_store *s, store_image *img, const void *bytes, size
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "INSERT INTO images(name, content_type, width, height, size, sha256, created_at, data, vector,"
-                           " id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &st, NULL) != SQLITE_OK)
+                           " id, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &st, NULL) != SQLITE_OK)
         return finish(s, db_fail(s, err, errlen, "add image"), err, errlen);
     sqlite3_bind_text(st, 1, img->name ? img->name : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, img->content_type ? img->content_type : "application/octet-stream", -1, SQLITE_STATIC);
@@ -215,6 +234,8 @@ static int insert_row(sqlite_store *s, store_image *img, const void *bytes, size
     sqlite3_bind_blob(st, 9, img->vector, (int)(sizeof(float) * (size_t)s->dims), SQLITE_STATIC);
     if (img->id) sqlite3_bind_int64(st, 10, img->id);
     else sqlite3_bind_null(st, 10);
+    if (img->labels) sqlite3_bind_text(st, 11, img->labels, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 11);
     int step = sqlite3_step(st);
     sqlite3_finalize(st);
     if (step != SQLITE_DONE)
@@ -251,8 +272,7 @@ static char *column_dup(sqlite3_stmt *st, int col) {
     return strdup(t ? (const char *)t : "");
 }
 
-/* Fills img from a row of SELECT id, name, content_type, width, height, size, sha256, created_at,
- * data[, vector]. */
+/* Fills img from a row of SELECT ROW_COLUMNS (the vector only when asked for). */
 static int read_row(sqlite_store *s, sqlite3_stmt *st, bool with_vector, store_image *img) {
     memset(img, 0, sizeof *img);
     img->id = sqlite3_column_int64(st, 0);
@@ -264,25 +284,27 @@ static int read_row(sqlite_store *s, sqlite3_stmt *st, bool with_vector, store_i
     snprintf(img->sha256, sizeof img->sha256, "%s", (const char *)sqlite3_column_text(st, 6));
     img->created_at = sqlite3_column_int64(st, 7);
     img->data = column_dup(st, 8);
+    bool labelled = sqlite3_column_type(st, 9) != SQLITE_NULL;
+    img->labels = labelled ? column_dup(st, 9) : NULL;
     img->dims = s->dims;
     if (with_vector) {
         size_t bytes = sizeof(float) * (size_t)s->dims;
         img->vector = malloc(bytes);
-        if (img->vector && (size_t)sqlite3_column_bytes(st, 9) == bytes)
-            memcpy(img->vector, sqlite3_column_blob(st, 9), bytes);
+        if (img->vector && (size_t)sqlite3_column_bytes(st, 10) == bytes)
+            memcpy(img->vector, sqlite3_column_blob(st, 10), bytes);
         else if (img->vector) {
             store_image_clear(img);
             return IS_ERR_INTERNAL;
         }
     }
-    if (!img->name || !img->content_type || !img->data || (with_vector && !img->vector)) {
+    if (!img->name || !img->content_type || !img->data || (labelled && !img->labels) || (with_vector && !img->vector)) {
         store_image_clear(img);
         return IS_ERR_NOMEM;
     }
     return IS_OK;
 }
 
-#define ROW_COLUMNS "id, name, content_type, width, height, size, sha256, created_at, data, vector"
+#define ROW_COLUMNS "id, name, content_type, width, height, size, sha256, created_at, data, labels, vector"
 
 static int sq_get(store *base, int64_t id, bool with_vector, store_image *out, char *err, size_t errlen) {
     sqlite_store *s = (sqlite_store *)base;
@@ -382,6 +404,49 @@ static int sq_set_data(store *base, int64_t id, const char *json, int64_t *seq, 
     return finish(s, log_change(s, CHANGE_DATA, id, seq, err, errlen), err, errlen);
 }
 
+static int sq_set_labels(store *base, int64_t id, const char *labels, int64_t *seq, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "UPDATE images SET labels = ? WHERE id = ?", -1, &st, NULL) != SQLITE_OK)
+        return finish(s, db_fail(s, err, errlen, "set labels"), err, errlen);
+    sqlite3_bind_text(st, 1, labels, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, id);
+    int ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    if (!ok) return finish(s, db_fail(s, err, errlen, "set labels"), err, errlen);
+    if (sqlite3_changes(s->db) == 0)
+        return finish(s, is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id), err, errlen);
+    return finish(s, log_change(s, CHANGE_DATA, id, seq, err, errlen), err, errlen);
+}
+
+static int sq_unlabelled(store *base, int64_t after, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n,
+                         char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
+    *n = 0;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc = IS_OK;
+    if (sqlite3_prepare_v2(s->db, "SELECT id, sha256 FROM images WHERE labels IS NULL AND id > ? ORDER BY id LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        rc = db_fail(s, err, errlen, "list images without labels");
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, after);
+        sqlite3_bind_int(st, 2, max);
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW && *n < max) {
+            ids[*n] = sqlite3_column_int64(st, 0);
+            snprintf(shas[*n], BLOB_HEX_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 1));
+            (*n)++;
+        }
+        if (step != SQLITE_DONE && step != SQLITE_ROW) rc = db_fail(s, err, errlen, "list images without labels");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 static int scalar(sqlite_store *s, const char *sql, const char *arg, int64_t *out) {
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *st;
@@ -425,9 +490,30 @@ static bool unlink_if_unused(sqlite_store *s, const char *hex) {
 
 static void sq_bytes_discard(store *base, const char *hex) { unlink_if_unused((sqlite_store *)base, hex); }
 
+/* IS_ERR_NOT_FOUND when no row names hex (deleted meanwhile); a file that rows name but that is
+ * missing or damaged is IS_ERR_CORRUPT, naming it and what to run (store.h). */
 static int sq_bytes_read(store *base, const char *hex, unsigned char **out, size_t *len, char *err, size_t errlen) {
     sqlite_store *s = (sqlite_store *)base;
-    return blobs_read(s->files, hex, out, len, err, errlen);
+    int rc = blobs_read(s->files, hex, out, len, err, errlen);
+    if (rc == IS_ERR_NOT_FOUND) {
+        /* a delete just unlinked it, or it was lost: the rows tell (an add that names the same bytes
+         * puts the file back under the lock, hence the second read) */
+        bool used = false;
+        pthread_mutex_lock(&s->lock);
+        if (blob_used_locked(s, hex, &used) == IS_OK && used &&
+            (rc = blobs_read(s->files, hex, out, len, err, errlen)) == IS_ERR_NOT_FOUND) {
+            char dir[PATH_MAX], path[PATH_MAX];
+            snprintf(dir, sizeof dir, "%s/blobs", s->dir);
+            blobs_file_path(dir, hex, path, sizeof path);
+            rc = is_fail(err, errlen, IS_ERR_CORRUPT, "blob file %s is missing, though an image names it", path);
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (rc == IS_ERR_CORRUPT && err && errlen) {
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n, STORE_CHECK_HINT "%s`", s->dir);
+    }
+    return rc;
 }
 
 typedef struct {
@@ -501,7 +587,8 @@ static int sq_each(store *base, bool with_vector, int (*fn)(const store_image *i
 static int sq_each_snapshot(store *base, bool with_vector, int (*fn)(const store_image *img, void *ctx), void *ctx,
                         int64_t *seq, char *err, size_t errlen) {
     sqlite_store *s = (sqlite_store *)base;
-    sqlite_store r = {.dims = s->dims}; /* a private read-only connection: the main one stays free */
+    /* a private read-only connection: the main one stays free */
+    sqlite_store r = {.dims = s->dims, .path = s->path, .dir = s->dir};
     if (sqlite3_open_v2(s->path, &r.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         int rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", s->path, r.db ? sqlite3_errmsg(r.db) : "no memory");
         sqlite3_close(r.db);
@@ -511,7 +598,7 @@ static int sq_each_snapshot(store *base, bool with_vector, int (*fn)(const store
     pthread_mutex_init(&r.lock, NULL);
     /* one read transaction: the sequence and the rows are the same moment of the database */
     int rc = exec(&r, "BEGIN;", err, errlen);
-    if (!rc) rc = sq_last_seq(&r.base, seq);
+    if (!rc && sq_last_seq(&r.base, seq)) rc = db_fail(&r, err, errlen, "read the last change");
     if (!rc) rc = sq_each(&r.base, with_vector, fn, ctx, err, errlen);
     exec(&r, "COMMIT;", NULL, 0);
     pthread_mutex_destroy(&r.lock);
@@ -526,9 +613,12 @@ static int meta_get(sqlite_store *s, const char *key, char *out, size_t outlen) 
     int rc = IS_ERR_NOT_FOUND;
     if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = ?", -1, &st, NULL) != SQLITE_OK) return IS_ERR_INTERNAL;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
         snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(st, 0));
         rc = IS_OK;
+    } else if (step != SQLITE_DONE) {
+        rc = status_of(s); /* unreadable is not absent */
     }
     sqlite3_finalize(st);
     return rc;
@@ -755,6 +845,164 @@ static int sq_key_touch(store *base, const char *name, int64_t when, char *err, 
                      name, when, &changed, err, errlen);
 }
 
+/* ---- checking and repair ----------------------------------------------------------------------- */
+
+static int stop_at_first(const char *hex, void *ctx) {
+    (void)hex;
+    (void)ctx;
+    return 1;
+}
+
+/* A database without a schema beside a blob directory that holds images was lost (deleted, or cut
+ * to nothing): refused, so that a server never starts on an empty store while the images are still
+ * there. Runs before anything writes to the database; reading its header also finds a file that is
+ * not a database at all. */
+static int refuse_lost_database(sqlite_store *s, char *err, size_t errlen) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s, err, errlen, "read schema version");
+    int step = sqlite3_step(st);
+    int version = step == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    int rc = step == SQLITE_ROW || step == SQLITE_DONE ? IS_OK : db_fail(s, err, errlen, "read schema version");
+    sqlite3_finalize(st);
+    if (!rc && !version && blobs_each(s->files, stop_at_first, NULL) == 1)
+        rc = is_fail(err, errlen, IS_ERR_CORRUPT,
+                     "%s holds no database, but %s/blobs holds images: the database was lost or cut short"
+                     STORE_CHECK_HINT "%s`", s->path, s->dir, s->dir);
+    return rc;
+}
+
+static int sq_integrity_check(store *base, void (*fn)(const char *line, void *ctx), void *ctx, char *err,
+                              size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc = IS_OK;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(s, err, errlen, "integrity check");
+    } else {
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *line = (const char *)sqlite3_column_text(st, 0);
+            if (line && strcmp(line, "ok")) fn(line, ctx);
+        }
+        if (step != SQLITE_DONE) rc = db_fail(s, err, errlen, "integrity check");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sq_check_each(store *base, int (*fn)(const store_check_row *row, void *ctx), void *ctx, char *err,
+                         size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc = IS_OK;
+    if (sqlite3_prepare_v2(s->db, "SELECT id, sha256, vector FROM images ORDER BY id", -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(s, err, errlen, "read images");
+    } else {
+        int step = SQLITE_DONE;
+        while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            store_check_row row = {.id = sqlite3_column_int64(st, 0)};
+            const unsigned char *sha = sqlite3_column_text(st, 1);
+            snprintf(row.sha256, sizeof row.sha256, "%s", sha ? (const char *)sha : "");
+            row.vector = sqlite3_column_blob(st, 2);
+            row.vector_bytes = row.vector ? (size_t)sqlite3_column_bytes(st, 2) : 0;
+            rc = fn(&row, ctx);
+        }
+        if (!rc && step != SQLITE_DONE) rc = db_fail(s, err, errlen, "read images");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sq_bytes_verify(store *base, const char *hex, char actual[BLOB_HEX_LEN + 1], char *err, size_t errlen) {
+    return blobs_verify(((sqlite_store *)base)->files, hex, actual, err, errlen); /* files only: no lock */
+}
+
+typedef struct {
+    sqlite_store *s;
+    int (*fn)(const char *hex, bool named, void *ctx);
+    void *ctx;
+} bytes_each_ctx;
+
+static int bytes_each_blob(const char *hex, void *ctx) {
+    bytes_each_ctx *w = ctx;
+    bool named = true;
+    pthread_mutex_lock(&w->s->lock);
+    int rc = blob_used_locked(w->s, hex, &named);
+    pthread_mutex_unlock(&w->s->lock);
+    return rc ? rc : w->fn(hex, named, w->ctx);
+}
+
+static int sq_bytes_each(store *base, int (*fn)(const char *hex, bool named, void *ctx), void *ctx, char *err,
+                         size_t errlen) {
+    bytes_each_ctx w = {(sqlite_store *)base, fn, ctx};
+    int rc = blobs_each(w.s->files, bytes_each_blob, &w);
+    if (rc == IS_ERR_IO) return is_fail(err, errlen, rc, "cannot read %s/blobs", w.s->dir);
+    if (rc == IS_ERR_INTERNAL) return db_fail(w.s, err, errlen, "check blob use");
+    return rc;
+}
+
+static int sq_bytes_remove_unnamed(store *base, const char *hex, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
+    char dir[PATH_MAX], path[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/blobs", s->dir);
+    blobs_file_path(dir, hex, path, sizeof path);
+    pthread_mutex_lock(&s->lock);
+    bool used = true;
+    int rc = blob_used_locked(s, hex, &used);
+    if (rc) rc = db_fail(s, err, errlen, "check blob use");
+    else if (used) rc = is_fail(err, errlen, IS_ERR_INVALID, "an image names %s", path);
+    else if (access(path, F_OK)) rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "%s is not there", path);
+    else rc = blobs_unlink(s->files, hex, err, errlen);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sq_set_vector(store *base, int64_t id, const float *vector, int dims, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
+    if (dims != s->dims || dims <= 0)
+        return is_fail(err, errlen, IS_ERR_INVALID, "vector must have %d dimensions, not %d", s->dims, dims);
+    int rc = begin(s, err, errlen);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "UPDATE images SET vector = ? WHERE id = ?", -1, &st, NULL) != SQLITE_OK)
+        return finish(s, db_fail(s, err, errlen, "replace vector"), err, errlen);
+    sqlite3_bind_blob(st, 1, vector, (int)(sizeof(float) * (size_t)dims), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, id);
+    if (sqlite3_step(st) != SQLITE_DONE) rc = db_fail(s, err, errlen, "replace vector");
+    else if (sqlite3_changes(s->db) == 0) rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id);
+    sqlite3_finalize(st);
+    return finish(s, rc, err, errlen);
+}
+
+/* ---- content hashes ---------------------------------------------------------------------------- */
+
+/* One indexed lookup per name (images_sha256), all under the store's mutex. */
+static int sq_hashes_stored(store *base, const char *const *hexes, int n, bool *stored, char *err, size_t errlen) {
+    sqlite_store *s = (sqlite_store *)base;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    int rc = IS_OK;
+    if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM images WHERE sha256 = ? LIMIT 1", -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(s, err, errlen, "look up content hashes");
+    } else {
+        for (int i = 0; !rc && i < n; i++) {
+            sqlite3_bind_text(st, 1, hexes[i], -1, SQLITE_STATIC);
+            int step = sqlite3_step(st);
+            if (step == SQLITE_ROW || step == SQLITE_DONE) stored[i] = step == SQLITE_ROW;
+            else rc = db_fail(s, err, errlen, "look up content hashes");
+            sqlite3_reset(st);
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 /* ---- the implementation behind store.h --------------------------------------------------------- */
 
 static const store_ops sqlite_ops = {
@@ -767,6 +1015,8 @@ static const store_ops sqlite_ops = {
     .delete = sq_delete,
     .delete_all = sq_delete_all,
     .set_data = sq_set_data,
+    .set_labels = sq_set_labels,
+    .unlabelled = sq_unlabelled,
     .count = sq_count,
     .last_seq = sq_last_seq,
     .bytes_prepare = sq_bytes_prepare,
@@ -786,6 +1036,13 @@ static const store_ops sqlite_ops = {
     .key_list = sq_key_list,
     .key_revoke = sq_key_revoke,
     .key_touch = sq_key_touch,
+    .integrity_check = sq_integrity_check,
+    .check_each = sq_check_each,
+    .bytes_verify = sq_bytes_verify,
+    .bytes_each = sq_bytes_each,
+    .bytes_remove_unnamed = sq_bytes_remove_unnamed,
+    .set_vector = sq_set_vector,
+    .hashes_stored = sq_hashes_stored,
 };
 
 int store_sqlite_open(const char *dir, const char *model, int dims, store **out, char *err, size_t errlen) {
@@ -802,6 +1059,10 @@ int store_sqlite_open(const char *dir, const char *model, int dims, store **out,
         return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     }
     snprintf(s->path, plen, "%s/imgsearch.db", dir);
+    if (!(s->dir = strdup(dir))) {
+        sq_close(&s->base);
+        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    }
     if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
         SQLITE_OK) {
         rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", s->path, s->db ? sqlite3_errmsg(s->db) : "no memory");
@@ -809,13 +1070,18 @@ int store_sqlite_open(const char *dir, const char *model, int dims, store **out,
         return rc;
     }
     sqlite3_busy_timeout(s->db, 5000);
-    /* WAL: readers never block the writer; FULL: a commit is on disk before it returns. */
-    rc = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", err, errlen);
-    if (!rc) rc = migrate(s, err, errlen);
-    if (!rc && model) rc = check_meta(s, model, dims, err, errlen);
     char blobdir[4096];
     snprintf(blobdir, sizeof blobdir, "%s/blobs", dir);
-    if (!rc) rc = blobs_open(blobdir, &s->files, err, errlen);
+    rc = blobs_open(blobdir, &s->files, err, errlen);
+    if (!rc) rc = refuse_lost_database(s, err, errlen);
+    /* WAL: readers never block the writer; FULL: a commit is on disk before it returns. */
+    if (!rc) rc = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", err, errlen);
+    if (!rc) rc = migrate(s, err, errlen);
+    /* what a server reads at start through calls that carry no message (store_count, store_last_seq,
+     * store_embedding), read once here, so that damage to it is said naming the file (one pass over
+     * the smallest index of images: little beside the start's own read of every row) */
+    if (!rc) rc = exec(s, "SELECT count(*) FROM images; SELECT seq FROM sqlite_sequence; SELECT * FROM meta;", err, errlen);
+    if (!rc && model) rc = check_meta(s, model, dims, err, errlen);
     if (rc) {
         sq_close(&s->base);
         return rc;

@@ -45,6 +45,7 @@ void store_image_clear(store_image *img) {
     free(img->content_type);
     free(img->data);
     free(img->vector);
+    free(img->labels);
     memset(img, 0, sizeof *img);
 }
 
@@ -101,6 +102,15 @@ int store_delete_all(store *s, int64_t *count, int64_t *seq, char *err, size_t e
 
 int store_set_data(store *s, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen) {
     return s->ops->set_data(s, id, json, seq, err, errlen);
+}
+
+int store_set_labels(store *s, int64_t id, const char *labels, int64_t *seq, char *err, size_t errlen) {
+    return s->ops->set_labels(s, id, labels, seq, err, errlen);
+}
+
+int store_unlabelled(store *s, int64_t after, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n, char *err,
+                     size_t errlen) {
+    return s->ops->unlabelled(s, after, ids, shas, max, n, err, errlen);
 }
 
 int store_count(store *s, int64_t *count) { return s->ops->count(s, count); }
@@ -177,4 +187,41 @@ int store_key_revoke(store *s, const char *name, char *err, size_t errlen) {
 
 int store_key_touch(store *s, const char *name, int64_t when, char *err, size_t errlen) {
     return s->ops->key_touch(s, name, when, err, errlen);
+}
+
+/* ---- checking and repair ---- */
+
+int store_integrity_check(store *s, void (*fn)(const char *line, void *ctx), void *ctx, char *err, size_t errlen) {
+    return s->ops->integrity_check(s, fn, ctx, err, errlen);
+}
+
+int store_check_each(store *s, int (*fn)(const store_check_row *row, void *ctx), void *ctx, char *err,
+                     size_t errlen) {
+    return s->ops->check_each(s, fn, ctx, err, errlen);
+}
+
+int store_bytes_verify(store *s, const char *hex, char actual[BLOB_HEX_LEN + 1], char *err, size_t errlen) {
+    return s->ops->bytes_verify(s, hex, actual, err, errlen);
+}
+
+int store_bytes_each(store *s, int (*fn)(const char *hex, bool named, void *ctx), void *ctx, char *err,
+                     size_t errlen) {
+    return s->ops->bytes_each(s, fn, ctx, err, errlen);
+}
+
+int store_bytes_remove_unnamed(store *s, const char *hex, char *err, size_t errlen) {
+    return s->ops->bytes_remove_unnamed(s, hex, err, errlen);
+}
+
+int store_set_vector(store *s, int64_t id, const float *vector, int dims, char *err, size_t errlen) {
+    return s->ops->set_vector(s, id, vector, dims, err, errlen);
+}
+
+/* ---- content hashes ---- */
+
+int store_hashes_stored(store *s, const char *const *hexes, int n, bool *stored, char *err, size_t errlen) {
+    if (n < 0 || n > STORE_HASHES_MAX)
+        return is_fail(err, errlen, IS_ERR_INVALID, "from 0 to %d names at a time, not %d", STORE_HASHES_MAX, n);
+    if (n == 0) return IS_OK;
+    return s->ops->hashes_stored(s, hexes, n, stored, err, errlen);
 }

@@ -52,6 +52,21 @@ typedef struct store_ops {
     int (*wait_changes)(store *s, int timeout_ms); /* NULL: sleeps (no other writer) */
     void (*stop_waiting)(store *s);
     void (*wake)(store *s); /* NULL: nothing waits long */
+    /* checking and repair (store.h) */
+    int (*integrity_check)(store *s, void (*fn)(const char *line, void *ctx), void *ctx, char *err, size_t errlen);
+    int (*check_each)(store *s, int (*fn)(const store_check_row *row, void *ctx), void *ctx, char *err,
+                      size_t errlen);
+    int (*bytes_verify)(store *s, const char *hex, char actual[BLOB_HEX_LEN + 1], char *err, size_t errlen);
+    int (*bytes_each)(store *s, int (*fn)(const char *hex, bool named, void *ctx), void *ctx, char *err,
+                      size_t errlen);
+    int (*bytes_remove_unnamed)(store *s, const char *hex, char *err, size_t errlen);
+    int (*set_vector)(store *s, int64_t id, const float *vector, int dims, char *err, size_t errlen);
+    /* labels (store.h) */
+    int (*set_labels)(store *s, int64_t id, const char *labels, int64_t *seq, char *err, size_t errlen);
+    int (*unlabelled)(store *s, int64_t after, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n,
+                      char *err, size_t errlen);
+    /* content hashes (store.h) */
+    int (*hashes_stored)(store *s, const char *const *hexes, int n, bool *stored, char *err, size_t errlen);
 } store_ops;
 
 struct store {

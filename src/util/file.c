@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,22 +50,26 @@ int file_read_all(const char *path, size_t max_bytes, unsigned char **out, size_
     return IS_OK;
 }
 
+/* Whether base + rel (+ "/" probe) is readable; if so, writes base + rel into out. */
+static bool project_path(const char *base, const char *rel, const char *probe, char *out, size_t outlen) {
+    snprintf(out, outlen, "%s%s%s%s", base, rel, probe ? "/" : "", probe ? probe : "");
+    if (access(out, R_OK) != 0) return false;
+    snprintf(out, outlen, "%s%s", base, rel);
+    return true;
+}
+
 const char *file_find_project(const char *rel, const char *probe, char *out, size_t outlen) {
-    snprintf(out, outlen, "%s%s%s", rel, probe ? "/" : "", probe ? probe : "");
-    if (access(out, R_OK) == 0) {
-        snprintf(out, outlen, "%s", rel);
-        return out;
-    }
+    if (project_path("", rel, probe, out, outlen)) return out;
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     char *slash = n > 0 ? (exe[n] = 0, strrchr(exe, '/')) : NULL;
     if (slash) {
-        *slash = 0;
-        snprintf(out, outlen, "%s/../%s%s%s", exe, rel, probe ? "/" : "", probe ? probe : "");
-        if (access(out, R_OK) == 0) {
-            snprintf(out, outlen, "%s/../%s", exe, rel);
-            return out;
-        }
+        char base[4096 + 32];
+        slash[1] = 0; /* the directory, with its slash */
+        snprintf(base, sizeof base, "%s../", exe); /* build/imgsearch: the source tree */
+        if (project_path(base, rel, probe, out, outlen)) return out;
+        snprintf(base, sizeof base, "%s../share/imgsearch/", exe); /* installed: /usr/bin -> /usr/share */
+        if (project_path(base, rel, probe, out, outlen)) return out;
     }
     snprintf(out, outlen, "%s", rel);
     return out;

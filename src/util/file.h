@@ -18,8 +18,10 @@ int file_write_status(int errnum);
 int file_sync_dir(const char *dir);
 
 /* Finds a project file: rel in the working directory if it exists there (probe, a file inside
- * it, tells), else ../rel beside the running executable (build/imgsearch → ./rel). Writes the
- * path into out and returns out; falls back to rel when neither exists. Thread-safe. */
+ * it, tells), else ../rel beside the running executable (build/imgsearch → ./rel), else
+ * ../share/imgsearch/rel beside it (an installed /usr/bin/imgsearch → /usr/share/imgsearch/rel,
+ * whatever the prefix). Writes the path into out and returns out; falls back to rel when none
+ * exists. Thread-safe. */
 const char *file_find_project(const char *rel, const char *probe, char *out, size_t outlen);
 
 #endif

@@ -65,7 +65,7 @@ def embed(binary, model, paths):
 @pytest.fixture(scope="module")
 def measured(binary, model, tmp_path_factory):
     if not os.path.isdir(CLIPART):
-        pytest.fail("openclipart-png is not installed (deps/apt-packages.txt)")
+        pytest.fail("openclipart-png is not installed (deps/apt-serve.txt)")
     coll, n_photos = fixed_set()
     rng = random.Random(5)
     originals = list(range(n_photos)) + rng.sample(range(n_photos, len(coll)), 40)

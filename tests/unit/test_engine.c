@@ -143,7 +143,7 @@ static void test_bad_input_stores_nothing(void **state) {
     store_image *rows;
     int n;
     int64_t total;
-    assert_int_equal(engine_query(eng, NULL, 0, 100, &rows, &n, &total, err, sizeof err), IS_OK);
+    assert_int_equal(engine_query(eng, NULL, NULL, 0, 0, 100, &rows, NULL, &n, &total, err, sizeof err), IS_OK);
     assert_int_equal(total, 5);
     engine_rows_free(rows, n);
 }
@@ -156,14 +156,14 @@ static void test_data_query_delete_health(void **state) {
     store_image *rows;
     int n;
     int64_t total;
-    assert_int_equal(engine_query(eng, "{\"cups\": {\"$gte\": 2}}", 0, 10, &rows, &n, &total, err, sizeof err), IS_OK);
+    assert_int_equal(engine_query(eng, "{\"cups\": {\"$gte\": 2}}", NULL, 0, 0, 10, &rows, NULL, &n, &total, err, sizeof err), IS_OK);
     assert_int_equal(n, 1);
     assert_int_equal(rows[0].id, coffee);
     assert_string_equal(rows[0].content_type, "image/png");
     assert_int_equal(rows[0].width, 600);
     engine_rows_free(rows, n);
     /* pagination in id order */
-    assert_int_equal(engine_query(eng, NULL, 1, 2, &rows, &n, &total, err, sizeof err), IS_OK);
+    assert_int_equal(engine_query(eng, NULL, NULL, 0, 1, 2, &rows, NULL, &n, &total, err, sizeof err), IS_OK);
     assert_int_equal(total, 5);
     assert_int_equal(n, 2);
     assert_int_equal(rows[0].id, dog);
