@@ -543,16 +543,16 @@ static int pg_delete_all(store *base, int64_t *count, int64_t *seq, char *err, s
     return finish(s, c, rc, err, errlen);
 }
 
-static int pg_set_data(store *base, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen) {
-    pg_store *s = (pg_store *)base;
+/* Sets one text column of a row ($1 of sql; $2 the id) and logs a data change, in one transaction. */
+static int update_row(pg_store *s, const char *sql, const char *value, int64_t id, int64_t *seq, char *err,
+                      size_t errlen, const char *what) {
     int rc;
     PGconn *c = begin(s, err, errlen, &rc);
     if (!c) return rc;
     char idtext[24];
     snprintf(idtext, sizeof idtext, "%lld", (long long)id);
-    const char *vals[2] = {json, idtext};
-    PGresult *r = run(s, c, "UPDATE imgsearch.images SET data = $1 WHERE id = $2", 2, vals, NULL, NULL, 0,
-                      PGRES_COMMAND_OK, err, errlen, &rc, "set data");
+    const char *vals[2] = {value, idtext};
+    PGresult *r = run(s, c, sql, 2, vals, NULL, NULL, 0, PGRES_COMMAND_OK, err, errlen, &rc, what);
     if (r && !strcmp(PQcmdTuples(r), "0"))
         rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id);
     PQclear(r);
@@ -560,21 +560,14 @@ static int pg_set_data(store *base, int64_t id, const char *json, int64_t *seq, 
     return finish(s, c, rc, err, errlen);
 }
 
+static int pg_set_data(store *base, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen) {
+    return update_row((pg_store *)base, "UPDATE imgsearch.images SET data = $1 WHERE id = $2", json, id, seq, err,
+                      errlen, "set data");
+}
+
 static int pg_set_labels(store *base, int64_t id, const char *labels, int64_t *seq, char *err, size_t errlen) {
-    pg_store *s = (pg_store *)base;
-    int rc;
-    PGconn *c = begin(s, err, errlen, &rc);
-    if (!c) return rc;
-    char idtext[24];
-    snprintf(idtext, sizeof idtext, "%lld", (long long)id);
-    const char *vals[2] = {labels, idtext};
-    PGresult *r = run(s, c, "UPDATE imgsearch.images SET labels = $1 WHERE id = $2", 2, vals, NULL, NULL, 0,
-                      PGRES_COMMAND_OK, err, errlen, &rc, "set labels");
-    if (r && !strcmp(PQcmdTuples(r), "0"))
-        rc = is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id);
-    PQclear(r);
-    if (!rc) rc = log_change(s, c, CHANGE_DATA, id, seq, err, errlen);
-    return finish(s, c, rc, err, errlen);
+    return update_row((pg_store *)base, "UPDATE imgsearch.images SET labels = $1 WHERE id = $2", labels, id, seq, err,
+                      errlen, "set labels");
 }
 
 static int pg_unlabelled(store *base, int64_t after, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n,

@@ -387,38 +387,33 @@ static int sq_delete_all(store *base, int64_t *count, int64_t *seq, char *err, s
     return rc;
 }
 
-static int sq_set_data(store *base, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen) {
-    sqlite_store *s = (sqlite_store *)base;
+/* Sets one text column of a row (the first ? of sql; the second is the id) and logs a data change,
+ * in one transaction. */
+static int update_row(sqlite_store *s, const char *sql, const char *value, int64_t id, int64_t *seq, char *err,
+                      size_t errlen, const char *what) {
     int rc = begin(s, err, errlen);
     if (rc) return rc;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "UPDATE images SET data = ? WHERE id = ?", -1, &st, NULL) != SQLITE_OK)
-        return finish(s, db_fail(s, err, errlen, "set data"), err, errlen);
-    sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return finish(s, db_fail(s, err, errlen, what), err, errlen);
+    sqlite3_bind_text(st, 1, value, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, id);
     int ok = sqlite3_step(st) == SQLITE_DONE;
     sqlite3_finalize(st);
-    if (!ok) return finish(s, db_fail(s, err, errlen, "set data"), err, errlen);
+    if (!ok) return finish(s, db_fail(s, err, errlen, what), err, errlen);
     if (sqlite3_changes(s->db) == 0)
         return finish(s, is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id), err, errlen);
     return finish(s, log_change(s, CHANGE_DATA, id, seq, err, errlen), err, errlen);
 }
 
+static int sq_set_data(store *base, int64_t id, const char *json, int64_t *seq, char *err, size_t errlen) {
+    return update_row((sqlite_store *)base, "UPDATE images SET data = ? WHERE id = ?", json, id, seq, err, errlen,
+                      "set data");
+}
+
 static int sq_set_labels(store *base, int64_t id, const char *labels, int64_t *seq, char *err, size_t errlen) {
-    sqlite_store *s = (sqlite_store *)base;
-    int rc = begin(s, err, errlen);
-    if (rc) return rc;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "UPDATE images SET labels = ? WHERE id = ?", -1, &st, NULL) != SQLITE_OK)
-        return finish(s, db_fail(s, err, errlen, "set labels"), err, errlen);
-    sqlite3_bind_text(st, 1, labels, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, id);
-    int ok = sqlite3_step(st) == SQLITE_DONE;
-    sqlite3_finalize(st);
-    if (!ok) return finish(s, db_fail(s, err, errlen, "set labels"), err, errlen);
-    if (sqlite3_changes(s->db) == 0)
-        return finish(s, is_fail(err, errlen, IS_ERR_NOT_FOUND, "no image with id %lld", (long long)id), err, errlen);
-    return finish(s, log_change(s, CHANGE_DATA, id, seq, err, errlen), err, errlen);
+    return update_row((sqlite_store *)base, "UPDATE images SET labels = ? WHERE id = ?", labels, id, seq, err, errlen,
+                      "set labels");
 }
 
 static int sq_unlabelled(store *base, int64_t after, int64_t *ids, char (*shas)[BLOB_HEX_LEN + 1], int max, int *n,
