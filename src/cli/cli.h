@@ -3,6 +3,7 @@
 #ifndef IMGSEARCH_CLI_H
 #define IMGSEARCH_CLI_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -33,5 +34,8 @@ double cli_progress_seconds(const cli_progress *p); /* since cli_progress_start 
  * the working directory, else beside the executable (../models, then ../share/imgsearch/models for
  * an installed binary: util/file.h file_find_project). Returns a static buffer. */
 const char *cli_default_model(void);
+
+/* --threads N (1..64) into *out; false, with the reason on stderr, otherwise (cli_args.c). */
+bool cli_threads_arg(const char *command, const char *text, int *out);
 
 #endif

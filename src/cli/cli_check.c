@@ -53,16 +53,9 @@ int cli_check(int argc, char **argv) {
         case 'd': opts.drop_unrecoverable = true; break;
         case 'm': model = optarg; break;
         case 'q': quiet = true; break;
-        case 't': {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < 1 || v > 64) {
-                fprintf(stderr, "imgsearch check: --threads needs an integer from 1 to 64\n");
-                return 2;
-            }
-            threads = (int)v;
+        case 't':
+            if (!cli_threads_arg("check", optarg, &threads)) return 2;
             break;
-        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

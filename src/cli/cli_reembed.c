@@ -30,16 +30,9 @@ int cli_reembed(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
-        case 't': {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < 1 || v > 64) {
-                fprintf(stderr, "imgsearch reembed: --threads needs an integer from 1 to 64\n");
-                return 2;
-            }
-            threads = (int)v;
+        case 't':
+            if (!cli_threads_arg("reembed", optarg, &threads)) return 2;
             break;
-        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
