@@ -141,23 +141,6 @@ static int check_files_only(check_run *c, char *err, size_t errlen) {
 
 /* ---- the snapshot: loaded and replayed as a server would (engine_index.c) ----------------------- */
 
-typedef struct {
-    int64_t seq, id;
-    change_op op;
-} logged_change;
-
-typedef struct {
-    logged_change *v;
-    size_t n, cap;
-} change_list;
-
-static int collect_change(int64_t seq, change_op op, int64_t id, void *ctx) {
-    change_list *l = ctx;
-    if (grow((void **)&l->v, &l->cap, l->n, sizeof *l->v)) return IS_ERR_NOMEM;
-    l->v[l->n++] = (logged_change){seq, id, op};
-    return 0;
-}
-
 static bool vector_sound(const float *v, int dims) {
     double sum = 0;
     for (int i = 0; i < dims; i++) {
@@ -171,11 +154,10 @@ static bool vector_sound(const float *v, int dims) {
  * unless it is there (rows deleted since, or whose vector is unsound, are left to the walk), a
  * delete takes it out, a clear empties the graph. */
 static int replay(check_run *c, char *err, size_t errlen) {
-    change_list l = {0};
-    int rc = store_changes_after(c->db, c->snap_seq, collect_change, &l, err, errlen);
-    if (rc == IS_ERR_NOMEM) is_fail(err, errlen, rc, "out of memory reading the change log");
+    index_change_list l;
+    int rc = index_read_changes(c->db, c->snap_seq, &l, err, errlen);
     for (size_t i = 0; !rc && i < l.n; i++) {
-        const logged_change *ch = &l.v[i];
+        const index_change *ch = &l.v[i];
         if (ch->op == CHANGE_ADD && !hnsw_contains(c->h, ch->id)) {
             store_image row;
             char why[512];

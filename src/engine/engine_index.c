@@ -120,18 +120,10 @@ static bool index_has(const index_state *st, int64_t id) {
 
 /* ---- catching up with the store ------------------------------------------------------------ */
 
-typedef struct {
-    int64_t seq, id;
-    char op;
-} change;
-
-typedef struct {
-    change *v;
-    size_t n, cap;
-} change_list;
+typedef index_change change;
 
 static int collect_change(int64_t seq, change_op op, int64_t id, void *ctx) {
-    change_list *l = ctx;
+    index_change_list *l = ctx;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 256;
         change *g = realloc(l->v, cap * sizeof *g);
@@ -141,6 +133,17 @@ static int collect_change(int64_t seq, change_op op, int64_t id, void *ctx) {
     }
     l->v[l->n++] = (change){seq, id, (char)op};
     return 0;
+}
+
+int index_read_changes(store *db, int64_t seq, index_change_list *out, char *err, size_t errlen) {
+    *out = (index_change_list){0};
+    int rc = store_changes_after(db, seq, collect_change, out, err, errlen);
+    if (rc == IS_ERR_NOMEM) is_fail(err, errlen, rc, "out of memory reading the change log");
+    if (rc) {
+        free(out->v);
+        *out = (index_change_list){0};
+    }
+    return rc;
 }
 
 static const store_image *find_row(const store_image *rows, int n, int64_t id) {
@@ -195,8 +198,8 @@ static int apply_change(engine *e, index_state *st, const change *c, const store
  * trip each on a shared store); a row read reflects the store now, which later changes in the log
  * bring about anyway. */
 static int replay(engine *e, index_state *st, char *err, size_t errlen) {
-    change_list l = {0};
-    int rc = store_changes_after(e->db, st->applied_seq, collect_change, &l, err, errlen);
+    index_change_list l;
+    int rc = index_read_changes(e->db, st->applied_seq, &l, err, errlen);
     int64_t ids[REPLAY_BATCH];
     store_image *rows = rc ? NULL : calloc(REPLAY_BATCH, sizeof *rows);
     if (!rc && !rows) rc = IS_ERR_NOMEM;

@@ -154,6 +154,18 @@ void index_forget_snapshot(engine *e);
 
 void engine_id_key(int64_t id, char key[24]);
 
+/* A change of the store's log, and all of them after a sequence read into memory, in order
+ * (index_read_changes; v is the caller's to free): what replays walk. */
+typedef struct {
+    int64_t seq, id;
+    char op; /* change_op */
+} index_change;
+typedef struct {
+    index_change *v;
+    size_t n, cap;
+} index_change_list;
+int index_read_changes(store *db, int64_t seq, index_change_list *out, char *err, size_t errlen);
+
 /* engine.c: decodes and embeds one image on a pooled session (no lock held); logits (may be NULL)
  * gets the classifier's scores. */
 int engine_embed_image(engine *e, const void *bytes, size_t len, float *vec, float *logits, decode_info *info,
