@@ -16,20 +16,18 @@
 #include "store/blobs.h"
 #include "store/store.h"
 #include "util/status.h"
+#include "test_util.h"
 
 static char dir[64];
 
 static int make_dir(void **state) {
     (void)state;
-    strcpy(dir, "/tmp/imgsearch_store_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return test_make_dir(dir, "imgsearch_store");
 }
 
 static int remove_dir(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd);
+    return test_remove_dir(dir);
 }
 
 static int count_blob(const char *hex, void *ctx) {

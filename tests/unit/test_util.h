@@ -28,6 +28,19 @@ static inline unsigned char *test_read(const char *dir, const char *name, size_t
     return buf;
 }
 
+/* A fresh directory /tmp/<name>_XXXXXX into dir (64 bytes), for a group's setup; 0 or -1. */
+static inline int test_make_dir(char dir[64], const char *name) {
+    snprintf(dir, 64, "/tmp/%s_XXXXXX", name);
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+/* Removes it with everything in it, for a group's teardown. */
+static inline int test_remove_dir(const char *dir) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd);
+}
+
 static inline double test_cosine(const float *a, const float *b, int n) {
     double d = 0, na = 0, nb = 0;
     for (int i = 0; i < n; i++) {
