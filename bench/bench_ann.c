@@ -4,6 +4,8 @@
  *
  *   bench_ann --base F --queries F --truth F [--m 16] [--efc 200] [--storage float32|int8]
  *             [--efs 10,20,...] [--threads 1,2] [--build-threads N] [--snapshot PATH] [--filters] [--flat-queries N]
+ *             [--save PATH | --load PATH]   (keep the built graph / search a kept one instead of building:
+ *                                            for profiling the search alone)
  *   bench_ann --cpu      (the vector kernels in use: distance.h, IMGSEARCH_SIMD)
  *
  * Files: uint32 n, uint32 dims, then n×dims float32 (base, queries); uint32 nq, uint32 k, then
@@ -184,7 +186,8 @@ static int parse_list(const char *s, int *out, int max) {
 }
 
 int main(int argc, char **argv) {
-    const char *base_f = NULL, *q_f = NULL, *t_f = NULL, *snap = NULL, *storage = "float32";
+    const char *base_f = NULL, *q_f = NULL, *t_f = NULL, *snap = NULL, *storage = "float32", *save_f = NULL,
+               *load_f = NULL;
     int m = 16, efc = 200, efs[32], nefs = 0, threads[4] = {1, 2}, nthreads = 2, filters = 0, build_threads = 1;
     uint32_t flat_queries = 200;
     if (argc == 2 && !strcmp(argv[1], "--cpu")) { /* which vector kernels this run uses */
@@ -210,6 +213,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--build-threads")) build_threads = atoi(v);
         else if (!strcmp(a, "--snapshot")) snap = v;
         else if (!strcmp(a, "--flat-queries")) flat_queries = (uint32_t)atoi(v);
+        else if (!strcmp(a, "--save")) save_f = v;
+        else if (!strcmp(a, "--load")) load_f = v;
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
@@ -234,7 +239,15 @@ int main(int argc, char **argv) {
     idx = hnsw_new(&p);
     long rss0 = rss_kib();
     double t0 = now();
-    if (build_threads <= 1) {
+    if (load_f) {
+        int64_t seq;
+        hnsw_free(idx);
+        if (hnsw_load(load_f, &idx, &seq, NULL, 0)) {
+            fprintf(stderr, "cannot load %s\n", load_f);
+            return 1;
+        }
+        storage = hnsw_get_params(idx)->storage == HNSW_INT8 ? "int8" : "float32";
+    } else if (build_threads <= 1) {
         for (uint32_t i = 0; i < base.n; i++) {
             if (hnsw_add(idx, (int64_t)i + 1, base.v + (size_t)i * base.d)) {
                 fprintf(stderr, "add failed\n");
@@ -260,6 +273,7 @@ int main(int argc, char **argv) {
            build_threads, storage, base.n, base.d, m, efc, build_s, hnsw_memory_bytes(idx), (rss_kib() - rss0) * 1024, mi.fordblks,
            mi.hblkhd);
     fflush(stdout);
+    if (save_f && hnsw_save(idx, save_f, 1, NULL, 0)) return 1;
 
     job j = {.k = k, .first = 0, .step = 1, .count = queries.n};
     j.results = malloc(sizeof(index_hit) * (size_t)queries.n * k);

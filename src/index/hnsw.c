@@ -20,6 +20,13 @@ void hnsw_params_default(hnsw_params *p, int dims) {
                        .storage = HNSW_FLOAT32, .seed = 0x5eed};
 }
 
+/* How far the beam search's prefetch runs ahead of the distances: about this many cache lines of
+ * vectors in flight, and never more than this many neighbours. Measured on 100k × 256 float32
+ * (16 lines a vector), ef 16, one thread: 1 vector ahead 28k QPS, 2: 33k, 4: 37k, 7: 39k, 12: 34k;
+ * at 960 floats (60 lines) one vector ahead is already the best. */
+#define PREFETCH_LINES 112
+#define PREFETCH_MAX_AHEAD 8
+
 bool hnsw_layout(hnsw_index *h, const hnsw_params *p) {
     if (p->dims < 1 || p->dims > (1 << 16) || p->m < 2 || p->m > 64 || p->ef_construction < 1 ||
         p->ef_construction > 4096 || p->ef_search < 1 || p->ef_search > 4096 ||
@@ -31,6 +38,9 @@ bool hnsw_layout(hnsw_index *h, const hnsw_params *p) {
     h->node_offset = (h->vec_bytes + 7) & ~(size_t)7;
     h->l0_offset = h->node_offset + sizeof(hnsw_node);
     h->rec_size = (h->l0_offset + sizeof(uint32_t) * (size_t)(1 + h->m0) + 63) & ~(size_t)63;
+    size_t lines = (h->vec_bytes + 63) / 64;
+    h->ahead = lines >= PREFETCH_LINES ? 1 : (uint32_t)(PREFETCH_LINES / lines);
+    if (h->ahead > PREFETCH_MAX_AHEAD) h->ahead = PREFETCH_MAX_AHEAD;
     h->dot = dot_f32_best();
     h->dot8 = dot_i8_best();
     h->level_mult = 1.0 / log((double)p->m);
@@ -227,8 +237,9 @@ static inline void prefetch_node(const hnsw_index *h, uint32_t s) {
     __builtin_prefetch(p + h->node_offset);
 }
 
-/* The rest of a node's vector: issued for the next neighbour while the current one's distance is
- * computed, so wide vectors (960, 1280 floats: 60–80 lines) arrive in time. */
+/* The rest of a node's vector: issued h->ahead neighbours before its distance is computed, so that
+ * several vectors are in flight at once and wide ones (960, 1280 floats: 60–80 lines) arrive in
+ * time. */
 static inline void prefetch_rest(const hnsw_index *h, uint32_t s) {
     const char *p = (const char *)hnsw_rec(h, s);
     for (size_t o = 128; o < h->vec_bytes; o += 64) __builtin_prefetch(p + o);
@@ -301,10 +312,11 @@ static bool search_layer(const hnsw_index *h, const enc_query *q, uint32_t ep, f
             if (visit(b, l[i])) {
                 fresh[nf++] = l[i];
                 prefetch_node(h, l[i]);
+                if (nf <= h->ahead) prefetch_rest(h, l[i]);
             }
         for (uint32_t i = 0; i < nf; i++) {
             uint32_t n = fresh[i];
-            if (i + 1 < nf) prefetch_rest(h, fresh[i + 1]);
+            if (i + h->ahead < nf) prefetch_rest(h, fresh[i + h->ahead]);
             float d = dist_q(h, q, n);
             if (b->nbest >= ef && d >= b->best[0].d) continue;
             if (!heap_push(&b->near, &b->nnear, &b->cap_near, (cand){d, n}, false)) return false;

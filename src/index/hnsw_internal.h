@@ -39,6 +39,7 @@ struct hnsw_index {
     hnsw_params p;
     int m0;                 /* layer-0 links: 2m */
     size_t rec_size, node_offset, l0_offset, vec_bytes; /* offsets within a record (the vector at 0) */
+    uint32_t ahead;         /* neighbours whose whole vector the beam search prefetches ahead */
     dot_f32_fn dot;         /* kernels resolved once */
     dot_i8_fn dot8;
     uint8_t **chunks;       /* chunk table; grows under the write lock */
