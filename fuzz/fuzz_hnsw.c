@@ -131,8 +131,8 @@ static void load_and_use(const uint8_t *data, size_t size) {
     }
     use(h);
     size_t count = hnsw_count(h);
-    /* freed before the saved copy is loaded: a graph of many dimensions costs a chunk of 4096 slots
-     * (up to 1 GB at 65536 dimensions, the most hnsw.h allows), and two at once pass -rss_limit_mb */
+    /* freed before the saved copy is loaded: a graph of many dimensions costs a chunk of up to
+     * 32 MB (hnsw_internal.h), and two at once under ASan's bookkeeping add up */
     hnsw_free(h);
     hnsw_index *back = NULL;
     rc = hnsw_load(snap_path, &back, &seq, err, sizeof err);

@@ -34,21 +34,34 @@ bool hnsw_layout(hnsw_index *h, const hnsw_params *p) {
         return false;
     h->p = *p;
     h->m0 = 2 * p->m;
-    h->vec_bytes = (size_t)p->dims * (p->storage == HNSW_INT8 ? 1 : sizeof(float));
-    h->node_offset = (h->vec_bytes + 7) & ~(size_t)7;
+    bool f32 = p->storage == HNSW_FLOAT32;
+    h->vec_bytes = (size_t)p->dims * (f32 ? sizeof(float) : 1);
+    h->walk_bytes = (size_t)p->dims * (f32 ? sizeof(uint16_t) : 1);
+    h->node_offset = (h->walk_bytes + 7) & ~(size_t)7;
     h->l0_offset = h->node_offset + sizeof(hnsw_node);
-    h->rec_size = (h->l0_offset + sizeof(uint32_t) * (size_t)(1 + h->m0) + 63) & ~(size_t)63;
-    size_t lines = (h->vec_bytes + 63) / 64;
+    size_t links_end = (h->l0_offset + sizeof(uint32_t) * (size_t)(1 + h->m0) + 63) & ~(size_t)63;
+    h->vec_offset = f32 ? links_end : 0;
+    h->rec_size = f32 ? links_end + ((h->vec_bytes + 63) & ~(size_t)63) : links_end;
+    for (h->chunk_bits = HNSW_CHUNK_BITS; h->chunk_bits && ((size_t)1 << h->chunk_bits) * h->rec_size > HNSW_CHUNK_MAX_BYTES;)
+        h->chunk_bits--;
+    size_t lines = (h->walk_bytes + 63) / 64;
     h->ahead = lines >= PREFETCH_LINES ? 1 : (uint32_t)(PREFETCH_LINES / lines);
     if (h->ahead > PREFETCH_MAX_AHEAD) h->ahead = PREFETCH_MAX_AHEAD;
     h->dot = dot_f32_best();
     h->dot8 = dot_i8_best();
+    h->dotw = dot_bf16_best();
     h->level_mult = 1.0 / log((double)p->m);
     return true;
 }
 
+void hnsw_fill_walk(hnsw_index *h, uint32_t s) {
+    const float *v = hnsw_vec(h, s);
+    uint16_t *w = (uint16_t *)hnsw_rec(h, s);
+    for (int i = 0; i < h->p.dims; i++) w[i] = bf16_from_f32(v[i]);
+}
+
 int hnsw_reserve(hnsw_index *h, uint32_t s) {
-    size_t need = ((size_t)s >> HNSW_CHUNK_BITS) + 1;
+    size_t need = ((size_t)s >> h->chunk_bits) + 1;
     if (need <= h->nchunks) return IS_OK;
     if (need > h->chunks_cap) {
         size_t cap = h->chunks_cap ? h->chunks_cap * 2 : 16;
@@ -59,7 +72,7 @@ int hnsw_reserve(hnsw_index *h, uint32_t s) {
         h->chunks_cap = cap;
     }
     while (h->nchunks < need) {
-        size_t bytes = (size_t)HNSW_CHUNK_SLOTS * h->rec_size; /* a multiple of 64 */
+        size_t bytes = ((size_t)1 << h->chunk_bits) * h->rec_size; /* a multiple of 64 */
         uint8_t *c = aligned_alloc(64, bytes);
         if (!c) return IS_ERR_NOMEM;
         memset(c, 0, bytes);
@@ -123,7 +136,7 @@ static search_buf *buf_acquire(hnsw_index *h) {
     if (b) h->pool = b->next;
     pthread_mutex_unlock(&h->pool_lock);
     if (!b && !(b = calloc(1, sizeof *b))) return NULL;
-    size_t want = h->nchunks * HNSW_CHUNK_SLOTS;
+    size_t want = h->nchunks << h->chunk_bits;
     if (b->ntags < want) {
         /* Doubling, not growing to `want`: the writer's buffer follows the index chunk by chunk,
          * and a heap block regrown 4096 slots at a time left the heap riddled with freed blocks
@@ -223,9 +236,16 @@ static float encode_i8(const float *v, int dims, int8_t *out) {
     return scale;
 }
 
+/* The walk's distance: on the bfloat16 walk copy for float32 storage (exact_dist gives the float32
+ * one), on the int8 vector for int8. */
 static inline float dist_q(const hnsw_index *h, const enc_query *q, uint32_t s) {
-    if (h->p.storage == HNSW_FLOAT32) return 1.0f - h->dot(q->f, hnsw_vec(h, s), (size_t)h->p.dims);
+    if (h->p.storage == HNSW_FLOAT32) return 1.0f - h->dotw(q->f, (const uint16_t *)hnsw_rec(h, s), (size_t)h->p.dims);
     return 1.0f - q->scale * hnsw_node_at(h, s)->scale * (float)h->dot8(q->q8, hnsw_vec(h, s), (size_t)h->p.dims);
+}
+
+/* float32 storage: the exact distance from a float32 query. */
+static inline float exact_dist(const hnsw_index *h, const float *q, uint32_t s) {
+    return 1.0f - h->dot(q, hnsw_vec(h, s), (size_t)h->p.dims);
 }
 
 /* Asks for a node's first vector lines and its header before its distance is needed: the beam
@@ -242,7 +262,7 @@ static inline void prefetch_node(const hnsw_index *h, uint32_t s) {
  * time. */
 static inline void prefetch_rest(const hnsw_index *h, uint32_t s) {
     const char *p = (const char *)hnsw_rec(h, s);
-    for (size_t o = 128; o < h->vec_bytes; o += 64) __builtin_prefetch(p + o);
+    for (size_t o = 128; o < h->walk_bytes; o += 64) __builtin_prefetch(p + o);
 }
 
 static enc_query stored_query(const hnsw_index *h, uint32_t s) {
@@ -489,8 +509,16 @@ int hnsw_search(hnsw_index *h, const float *query, const hnsw_query *q, index_hi
         if (!search_layer(h, &eq, ep, d, ef, 0, &rule, b)) rc = IS_ERR_NOMEM;
         topk t;
         topk_init(&t, cands, keep);
+        /* float32: the walk ranked by its bfloat16 copies; the ef candidates it ends with are
+         * ranked by their exact distances (ef float32 reads, against hundreds in the walk), all
+         * asked for before the first is needed */
+        for (size_t i = 0; !rc && !i8 && i < b->nbest; i++) {
+            const char *v = hnsw_vec(h, b->best[i].s);
+            for (size_t o = 0; o < h->vec_bytes; o += 64) __builtin_prefetch(v + o);
+        }
         for (size_t i = 0; !rc && i < b->nbest; i++)
-            topk_push(&t, (index_hit){hnsw_node_at(h, b->best[i].s)->id, b->best[i].d});
+            topk_push(&t, (index_hit){hnsw_node_at(h, b->best[i].s)->id,
+                                      i8 ? b->best[i].d : exact_dist(h, query, b->best[i].s)});
         n = topk_finish(&t);
         buf_release(h, b);
     }
@@ -524,7 +552,8 @@ int hnsw_search_ids(hnsw_index *h, const float *query, const int64_t *ids, size_
     pthread_rwlock_rdlock(&h->lock);
     for (size_t i = 0; i < nids; i++) {
         uint32_t s;
-        if (idmap_get(&h->where, ids[i], &s)) topk_push(&t, (index_hit){ids[i], dist_q(h, &eq, s)});
+        if (idmap_get(&h->where, ids[i], &s))
+            topk_push(&t, (index_hit){ids[i], i8 ? dist_q(h, &eq, s) : exact_dist(h, query, s)});
     }
     pthread_rwlock_unlock(&h->lock);
     int n = topk_finish(&t), rc = IS_OK;
@@ -768,6 +797,7 @@ static int job_publish(hnsw_index *h, insert_job *j, touched_set *t) {
         } else {
             n->scale = 1.0f;
             memcpy(hnsw_vec(h, j->slot), j->vec, sizeof(float) * (size_t)h->p.dims);
+            hnsw_fill_walk(h, j->slot);
         }
         hnsw_links(h, j->slot, 0)[0] = 0;
         plan_apply(h, &j->own);
@@ -1034,7 +1064,7 @@ size_t hnsw_count(hnsw_index *h) {
 
 size_t hnsw_memory_bytes(hnsw_index *h) {
     pthread_rwlock_rdlock(&h->lock);
-    size_t bytes = sizeof *h + h->nchunks * HNSW_CHUNK_SLOTS * h->rec_size + h->chunks_cap * sizeof(void *) +
+    size_t bytes = sizeof *h + (h->nchunks << h->chunk_bits) * h->rec_size + h->chunks_cap * sizeof(void *) +
                    h->upper_bytes + h->free_cap * sizeof(uint32_t) +
                    h->where.cap * (sizeof(int64_t) + sizeof(uint32_t) + sizeof(bool));
     pthread_mutex_lock(&h->pool_lock);

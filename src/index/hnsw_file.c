@@ -22,7 +22,8 @@
 #include "util/status.h"
 
 #define MAGIC "IMGHNSW1"
-#define VERSION 3u /* 2: vector before the layer-0 links; 3: vector first, records 64-byte aligned */
+#define VERSION 4u /* 2: vector before the layer-0 links; 3: vector first, records 64-byte aligned; 4: float32
+                    * records carry the bfloat16 walk copy first (hnsw_internal.h) */
 
 typedef struct {
     char magic[8];
@@ -219,6 +220,7 @@ static int load_stream(FILE *f, uint64_t size, const char *path, hnsw_index **ou
         else if (n->state > SLOT_DEAD || n->level > HNSW_MAX_LEVEL || (int)n->level > hd.max_level) why = "bad node";
         else if (n->state != SLOT_FREE && !links_valid(hnsw_links(h, s, 0), h->m0, hd.nslots)) why = "bad links";
         else if (n->state != SLOT_FREE && !vector_valid(h, s)) why = "bad vector";
+        else if (n->state != SLOT_FREE && h->p.storage == HNSW_FLOAT32) hnsw_fill_walk(h, s);
         n->upper = NULL;
         if (why) n->level = 0;
         else if (n->state == SLOT_LIVE) {

@@ -1,11 +1,21 @@
 /* hnsw_internal.h — the HNSW layout shared by the graph code (hnsw.c) and the snapshot file
  * (hnsw_file.c). Not for other users: the public contract is hnsw.h.
  *
- * Nodes live in fixed-size records inside chunks of 4096 slots, so growing the index never
- * moves a vector a reader may be looking at. A record is:
- *   vector (dims float or int8) | hnsw_node (24 bytes) | layer-0 links: uint32 count + 2m slots
+ * Nodes live in fixed-size records inside chunks of 2^chunk_bits slots (4096, fewer where records
+ * are so wide that a chunk would pass HNSW_CHUNK_MAX_BYTES: the first image of a 65536-dimension
+ * index must not cost gigabytes), so growing the index never moves a vector a reader may be
+ * looking at. A record is:
+ *   walk vector | hnsw_node (24 bytes) | layer-0 links: uint32 count + 2m slots | [float32 vector]
  * padded to a multiple of 64 bytes, in 64-byte aligned chunks: every vector starts on a cache line,
  * so a 64-byte (AVX-512) load never straddles two lines and a distance touches the fewest lines.
+ * The walk vector is what the graph walk computes its distances on, next to the node and links it
+ * reads with it: for int8 storage the int8 vector itself (the record ends after the links); for
+ * float32 storage a bfloat16 copy of the float32 vector, whose float32 original follows the links
+ * (64-byte aligned) and is read only to rank the walk's final candidates exactly, for exact scans,
+ * and to save. The copy halves the bytes of a memory-bound walk; it is derived from the float32
+ * vector at insert and at load (a snapshot's copy is not trusted). Kept apart from the node, in a
+ * table of its own, the copy made the walk slower than float32 (two pages per neighbour instead
+ * of one).
  * Upper-layer links (levels 1..level, each uint32 count + m slots) are one allocation per node;
  * most nodes (1 - 1/m of them) have none. */
 #ifndef IMGSEARCH_HNSW_INTERNAL_H
@@ -18,7 +28,7 @@
 #include "util/idmap.h"
 
 #define HNSW_CHUNK_BITS 12
-#define HNSW_CHUNK_SLOTS (1u << HNSW_CHUNK_BITS)
+#define HNSW_CHUNK_MAX_BYTES ((size_t)32 << 20)
 #define HNSW_MAX_LEVEL 16
 #define HNSW_NONE UINT32_MAX
 
@@ -38,12 +48,15 @@ typedef struct search_buf search_buf;
 struct hnsw_index {
     hnsw_params p;
     int m0;                 /* layer-0 links: 2m */
-    size_t rec_size, node_offset, l0_offset, vec_bytes; /* offsets within a record (the vector at 0) */
+    size_t rec_size, node_offset, l0_offset, vec_offset; /* offsets within a record (walk vector at 0) */
+    size_t vec_bytes, walk_bytes; /* the stored vector's bytes (float32 or int8), the walk vector's */
     uint32_t ahead;         /* neighbours whose whole vector the beam search prefetches ahead */
     dot_f32_fn dot;         /* kernels resolved once */
     dot_i8_fn dot8;
+    dot_bf16_fn dotw;
     uint8_t **chunks;       /* chunk table; grows under the write lock */
     size_t nchunks, chunks_cap;
+    unsigned chunk_bits;    /* slots per chunk: 1 << chunk_bits */
     uint32_t nslots;        /* slots ever handed out (high-water mark) */
     uint32_t *free_slots;   /* slots of repaired deletes, reused first */
     size_t nfree, free_cap;
@@ -61,7 +74,7 @@ struct hnsw_index {
 
 /* Slot s's whole record (rec_size bytes, 64-byte aligned). */
 static inline uint8_t *hnsw_rec(const hnsw_index *h, uint32_t s) {
-    return h->chunks[s >> HNSW_CHUNK_BITS] + (size_t)(s & (HNSW_CHUNK_SLOTS - 1)) * h->rec_size;
+    return h->chunks[s >> h->chunk_bits] + (size_t)(s & ((1u << h->chunk_bits) - 1)) * h->rec_size;
 }
 
 static inline hnsw_node *hnsw_node_at(const hnsw_index *h, uint32_t s) {
@@ -74,7 +87,12 @@ static inline uint32_t *hnsw_links(const hnsw_index *h, uint32_t s, int level) {
     return hnsw_node_at(h, s)->upper + (size_t)(level - 1) * (size_t)(1 + h->p.m);
 }
 
-static inline void *hnsw_vec(const hnsw_index *h, uint32_t s) { return hnsw_rec(h, s); }
+/* The stored vector: float32 (after the links) or int8 (the walk vector itself, with its node's
+ * scale). */
+static inline void *hnsw_vec(const hnsw_index *h, uint32_t s) { return hnsw_rec(h, s) + h->vec_offset; }
+
+/* float32 storage: rewrites slot s's walk copy from its float32 vector (insert, load). */
+void hnsw_fill_walk(hnsw_index *h, uint32_t s);
 
 static inline int hnsw_max_links(const hnsw_index *h, int level) { return level ? h->p.m : h->m0; }
 
