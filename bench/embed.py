@@ -9,7 +9,7 @@ Measures, on this machine, and prints a markdown table (also bench/out/embed.jso
      PyTorch definition and weights, plus PyTorch eager; same preprocessed tensors, batch 1 and 8,
      1 and 2 threads. The ratio is ours (best precision) against the best peer configuration;
   2. decode + preprocess time of a 12-megapixel JPEG to a 224x224 float tensor: ours
-     (bench_embed decode: libvips thumbnail with shrink-on-load) against Pillow, plainly and
+     (bench_embed decode: libjpeg's DCT shrink through libvips, then decode_jpeg.c's resample) against Pillow, plainly and
      with Image.draft() (libjpeg's own shrink-on-load);
   3. peak memory (max RSS) of `imgsearch embed` on one image.
 It is a bench: it reports figures and targets, and fails only when something cannot run.

@@ -1,5 +1,7 @@
 #include "embed/decode.h"
 
+#include "embed/decode_internal.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <pthread.h>
@@ -67,7 +69,7 @@ static void vips_log_and_clear(void) {
 }
 
 /* "the PNG data is truncated or damaged" for the format the header named. */
-static int vips_fail(char *err, size_t errlen, int status, const char *what, const char *format) {
+int decode_vips_fail(char *err, size_t errlen, int status, const char *what, const char *format) {
     vips_log_and_clear();
     char upper[16];
     size_t n = 0;
@@ -120,7 +122,7 @@ int decode_probe(const void *buf, size_t len, uint64_t max_pixels, decode_info *
 
     /* Header only: pixels are decoded later, on demand. */
     VipsImage *img = vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
-    if (!img) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot read the image header", info->format);
+    if (!img) return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot read the image header", info->format);
     int w = vips_image_get_width(img), h = vips_image_get_height(img);
     int orientation = 1, pages = 1;
     if (vips_image_get_typeof(img, VIPS_META_ORIENTATION))
@@ -213,18 +215,22 @@ static unsigned char *rgb_pixels(VipsImage *img) {
     return px;
 }
 
-/* The JPEG shrink-on-load factor for a short side of `shortest` to become `target`: the largest of
- * 8, 4, 2 that keeps it at least target; 1 (no fast path) for other formats, multi-page files and
- * images that need no shrinking. IMGSEARCH_JPEG_SHRINK=vips keeps libvips' own choice (to measure). */
-static int jpeg_shrink_for(const decode_info *info, int shortest, int target) {
+/* The JPEG shrink-on-load factor for a short side of `shortest` to become `box`: the largest of 8,
+ * 4, 2 that keeps it at least box, as Pillow's draft() picks; 1 (no fast path) for other formats,
+ * multi-page files and images under twice the box. libvips' thumbnail alone stops a factor of two
+ * short (a 12 MP photo decoded at 1000 × 750, four times the pixels). IMGSEARCH_JPEG_SHRINK=vips
+ * keeps libvips' own choice (tests and bench compare the two). */
+static int jpeg_shrink_for(const decode_info *info, int shortest, int box) {
     const char *mode = getenv("IMGSEARCH_JPEG_SHRINK");
     if ((mode && !strcmp(mode, "vips")) || strcmp(info->format, "jpeg") || info->pages > 1) return 1;
     for (int f = 8; f > 1; f /= 2)
-        if (shortest / f >= target) return f;
+        if (shortest / f >= box) return f;
     return 1;
 }
 
-/* The centre square of the short side of buf, scaled to box × box, as 8-bit sRGB.
+/* The centre square of the short side of the image, scaled to box × box, as 8-bit sRGB. `loaded`
+ * (taken over, may be NULL) is the JPEG already shrunk on load when it is not plain RGB (CMYK,
+ * grey): libvips' thumbnail then does the rest; otherwise the thumbnail reads buf itself.
  *
  * The cost is bounded by the image's pixel count, whatever its shape: the image is first only ever
  * shrunk (shrink-on-load where the format has it) so that its short side is at most box, then the
@@ -232,39 +238,30 @@ static int jpeg_shrink_for(const decode_info *info, int shortest, int target) {
  * whole thin image so that its short side becomes box would make a 65535 x 1 PNG of 270 bytes into
  * a 19-million-pixel-wide strip (seen: 12 GB and two minutes per request). For the usual photo the
  * first step already gives a short side of box, and the result is what a crop-mode thumbnail gives. */
-static int centre_square(const void *buf, size_t len, const decode_info *info, int box, VipsImage **out,
-                         char *err, size_t errlen) {
+static int centre_square(const void *buf, size_t len, const decode_info *info, int box, VipsImage *loaded,
+                         VipsImage **out, char *err, size_t errlen) {
     int w = info->width, h = info->height, shortest = w < h ? w : h;
     int target = shortest < box ? shortest : box;
     VipsImage *fit = NULL, *rgb = NULL, *square = NULL;
-    /* fail_on=truncated: a cut-off JPEG or PNG is an error, not a half-grey picture. */
     /* fit inside target × unbounded (or the other way round): the short side becomes target */
-    int jpeg_shrink = jpeg_shrink_for(info, shortest, target);
-    if (jpeg_shrink > 1) {
-        /* libvips' thumbnail leaves a factor of two to its own resize after JPEG shrink-on-load
-         * (a 12 MP photo was decoded at 1000 × 750); libjpeg's DCT scaling to the largest 1/2, 1/4
-         * or 1/8 that keeps the short side at least target, as Pillow's draft() does, decodes a
-         * quarter of those pixels. bench/embed.py measures the speed and the pixel difference. */
-        VipsImage *loaded = NULL;
-        if (vips_jpegload_buffer((void *)buf, len, &loaded, "shrink", jpeg_shrink, "fail_on", VIPS_FAIL_ON_TRUNCATED,
-                                 "access", VIPS_ACCESS_SEQUENTIAL, NULL))
-            return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
+    if (loaded) {
         int bad = vips_thumbnail_image(loaded, &fit, w <= h ? target : VIPS_MAX_COORD, "height",
                                        w <= h ? VIPS_MAX_COORD : target, "size", VIPS_SIZE_DOWN, NULL);
         g_object_unref(loaded);
-        if (bad) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
+        if (bad) return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
     } else if (vips_thumbnail_buffer((void *)buf, len, &fit, w <= h ? target : VIPS_MAX_COORD, "height",
                                      w <= h ? VIPS_MAX_COORD : target, "size", VIPS_SIZE_DOWN, "option_string",
                                      "fail_on=truncated", NULL)) {
-        return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
+        /* fail_on=truncated: a cut-off JPEG or PNG is an error, not a half-grey picture. */
+        return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
     }
     int rc = to_srgb8(fit, &rgb);
     g_object_unref(fit);
-    if (rc) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB", info->format);
+    if (rc) return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB", info->format);
     int tw = vips_image_get_width(rgb), th = vips_image_get_height(rgb), side = tw < th ? tw : th;
     rc = vips_extract_area(rgb, &square, (tw - side) / 2, (th - side) / 2, side, side, NULL);
     g_object_unref(rgb);
-    if (rc) return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image", NULL);
+    if (rc) return decode_vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image", NULL);
     if (side == box) {
         *out = square;
         return IS_OK;
@@ -273,7 +270,7 @@ static int centre_square(const void *buf, size_t len, const decode_info *info, i
     VipsImage *scaled = NULL;
     rc = vips_resize(square, &scaled, (double)box / side, NULL);
     g_object_unref(square);
-    if (rc) return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot scale the image", NULL);
+    if (rc) return decode_vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot scale the image", NULL);
     *out = scaled;
     return IS_OK;
 }
@@ -291,8 +288,25 @@ int decode_preprocess(const void *buf, size_t len, const decode_params *p, float
      * crop_fraction of it is `size` pixels, then its centre size × size. */
     int box = (int)lround(p->size / p->crop_fraction);
     if (box < p->size) box = p->size;
-    VipsImage *square = NULL, *crop = NULL;
-    rc = centre_square(buf, len, info, box, &square, err, errlen);
+    int shortest = info->width < info->height ? info->width : info->height;
+    int jpeg_shrink = jpeg_shrink_for(info, shortest, box);
+    VipsImage *loaded = NULL, *square = NULL, *crop = NULL;
+    if (jpeg_shrink > 1) {
+        /* fail_on=truncated: a cut-off JPEG is an error, not a half-grey picture. */
+        if (vips_jpegload_buffer((void *)buf, len, &loaded, "shrink", jpeg_shrink, "fail_on", VIPS_FAIL_ON_TRUNCATED,
+                                 "access", VIPS_ACCESS_SEQUENTIAL, NULL))
+            return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
+        /* the fast path does no colour management: a JPEG with an embedded ICC profile (Adobe RGB,
+         * Display P3) takes the thumbnail path, which converts it to sRGB */
+        if (vips_image_get_bands(loaded) == 3 && vips_image_get_format(loaded) == VIPS_FORMAT_UCHAR &&
+            vips_image_get_interpretation(loaded) == VIPS_INTERPRETATION_sRGB &&
+            vips_image_get_coding(loaded) == VIPS_CODING_NONE && !vips_image_get_typeof(loaded, VIPS_META_ICC_NAME)) {
+            rc = decode_jpeg_tensor(loaded, info, jpeg_shrink, box, p, out, err, errlen);
+            g_object_unref(loaded);
+            return rc;
+        }
+    }
+    rc = centre_square(buf, len, info, box, loaded, &square, err, errlen);
     if (rc) return rc;
     int sw = vips_image_get_width(square), sh = vips_image_get_height(square);
     if (sw < p->size || sh < p->size) {
@@ -301,12 +315,12 @@ int decode_preprocess(const void *buf, size_t len, const decode_params *p, float
     }
     if (vips_extract_area(square, &crop, (sw - p->size) / 2, (sh - p->size) / 2, p->size, p->size, NULL)) {
         g_object_unref(square);
-        return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image", NULL);
+        return decode_vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image", NULL);
     }
     g_object_unref(square);
     unsigned char *px = rgb_pixels(crop);
     g_object_unref(crop);
-    if (!px) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels", info->format);
+    if (!px) return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels", info->format);
     size_t n = (size_t)p->size * (size_t)p->size;
     float scale[3], shift[3];
     for (int c = 0; c < 3; c++) {
@@ -335,14 +349,14 @@ int decode_thumbnail(const void *buf, size_t len, int size, const char *format, 
     /* never enlarge: a small image is its own thumbnail */
     if (vips_thumbnail_buffer((void *)buf, len, &thumb, size, "height", size, "size", VIPS_SIZE_DOWN,
                               "option_string", "fail_on=truncated", NULL))
-        return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info.format);
+        return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info.format);
     rc = to_srgb8(thumb, &rgb);
     g_object_unref(thumb);
-    if (rc) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB", info.format);
+    if (rc) return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB", info.format);
     int w = vips_image_get_width(rgb), h = vips_image_get_height(rgb);
     unsigned char *px = rgb_pixels(rgb);
     g_object_unref(rgb);
-    if (!px) return vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels", info.format);
+    if (!px) return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels", info.format);
     VipsImage *flat = vips_image_new_from_memory(px, (size_t)w * (size_t)h * 3, w, h, 3, VIPS_FORMAT_UCHAR);
     void *enc = NULL;
     size_t enc_len = 0;
@@ -351,7 +365,7 @@ int decode_thumbnail(const void *buf, size_t len, int size, const char *format, 
                 : vips_jpegsave_buffer(flat, &enc, &enc_len, "Q", 82, "strip", TRUE, NULL);
     if (flat) g_object_unref(flat); /* before the pixels it points at */
     g_free(px);
-    if (rc) return vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot encode the thumbnail", NULL);
+    if (rc) return decode_vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot encode the thumbnail", NULL);
     /* hand back malloc'ed memory so callers free it like every other buffer of ours */
     *out = malloc(enc_len ? enc_len : 1);
     if (!*out) {

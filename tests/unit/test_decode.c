@@ -187,6 +187,90 @@ static void test_large_jpeg_fast_shrink(void **state) {
     }
 }
 
+/* The large-JPEG fast path (decode_jpeg.c) applies each of the 8 EXIF orientations: a picture
+ * stored turned or mirrored, tagged so, gives the upright one's tensor. The size (1003 × 757) is
+ * not a multiple of libjpeg's shrink (8 here), which is where a misplaced window would show. */
+static VipsImage *stored_for(VipsImage *u, int o) {
+    VipsImage *a = NULL, *b = NULL;
+    switch (o) {
+    case 2: vips_flip(u, &b, VIPS_DIRECTION_HORIZONTAL, NULL); break;
+    case 3: vips_rot(u, &b, VIPS_ANGLE_D180, NULL); break;
+    case 4: vips_flip(u, &b, VIPS_DIRECTION_VERTICAL, NULL); break;
+    case 5: /* transpose */
+        vips_rot(u, &a, VIPS_ANGLE_D90, NULL);
+        vips_flip(a, &b, VIPS_DIRECTION_HORIZONTAL, NULL);
+        break;
+    case 6: vips_rot(u, &b, VIPS_ANGLE_D270, NULL); break;
+    case 7: /* transverse */
+        vips_rot(u, &a, VIPS_ANGLE_D270, NULL);
+        vips_flip(a, &b, VIPS_DIRECTION_HORIZONTAL, NULL);
+        break;
+    case 8: vips_rot(u, &b, VIPS_ANGLE_D90, NULL); break;
+    default: vips_copy(u, &b, NULL);
+    }
+    if (a) g_object_unref(a);
+    assert_non_null(b);
+    VipsImage *tagged = NULL;
+    assert_int_equal(vips_copy(b, &tagged, NULL), 0);
+    g_object_unref(b);
+    vips_image_set_int(tagged, VIPS_META_ORIENTATION, o);
+    return tagged;
+}
+
+static void test_large_jpeg_every_orientation(void **state) {
+    (void)state;
+    enum { W = 1003, H = 757 };
+    unsigned char *rgb = malloc((size_t)W * H * 3);
+    assert_non_null(rgb);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            unsigned char *q = rgb + ((size_t)y * W + x) * 3;
+            q[0] = (unsigned char)(x * 255 / (W - 1));
+            q[1] = (unsigned char)(y * 255 / (H - 1));
+            q[2] = (x - 600) * (x - 600) + (y - 250) * (y - 250) < 120 * 120 ? 255 : 0; /* off centre */
+        }
+    VipsImage *upright = vips_image_new_from_memory_copy(rgb, (size_t)W * H * 3, W, H, 3, VIPS_FORMAT_UCHAR);
+    free(rgb);
+    assert_non_null(upright);
+    size_t ulen;
+    void *upx = vips_image_write_to_memory(upright, &ulen);
+    static float ref[S * S * 3], got[S * S * 3];
+    decode_params p = raw_params();
+    char err[256];
+    decode_info info;
+    for (int o = 1; o <= 8; o++) {
+        VipsImage *stored = stored_for(upright, o), *back = NULL;
+        /* the test's own transform is right: libvips' autorot turns it back to the picture */
+        assert_int_equal(vips_autorot(stored, &back, NULL), 0);
+        size_t blen;
+        void *bpx = vips_image_write_to_memory(back, &blen);
+        assert_true(blen == ulen && !memcmp(bpx, upx, ulen));
+        g_free(bpx);
+        g_object_unref(back);
+        void *jpg = NULL;
+        size_t len = 0;
+        assert_int_equal(vips_jpegsave_buffer(stored, &jpg, &len, "Q", 95, NULL), 0);
+        g_object_unref(stored);
+        assert_int_equal(decode_preprocess(jpg, len, &p, got, &info, err, sizeof err), IS_OK);
+        assert_int_equal(info.width, W); /* upright, whatever the tag */
+        assert_int_equal(info.height, H);
+        if (o == 1) {
+            /* and the fast path gives libvips' thumbnail path's picture */
+            setenv("IMGSEARCH_JPEG_SHRINK", "vips", 1);
+            assert_int_equal(decode_preprocess(jpg, len, &p, ref, &info, err, sizeof err), IS_OK);
+            unsetenv("IMGSEARCH_JPEG_SHRINK");
+        }
+        g_free(jpg);
+        double diff = 0;
+        for (size_t i = 0; i < (size_t)S * S * 3; i++) diff += fabsf(got[i] - ref[i]);
+        diff /= (double)S * S * 3;
+        print_message("orientation %d: mean |fast path - upright thumbnail| = %.2f levels\n", o, diff);
+        assert_true(diff < 2.0); /* a turn or mirror gone wrong is tens of levels */
+    }
+    g_free(upx);
+    g_object_unref(upright);
+}
+
 static void test_normalisation_and_tiny(void **state) {
     (void)state;
     static float out[S * S * 3];
@@ -299,6 +383,7 @@ int main(void) {
         cmocka_unit_test(test_animated_gif_first_frame),
         cmocka_unit_test(test_exif_orientation_applied),
         cmocka_unit_test(test_large_jpeg_fast_shrink),
+        cmocka_unit_test(test_large_jpeg_every_orientation),
         cmocka_unit_test(test_normalisation_and_tiny),
         cmocka_unit_test(test_large_jpeg_probe),
         cmocka_unit_test(test_thin_images),
