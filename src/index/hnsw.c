@@ -47,6 +47,9 @@ bool hnsw_layout(hnsw_index *h, const hnsw_params *p) {
     size_t lines = (h->walk_bytes + 63) / 64;
     h->ahead = lines >= PREFETCH_LINES ? 1 : (uint32_t)(PREFETCH_LINES / lines);
     if (h->ahead > PREFETCH_MAX_AHEAD) h->ahead = PREFETCH_MAX_AHEAD;
+    lines = (h->vec_bytes + 63) / 64;
+    h->ahead_exact = lines >= PREFETCH_LINES ? 1 : (uint32_t)(PREFETCH_LINES / lines);
+    if (h->ahead_exact > PREFETCH_MAX_AHEAD) h->ahead_exact = PREFETCH_MAX_AHEAD;
     h->dot = dot_f32_best();
     h->dot8 = dot_i8_best();
     h->dotw = dot_bf16_best();
@@ -223,6 +226,7 @@ typedef struct {
     const float *f;
     const int8_t *q8;
     float scale;
+    bool exact; /* float32: distances on the float32 vectors, not the walk copies (building) */
 } enc_query;
 
 static float encode_i8(const float *v, int dims, int8_t *out) {
@@ -239,7 +243,9 @@ static float encode_i8(const float *v, int dims, int8_t *out) {
 /* The walk's distance: on the bfloat16 walk copy for float32 storage (exact_dist gives the float32
  * one), on the int8 vector for int8. */
 static inline float dist_q(const hnsw_index *h, const enc_query *q, uint32_t s) {
-    if (h->p.storage == HNSW_FLOAT32) return 1.0f - h->dotw(q->f, (const uint16_t *)hnsw_rec(h, s), (size_t)h->p.dims);
+    if (h->p.storage == HNSW_FLOAT32)
+        return 1.0f - (q->exact ? h->dot(q->f, hnsw_vec(h, s), (size_t)h->p.dims)
+                                : h->dotw(q->f, (const uint16_t *)hnsw_rec(h, s), (size_t)h->p.dims));
     return 1.0f - q->scale * hnsw_node_at(h, s)->scale * (float)h->dot8(q->q8, hnsw_vec(h, s), (size_t)h->p.dims);
 }
 
@@ -250,23 +256,23 @@ static inline float exact_dist(const hnsw_index *h, const float *q, uint32_t s) 
 
 /* Asks for a node's first vector lines and its header before its distance is needed: the beam
  * search is bound by memory latency, not arithmetic. */
-static inline void prefetch_node(const hnsw_index *h, uint32_t s) {
-    const char *p = (const char *)hnsw_rec(h, s);
-    __builtin_prefetch(p);
-    __builtin_prefetch(p + 64);
-    __builtin_prefetch(p + h->node_offset);
+static inline void prefetch_node(const hnsw_index *h, uint32_t s, size_t off) {
+    const char *r = (const char *)hnsw_rec(h, s);
+    __builtin_prefetch(r + off);
+    __builtin_prefetch(r + off + 64);
+    __builtin_prefetch(r + h->node_offset);
 }
 
 /* The rest of a node's vector: issued h->ahead neighbours before its distance is computed, so that
  * several vectors are in flight at once and wide ones (960, 1280 floats: 60–80 lines) arrive in
  * time. */
-static inline void prefetch_rest(const hnsw_index *h, uint32_t s) {
-    const char *p = (const char *)hnsw_rec(h, s);
-    for (size_t o = 128; o < h->walk_bytes; o += 64) __builtin_prefetch(p + o);
+static inline void prefetch_rest(const hnsw_index *h, uint32_t s, size_t off, size_t bytes) {
+    const char *p = (const char *)hnsw_rec(h, s) + off;
+    for (size_t o = 128; o < bytes; o += 64) __builtin_prefetch(p + o);
 }
 
 static enc_query stored_query(const hnsw_index *h, uint32_t s) {
-    enc_query q = {0};
+    enc_query q = {.exact = true};
     if (h->p.storage == HNSW_FLOAT32) q.f = hnsw_vec(h, s);
     else {
         q.q8 = hnsw_vec(h, s);
@@ -319,6 +325,12 @@ static void greedy(const hnsw_index *h, const enc_query *q, int level, uint32_t 
  * as long as the graph stays connected. false when memory runs out. */
 static bool search_layer(const hnsw_index *h, const enc_query *q, uint32_t ep, float ep_d, size_t ef, int level,
                          const admit_rule *rule, search_buf *b) {
+    /* the vector this walk's distances read: the walk vector, or the float32 one (building). Worked
+     * out once here and handed to the prefetch helpers as numbers: with the choice made inside
+     * them (a select on q->exact), GCC 12 emitted no prefetch at all and the walk ran at half
+     * speed (objdump of hnsw.c.o showed it). */
+    uint32_t ahead = q->exact ? h->ahead_exact : h->ahead;
+    size_t off = q->exact ? h->vec_offset : 0, bytes = q->exact ? h->vec_bytes : h->walk_bytes;
     buf_new_visit(b);
     visit(b, ep);
     if (!heap_push(&b->near, &b->nnear, &b->cap_near, (cand){ep_d, ep}, false)) return false;
@@ -331,12 +343,12 @@ static bool search_layer(const hnsw_index *h, const enc_query *q, uint32_t ep, f
         for (uint32_t i = 1; i <= l[0]; i++)
             if (visit(b, l[i])) {
                 fresh[nf++] = l[i];
-                prefetch_node(h, l[i]);
-                if (nf <= h->ahead) prefetch_rest(h, l[i]);
+                prefetch_node(h, l[i], off);
+                if (nf <= ahead) prefetch_rest(h, l[i], off, bytes);
             }
         for (uint32_t i = 0; i < nf; i++) {
             uint32_t n = fresh[i];
-            if (i + h->ahead < nf) prefetch_rest(h, fresh[i + h->ahead]);
+            if (i + ahead < nf) prefetch_rest(h, fresh[i + ahead], off, bytes);
             float d = dist_q(h, q, n);
             if (b->nbest >= ef && d >= b->best[0].d) continue;
             if (!heap_push(&b->near, &b->nnear, &b->cap_near, (cand){d, n}, false)) return false;
@@ -501,7 +513,7 @@ int hnsw_search(hnsw_index *h, const float *query, const hnsw_query *q, index_hi
     search_buf *b = h->entry == HNSW_NONE ? NULL : buf_acquire(h);
     if (h->entry != HNSW_NONE && !b) rc = IS_ERR_NOMEM;
     if (b) {
-        enc_query eq;
+        enc_query eq = {0};
         encode_query(h, query, b, &eq);
         float d;
         uint32_t ep = descend(h, &eq, 0, &d);
@@ -692,7 +704,7 @@ static int job_prepare(hnsw_index *h, insert_job *j, int64_t id, const float *ve
     if (j->level && !(j->upper = calloc((size_t)j->level * (size_t)(1 + h->p.m), sizeof(uint32_t))))
         return IS_ERR_NOMEM;
     if (h->p.storage == HNSW_INT8 && !(j->q8 = malloc((size_t)h->p.dims))) return IS_ERR_NOMEM;
-    j->vq = (enc_query){.f = vec, .q8 = j->q8};
+    j->vq = (enc_query){.f = vec, .q8 = j->q8, .exact = true};
     if (j->q8) j->vq.scale = encode_i8(vec, h->p.dims, j->q8);
     return IS_OK;
 }

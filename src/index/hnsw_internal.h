@@ -11,11 +11,10 @@
  * The walk vector is what the graph walk computes its distances on, next to the node and links it
  * reads with it: for int8 storage the int8 vector itself (the record ends after the links); for
  * float32 storage a bfloat16 copy of the float32 vector, whose float32 original follows the links
- * (64-byte aligned) and is read only to rank the walk's final candidates exactly, for exact scans,
- * and to save. The copy halves the bytes of a memory-bound walk; it is derived from the float32
- * vector at insert and at load (a snapshot's copy is not trusted). Kept apart from the node, in a
- * table of its own, the copy made the walk slower than float32 (two pages per neighbour instead
- * of one).
+ * (64-byte aligned) and is read to rank a search's final candidates exactly, for exact scans, to
+ * build (graphs built on the copies lost recall on real embeddings) and to save. The copy halves
+ * the bytes of a memory-bound search; it is derived from the float32 vector at insert and at load
+ * (a snapshot's copy is not trusted).
  * Upper-layer links (levels 1..level, each uint32 count + m slots) are one allocation per node;
  * most nodes (1 - 1/m of them) have none. */
 #ifndef IMGSEARCH_HNSW_INTERNAL_H
@@ -50,7 +49,8 @@ struct hnsw_index {
     int m0;                 /* layer-0 links: 2m */
     size_t rec_size, node_offset, l0_offset, vec_offset; /* offsets within a record (walk vector at 0) */
     size_t vec_bytes, walk_bytes; /* the stored vector's bytes (float32 or int8), the walk vector's */
-    uint32_t ahead;         /* neighbours whose whole vector the beam search prefetches ahead */
+    uint32_t ahead;         /* neighbours whose whole walk vector the beam search prefetches ahead */
+    uint32_t ahead_exact;   /* the same for float32 vectors (building) */
     dot_f32_fn dot;         /* kernels resolved once */
     dot_i8_fn dot8;
     dot_bf16_fn dotw;
