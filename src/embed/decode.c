@@ -229,8 +229,9 @@ static int jpeg_shrink_for(const decode_info *info, int shortest, int box) {
 }
 
 /* The centre square of the short side of the image, scaled to box × box, as 8-bit sRGB. `loaded`
- * (taken over, may be NULL) is the JPEG already shrunk on load when it is not plain RGB (CMYK,
- * grey): libvips' thumbnail then does the rest; otherwise the thumbnail reads buf itself.
+ * (taken over, may be NULL) is the JPEG already shrunk on load when the fast path (decode_jpeg.c)
+ * does not take it (CMYK, grey, an ICC profile): libvips' thumbnail then does the rest, colour
+ * management included; otherwise the thumbnail reads buf itself.
  *
  * The cost is bounded by the image's pixel count, whatever its shape: the image is first only ever
  * shrunk (shrink-on-load where the format has it) so that its short side is at most box, then the
