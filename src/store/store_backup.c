@@ -60,6 +60,20 @@ static bool query_int(sqlite3 *db, const char *sql, int64_t *out) {
     return step == SQLITE_ROW || step == SQLITE_DONE;
 }
 
+/* Opens the database at path with flags and a 5 s busy timeout (a server may be writing). */
+static int open_db(const char *path, int flags, const char *verb, sqlite3 **db, char *err, size_t errlen) {
+    *db = NULL;
+    if (sqlite3_open_v2(path, db, flags, NULL) != SQLITE_OK) {
+        int rc = is_fail(err, errlen, IS_ERR_IO, "cannot %s %s: %s", verb, path,
+                         *db ? sqlite3_errmsg(*db) : "no memory");
+        sqlite3_close(*db);
+        *db = NULL;
+        return rc;
+    }
+    sqlite3_busy_timeout(*db, 5000);
+    return IS_OK;
+}
+
 #define LAST_SEQ_SQL "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)"
 
 int store_backup_db(const char *from_dir, const char *to_dir, int64_t *seq, char *err, size_t errlen) {
@@ -75,12 +89,9 @@ int store_backup_db(const char *from_dir, const char *to_dir, int64_t *seq, char
      * read-only connection to a WAL database nobody else has open leaves -wal and -shm files behind
      * (owned by whoever ran the backup, which could lock a server of another user out); a
      * read-write one that closes last removes them. */
-    if (sqlite3_open_v2(from, &src, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
-        rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", from, src ? sqlite3_errmsg(src) : "no memory");
-    if (!rc && sqlite3_open_v2(to, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK)
-        rc = is_fail(err, errlen, IS_ERR_IO, "cannot create %s: %s", to, dst ? sqlite3_errmsg(dst) : "no memory");
+    rc = open_db(from, SQLITE_OPEN_READWRITE, "open", &src, err, errlen);
+    if (!rc) rc = open_db(to, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "create", &dst, err, errlen);
     if (!rc) {
-        sqlite3_busy_timeout(src, 5000);
         sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
         if (!b) {
             rc = is_fail(err, errlen, IS_ERR_IO, "cannot copy %s: %s", from, sqlite3_errmsg(dst));
@@ -117,13 +128,8 @@ int store_backup_inspect(const char *dir, store_backup_info *info, char *err, si
     int rc = join(path, sizeof path, dir, DB_NAME, err, errlen);
     if (rc) return rc;
     if (access(path, F_OK)) return is_fail(err, errlen, IS_ERR_NOT_FOUND, "%s holds no imgsearch database", dir);
-    sqlite3 *db = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : "no memory");
-        sqlite3_close(db);
-        return rc;
-    }
-    sqlite3_busy_timeout(db, 5000);
+    sqlite3 *db;
+    if ((rc = open_db(path, SQLITE_OPEN_READONLY, "open", &db, err, errlen))) return rc;
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK) {
         rc = is_fail(err, errlen, sql_status(sqlite3_errcode(db)), "%s is damaged: %s", path, sqlite3_errmsg(db));
@@ -373,13 +379,8 @@ int store_backup_seal(const char *dir, int64_t *blobs, int64_t *bytes, char *err
     int rc = join(path, sizeof path, dir, DB_NAME, err, errlen);
     if (!rc) rc = join(blobdir, sizeof blobdir, dir, "blobs", err, errlen);
     if (rc) return rc;
-    sqlite3 *db = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-        rc = is_fail(err, errlen, IS_ERR_IO, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : "no memory");
-        sqlite3_close(db);
-        return rc;
-    }
-    sqlite3_busy_timeout(db, 5000);
+    sqlite3 *db;
+    if ((rc = open_db(path, SQLITE_OPEN_READWRITE, "open", &db, err, errlen))) return rc;
     /* one file, readable from read-only media: no -wal or -shm beside it */
     sqlite3_stmt *st;
     const char *steps[2] = {"PRAGMA journal_mode = DELETE", "PRAGMA quick_check"};
