@@ -1,8 +1,8 @@
-/* distance.h — vector kernels. dot_f32, dot_bf16 and dot_i8 use the best instruction set the CPU has (checked
- * once, at first use): AVX-512 (int8 with VNNI where present), else AVX2+FMA, else a portable loop.
- * IMGSEARCH_SIMD=portable|avx2|avx512|avx512-vnni caps the choice (to test or measure a fallback;
- * a level the CPU lacks is never used). Every level gives the same int8 results and float results
- * within rounding. Thread-safe. */
+/* distance.h — vector kernels. dot_f32, dot_bf16 and dot_i8 use the best instruction set the CPU
+ * has (checked once, at first use): AVX-512 (int8 with VNNI where present), else AVX2+FMA, else a
+ * portable loop. IMGSEARCH_SIMD=portable|avx2|avx512|avx512-vnni caps the choice (to test or
+ * measure a fallback; a level the CPU lacks is never used). Every level gives the same int8
+ * results and float results within rounding. Thread-safe; no state but the choice. */
 #ifndef IMGSEARCH_DISTANCE_H
 #define IMGSEARCH_DISTANCE_H
 
