@@ -1,10 +1,13 @@
 /* bench_embed — timing harness for the embedding engine; bench/embed.py drives it.
  *
  *   bench_embed infer --model M --threads T --batch B --seconds S --input FILE.f32 [--logits OUT]
+ *                     [--vectors OUT] [--no-logits]
  *       Throughput of embed_run: loads B preprocessed tensors (raw float32 NHWC size×size×3,
  *       concatenated; repeated when FILE holds fewer), warms up, then calls embed_run on the
  *       whole batch for about S seconds. Prints {"images_per_sec":...,...}. --logits writes
- *       the batch's raw class scores (B × classes float32) so the driver can compare them.
+ *       the batch's raw class scores (B × classes float32) and --vectors its embeddings
+ *       (B × dims float32), so the driver can compare precisions. --no-logits asks for none,
+ *       as a search does (the bf16 net then skips the classifier).
  *   bench_embed decode --model M --iters N FILE
  *       Latency of decode_preprocess (decode, shrink, centre crop, normalise) of FILE, read into
  *       memory once; one warm-up call, then N timed calls. Prints {"ms_per_image":...,...}.
@@ -29,16 +32,17 @@ static double now_s(void) {
 
 static int usage(void) {
     fputs("usage: bench_embed infer --model M --threads T --batch B --seconds S --input FILE.f32"
-          " [--logits OUT]\n"
+          " [--logits OUT] [--vectors OUT] [--no-logits]\n"
           "       bench_embed decode --model M --iters N FILE\n",
           stderr);
     return 2;
 }
 
 typedef struct {
-    const char *model, *input, *logits_out, *file;
+    const char *model, *input, *logits_out, *vectors_out, *file;
     int threads, batch, iters;
     double seconds;
+    int no_logits;
 } opts;
 
 static int parse(int argc, char **argv, opts *o) {
@@ -49,11 +53,16 @@ static int parse(int argc, char **argv, opts *o) {
             o->file = a;
             continue;
         }
+        if (!strcmp(a, "--no-logits")) {
+            o->no_logits = 1;
+            continue;
+        }
         if (!v) return usage();
         i++;
         if (!strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--input")) o->input = v;
         else if (!strcmp(a, "--logits")) o->logits_out = v;
+        else if (!strcmp(a, "--vectors")) o->vectors_out = v;
         else if (!strcmp(a, "--threads")) o->threads = atoi(v);
         else if (!strcmp(a, "--batch")) o->batch = atoi(v);
         else if (!strcmp(a, "--iters")) o->iters = atoi(v);
@@ -104,11 +113,11 @@ static int bench_infer(embed_engine *e, const opts *o) {
     /* Warm-up: the first call builds the network for this batch size; 20 calls, as every peer
      * gets in bench/embed.py. */
     for (int i = 0; i < 20; i++)
-        if (embed_run(s, tensors, o->batch, vectors, logits, err, sizeof err)) goto fail;
+        if (embed_run(s, tensors, o->batch, vectors, o->no_logits ? NULL : logits, err, sizeof err)) goto fail;
     long runs = 0;
     double t0 = now_s(), t = t0;
     do {
-        if (embed_run(s, tensors, o->batch, vectors, logits, err, sizeof err)) goto fail;
+        if (embed_run(s, tensors, o->batch, vectors, o->no_logits ? NULL : logits, err, sizeof err)) goto fail;
         runs++;
         t = now_s();
     } while (t - t0 < o->seconds);
@@ -116,8 +125,12 @@ static int bench_infer(embed_engine *e, const opts *o) {
            "\"batch\":%d,\"threads\":%d}\n",
            (double)runs * o->batch / (t - t0), (t - t0) * 1e3 / (double)runs, runs, t - t0,
            o->batch, o->threads);
-    if (o->logits_out && write_floats(o->logits_out, logits, (size_t)embed_num_classes(e) * b)) {
+    if (o->logits_out && !o->no_logits && write_floats(o->logits_out, logits, (size_t)embed_num_classes(e) * b)) {
         fprintf(stderr, "bench_embed: cannot write %s\n", o->logits_out);
+        goto done;
+    }
+    if (o->vectors_out && write_floats(o->vectors_out, vectors, (size_t)embed_dims(e) * b)) {
+        fprintf(stderr, "bench_embed: cannot write %s\n", o->vectors_out);
         goto done;
     }
     rc = 0;

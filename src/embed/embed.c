@@ -26,8 +26,6 @@ struct embed_session {
     int threads;
     pthreadpool_t pool; /* fp32 only: XNNPACK's threads (bf16 runs on OpenMP's) */
     net *nets[SESSION_NETS];
-    float *scratch; /* logits of the largest batch so far, when the caller wants none */
-    size_t scratch_len;
     float *pooled;  /* pooled features of the largest batch so far, when a head maps them */
     size_t pooled_len;
 };
@@ -148,7 +146,6 @@ void embed_session_free(embed_session *s) {
     if (!s) return;
     for (int i = 0; i < SESSION_NETS; i++) net_free(s->nets[i]);
     if (s->pool) pthreadpool_destroy(s->pool);
-    free(s->scratch);
     free(s->pooled);
     free(s);
 }
@@ -183,14 +180,6 @@ int embed_run(embed_session *s, const float *tensors, int n, float *vectors, flo
     net *nt;
     int rc = session_net(s, n, &nt, err, errlen);
     if (rc) return rc;
-    size_t nlogits = (size_t)n * (size_t)m->num_classes;
-    size_t need = nlogits; /* logits scratch when the caller wants none */
-    if (need > s->scratch_len) {
-        float *f = realloc(s->scratch, need * sizeof *f);
-        if (!f) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-        s->scratch = f;
-        s->scratch_len = need;
-    }
     const head *h = s->e->h;
     if (h && (size_t)n * (size_t)m->dims > s->pooled_len) {
         float *f = realloc(s->pooled, (size_t)n * (size_t)m->dims * sizeof *f);
@@ -198,7 +187,7 @@ int embed_run(embed_session *s, const float *tensors, int n, float *vectors, flo
         s->pooled = f;
         s->pooled_len = (size_t)n * (size_t)m->dims;
     }
-    rc = net_run(nt, tensors, h ? s->pooled : vectors, logits ? logits : s->scratch, err, errlen);
+    rc = net_run(nt, tensors, h ? s->pooled : vectors, logits, err, errlen);
     if (rc) return rc;
     for (int i = 0; i < n; i++) {
         if (h) head_apply(h, s->pooled + (size_t)i * (size_t)m->dims, vectors + (size_t)i * (size_t)head_dims(h));
@@ -213,14 +202,7 @@ int embed_run_pooled(embed_session *s, const float *tensors, int n, float *featu
     net *nt;
     int rc = session_net(s, n, &nt, err, errlen);
     if (rc) return rc;
-    size_t need = (size_t)n * (size_t)s->e->m->num_classes;
-    if (need > s->scratch_len) {
-        float *f = realloc(s->scratch, need * sizeof *f);
-        if (!f) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-        s->scratch = f;
-        s->scratch_len = need;
-    }
-    return net_run(nt, tensors, features, s->scratch, err, errlen);
+    return net_run(nt, tensors, features, NULL, err, errlen);
 }
 
 int embed_image(embed_session *s, const void *bytes, size_t len, uint64_t max_pixels,

@@ -62,6 +62,7 @@ typedef struct graph {
     dnnl_memory_t features; /* the caller's f32 [batch][dims]: handle set per run */
     dnnl_memory_t logits;   /* the caller's f32 [batch][num_classes]: handle set per run */
     void *pooled_buf;       /* f32 pooled features in the pool's layout */
+    int classifier_step;    /* steps from here on compute the logits, skipped when none are wanted */
     dnnl_memory_t weights[MAX_STEPS]; /* in layer order; owned (in mems) unless borrowed */
     int nweights;
 } graph;
@@ -404,6 +405,7 @@ static void classifier(builder *b, dnnl_memory_t pooled, int buf) {
     dnnl_memory_t wk = weights(b, pd, &w_user, fc_weights, m);
     dnnl_memory_t bias = memory(b, &b_md, m->fc_bias, "classifier bias");
     n->logits = memory(b, &d_md, DNNL_MEMORY_NONE, "logits memory");
+    n->classifier_step = n->nsteps;
     if (src) reorder_step(b, pooled, src);
     if (b->st != dnnl_success) {
         dnnl_primitive_desc_destroy(pd);
@@ -535,8 +537,9 @@ static void graph_free(graph *n) {
 static dnnl_status_t graph_run(graph *n, const float *input, float *features, float *logits) {
     dnnl_status_t st = dnnl_memory_set_data_handle(n->input, (void *)input);
     if (st == dnnl_success) st = dnnl_memory_set_data_handle(n->features, features);
-    if (st == dnnl_success) st = dnnl_memory_set_data_handle(n->logits, logits);
-    for (int i = 0; i < n->nsteps && st == dnnl_success; i++)
+    if (st == dnnl_success && logits) st = dnnl_memory_set_data_handle(n->logits, logits);
+    int steps = logits ? n->nsteps : n->classifier_step;
+    for (int i = 0; i < steps && st == dnnl_success; i++)
         st = dnnl_primitive_execute(n->steps[i].prim, n->stream, n->steps[i].nargs, n->steps[i].args);
     if (st == dnnl_success) st = dnnl_stream_wait(n->stream);
     return st;
@@ -572,24 +575,27 @@ void onednn_net_free(onednn_net *n) {
     free(n);
 }
 
-int onednn_net_run(onednn_net *n, const float *input, float *features, float *logits, char *err, size_t errlen) {
-    const model *m = n->lanes[0]->m;
+/* Image i of the batch through graph g. */
+static dnnl_status_t run_image(graph *g, int i, const float *input, float *features, float *logits) {
+    const model *m = g->m;
     size_t in_len = (size_t)m->input_size * (size_t)m->input_size * 3;
+    return graph_run(g, input + in_len * (size_t)i, features + (size_t)m->dims * (size_t)i,
+                     logits ? logits + (size_t)m->num_classes * (size_t)i : NULL);
+}
+
+int onednn_net_run(onednn_net *n, const float *input, float *features, float *logits, char *err, size_t errlen) {
     int failed = 0;
     /* OpenMP's thread count is per calling thread: set it for this session's share. Inside the
      * lanes' parallel region oneDNN runs each lane's layers on that lane's thread alone. */
     omp_set_num_threads(n->threads);
     if (n->nlanes == 1) {
-        for (int i = 0; i < n->batch && !failed; i++)
-            failed = graph_run(n->lanes[0], input + in_len * (size_t)i, features + (size_t)m->dims * (size_t)i,
-                               logits + (size_t)m->num_classes * (size_t)i);
+        for (int i = 0; i < n->batch && !failed; i++) failed = run_image(n->lanes[0], i, input, features, logits);
     } else {
 #pragma omp parallel num_threads(n->nlanes) reduction(| : failed)
         {
             int lane = omp_get_thread_num();
             for (int i = lane; i < n->batch && !failed; i += n->nlanes)
-                failed |= graph_run(n->lanes[lane], input + in_len * (size_t)i, features + (size_t)m->dims * (size_t)i,
-                                    logits + (size_t)m->num_classes * (size_t)i);
+                failed |= run_image(n->lanes[lane], i, input, features, logits);
         }
     }
     if (failed) return is_fail(err, errlen, IS_ERR_INTERNAL, "oneDNN inference failed (status %d)", failed);

@@ -13,6 +13,7 @@ enum { EXT_INPUT = 0, EXT_FEATURES = 1, EXT_LOGITS = 2, EXT_COUNT = 3 };
 struct xnnpack_net {
     xnn_runtime_t runtime;
     int batch;
+    float *logits; /* where the classifier writes when the caller wants no logits */
 };
 
 static pthread_once_t xnn_once = PTHREAD_ONCE_INIT;
@@ -129,9 +130,16 @@ int xnnpack_net_new(const model *m, int batch, pthreadpool_t pool, xnnpack_net *
         return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     }
     n->batch = batch;
+    n->logits = malloc(sizeof(float) * (size_t)batch * (size_t)m->num_classes);
+    if (!n->logits) {
+        xnn_delete_subgraph(b.sg);
+        free(n);
+        return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    }
     enum xnn_status st = xnn_create_runtime_v2(b.sg, pool, 0, &n->runtime);
     xnn_delete_subgraph(b.sg); /* the runtime keeps what it needs */
     if (st != xnn_status_success) {
+        free(n->logits);
         free(n);
         return is_fail(err, errlen, st == xnn_status_out_of_memory ? IS_ERR_NOMEM : IS_ERR_MODEL,
                        "XNNPACK cannot create the runtime (status %d)", (int)st);
@@ -143,6 +151,7 @@ int xnnpack_net_new(const model *m, int batch, pthreadpool_t pool, xnnpack_net *
 void xnnpack_net_free(xnnpack_net *n) {
     if (!n) return;
     if (n->runtime) xnn_delete_runtime(n->runtime);
+    free(n->logits);
     free(n);
 }
 
@@ -150,7 +159,7 @@ int xnnpack_net_run(xnnpack_net *n, const float *input, float *features, float *
     struct xnn_external_value ext[EXT_COUNT] = {
         {EXT_INPUT, (void *)input},
         {EXT_FEATURES, features},
-        {EXT_LOGITS, logits},
+        {EXT_LOGITS, logits ? logits : n->logits},
     };
     enum xnn_status st = xnn_setup_runtime(n->runtime, EXT_COUNT, ext);
     if (st == xnn_status_success) st = xnn_invoke_runtime(n->runtime);

@@ -166,6 +166,41 @@ static void test_batch_and_threads_agree(void **state) {
     free(single);
 }
 
+/* Logits are optional (a search needs none, and the bf16 net then skips the classifier): the
+ * vector is the same bit for bit with and without them, in each precision this CPU runs, and the
+ * net still classifies when asked again afterwards. */
+static void test_logits_are_optional(void **state) {
+    (void)state;
+    static const embed_precision precisions[] = {EMBED_PRECISION_FP32, EMBED_PRECISION_BF16};
+    float *with = malloc(sizeof(float) * (size_t)dims), *without = malloc(sizeof(float) * (size_t)dims);
+    float *logits = malloc(sizeof(float) * (size_t)nclasses), *again = malloc(sizeof(float) * (size_t)nclasses);
+    char err[512];
+    size_t len;
+    unsigned char *buf = test_read(DARKNET_DATA, "eagle.jpg", &len);
+    for (size_t p = 0; p < sizeof precisions / sizeof *precisions; p++) {
+        embed_engine *e;
+        embed_session *s;
+        assert_int_equal(embed_engine_new(model_path(), &e, err, sizeof err), IS_OK);
+        if (embed_engine_set_precision(e, precisions[p], err, sizeof err)) { /* bf16 without AVX-512 */
+            embed_engine_free(e);
+            continue;
+        }
+        assert_int_equal(embed_session_new(e, 1, &s, err, sizeof err), IS_OK);
+        assert_int_equal(embed_image(s, buf, len, 0, with, logits, NULL, err, sizeof err), IS_OK);
+        assert_int_equal(embed_image(s, buf, len, 0, without, NULL, NULL, err, sizeof err), IS_OK);
+        assert_memory_equal(with, without, sizeof(float) * (size_t)dims);
+        assert_int_equal(embed_image(s, buf, len, 0, with, again, NULL, err, sizeof err), IS_OK);
+        assert_memory_equal(logits, again, sizeof(float) * (size_t)nclasses);
+        embed_session_free(s);
+        embed_engine_free(e);
+    }
+    free(buf);
+    free(with);
+    free(without);
+    free(logits);
+    free(again);
+}
+
 /* fp32 (XNNPACK) and bf16 (oneDNN) give the same embedding within cosine 0.995 and the same top
  * class on every photo, so their vectors may mix in one index (embed.h). On a CPU without AVX-512
  * bf16 cannot run: forcing it is refused and auto picks fp32. */
@@ -269,6 +304,7 @@ int main(void) {
         cmocka_unit_test(test_classifies_real_photos),
         cmocka_unit_test(test_invariance),
         cmocka_unit_test(test_batch_and_threads_agree),
+        cmocka_unit_test(test_logits_are_optional),
         cmocka_unit_test(test_precisions_agree),
         cmocka_unit_test(test_bad_model_config),
     };
