@@ -5,13 +5,22 @@
  * Debian ships (2022) has no bf16 path on x86. OpenVINO's CPU plugin runs the same kernels on
  * this model (its per-layer profile matches ours), so the difference is in what surrounds them.
  *
- * Layout of one run: the float32 NHWC input is reordered to bf16 in the stem's layout; every
- * convolution then reads and writes bf16 in the layout oneDNN picked, cycling through three
- * activation buffers (a block's input stays alive for its residual, which the project
- * convolution adds in place with a sum post-op). The head convolution writes float32, the
- * average pool stays float32, and a reorder hands the pooled features to the caller in plain
- * [batch][dims] order. The classifier is a bf16 inner product on those features with float32
- * logits.
+ * Layout of one run: the stem reads the caller's float32 NHWC input and runs in f32, and so does
+ * the first depthwise convolution; a reorder turns its output bf16. From there every convolution
+ * reads and writes bf16 in the layout oneDNN picked, cycling through three activation buffers (a
+ * block's input stays alive for its residual, which the project convolution adds in place with a
+ * sum post-op). The depthwise convolutions still at the stem's resolution keep 16 bits of their
+ * weights as two bf16 steps (block()). The head convolution writes float32, the average pool
+ * stays float32, and a reorder hands the pooled features to the caller in plain [batch][dims]
+ * order. The classifier is a bf16 inner product on those features with float32 logits, skipped
+ * when the caller wants no logits.
+ *
+ * Why those layers keep more bits: rounding one layer at a time to bf16 (in PyTorch, on the 127
+ * packaged photos and wallpapers of bench/precision.py) showed that nearly all of bf16's drift
+ * from fp32 came from the stem's input and output and from the first two depthwise
+ * convolutions' weights. A depthwise convolution sums 9 products into a result much smaller
+ * than its terms once BN is folded in, so 8 bits of weight are not enough there. Keeping them
+ * took the lowest cosine of the pooled features from 0.972 to 0.998, for 3 to 5 % of a run.
  *
  * Weights are converted to bf16 once per net, in the layout each primitive asked for; the lanes
  * of one net (below) share the first lane's.
@@ -183,9 +192,9 @@ static dnnl_primitive_attr_t attr_new(builder *b, bool relu6, bool sum) {
     ok(b, dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode");
     if (relu6 || sum) {
         dnnl_post_ops_t po = NULL;
-        if (ok(b, dnnl_post_ops_create(&po), "post-ops")) {
+        if (ok(b, dnnl_post_ops_create(&po), "post-ops")) { /* the clip applies to the sum */
+            if (sum) ok(b, dnnl_post_ops_append_sum(po, 1.0f), "sum");
             if (relu6) ok(b, dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, 0.0f, 6.0f), "ReLU6");
-            if (sum) ok(b, dnnl_post_ops_append_sum(po, 1.0f), "residual sum");
             ok(b, dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
             dnnl_post_ops_destroy(po);
         }
@@ -289,16 +298,43 @@ static float *logical_weights(const model_conv *c) {
 }
 
 static const float *conv_weights(const void *ctx, float **owned) { return *owned = logical_weights(ctx); }
+
+/* w rounded to the nearest bfloat16 (ties to even, as oneDNN's reorder rounds), kept in a float. */
+static float bf16_rounded(float w) {
+    uint32_t u;
+    memcpy(&u, &w, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u; /* weights are finite */
+    memcpy(&w, &u, sizeof w);
+    return w;
+}
+
+/* The two bfloat16 halves of a weight: hi = w rounded, lo = what rounding lost (exact in f32,
+ * rounded in turn when reordered to bf16). hi + lo carries 16 bits of w's mantissa. */
+static const float *split_weights(const void *ctx, float **owned, bool lo) {
+    const model_conv *c = ctx;
+    float *w = *owned = logical_weights(c);
+    size_t count = (size_t)c->cout * (size_t)(c->kernel * c->kernel) * (size_t)(c->depthwise ? 1 : c->cin);
+    for (size_t i = 0; w && i < count; i++) w[i] = lo ? w[i] - bf16_rounded(w[i]) : bf16_rounded(w[i]);
+    return w;
+}
+static const float *hi_weights(const void *ctx, float **owned) { return split_weights(ctx, owned, false); }
+static const float *lo_weights(const void *ctx, float **owned) { return split_weights(ctx, owned, true); }
 static const float *fc_weights(const void *ctx, float **owned) {
     *owned = NULL;
     return ((const model *)ctx)->fc_weight; /* [classes][dims] is already oneDNN's OIHW */
 }
 
-/* Adds one convolution reading `src`. dst_md NULL: oneDNN picks the layout (of type dst_type);
- * otherwise the result goes to `dst_into` with that exact descriptor, summed into what it holds
- * when `sum`. Returns the output memory (in buffer out_buf unless dst_into is given). */
-static dnnl_memory_t conv(builder *b, const model_conv *c, dnnl_memory_t src, dnnl_data_type_t dst_type,
-                          int out_buf, dnnl_memory_t dst_into, bool sum) {
+/* Which weights a convolution step multiplies by: all of them, or one bfloat16 half (hi_weights,
+ * lo_weights). The hi step adds the bias and leaves out the ReLU6; the lo step, summed into the
+ * hi step's output, adds no bias and applies the ReLU6 to the sum. */
+typedef enum { WEIGHTS_WHOLE, WEIGHTS_HI, WEIGHTS_LO } weights_part;
+
+/* Adds one convolution reading `src`, with weights of src's type (f32 or bf16: oneDNN has no
+ * mixed kernels). dst_into NULL: oneDNN picks the layout (of type dst_type); otherwise the result
+ * goes to `dst_into` with that exact descriptor, summed into what it holds when `sum`. Returns the
+ * output memory (in buffer out_buf unless dst_into is given). */
+static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_part part, dnnl_memory_t src,
+                               dnnl_data_type_t dst_type, int out_buf, dnnl_memory_t dst_into, bool sum) {
     if (b->st != dnnl_success) return NULL;
     graph *n = b->n;
     const dnnl_memory_desc_t *src_md;
@@ -311,7 +347,7 @@ static dnnl_memory_t conv(builder *b, const model_conv *c, dnnl_memory_t src, dn
     dnnl_memory_desc_t w_any, b_md, d_any, w_user;
     int wnd = c->depthwise ? 5 : 4;
     const dnnl_dim_t *wd = c->depthwise ? wdims_dw : wdims_dense;
-    ok(b, dnnl_memory_desc_init_by_tag(&w_any, wnd, wd, dnnl_bf16, dnnl_format_tag_any), "weights desc");
+    ok(b, dnnl_memory_desc_init_by_tag(&w_any, wnd, wd, src_md->data_type, dnnl_format_tag_any), "weights desc");
     ok(b, dnnl_memory_desc_init_by_tag(&w_user, wnd, wd, dnnl_f32, c->depthwise ? dnnl_goihw : dnnl_oihw), "weights desc");
     ok(b, dnnl_memory_desc_init_by_tag(&b_md, 1, bdims, dnnl_f32, dnnl_x), "bias desc");
     ok(b, dnnl_memory_desc_init_by_tag(&d_any, 4, ddims, dst_type, dnnl_format_tag_any), "output desc");
@@ -320,11 +356,12 @@ static dnnl_memory_t conv(builder *b, const model_conv *c, dnnl_memory_t src, dn
     dnnl_dims_t strides = {c->stride, c->stride};
     dnnl_dims_t pad_l = {c->pad_top, c->pad_left}, pad_r = {c->pad_bottom, c->pad_right};
     dnnl_convolution_desc_t cd;
+    bool with_bias = part != WEIGHTS_LO;
     if (!ok(b, dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, src_md,
-                                                  &w_any, &b_md, dst_md, strides, pad_l, pad_r),
+                                                  &w_any, with_bias ? &b_md : NULL, dst_md, strides, pad_l, pad_r),
             c->depthwise ? "depthwise convolution" : "convolution"))
         return NULL;
-    dnnl_primitive_attr_t attr = attr_new(b, c->relu6, sum);
+    dnnl_primitive_attr_t attr = attr_new(b, c->relu6 && part != WEIGHTS_HI, sum);
     if (!attr) return NULL;
     dnnl_primitive_desc_t pd = NULL;
     ok(b, dnnl_primitive_desc_create(&pd, &cd, attr, cpu_engine, NULL),
@@ -333,17 +370,23 @@ static dnnl_memory_t conv(builder *b, const model_conv *c, dnnl_memory_t src, dn
     if (b->st != dnnl_success) return NULL;
 
     /* Weights: the model's floats, reordered once into the layout and type the kernel wants. */
-    dnnl_memory_t wk = weights(b, pd, &w_user, conv_weights, c);
-    dnnl_memory_t bias = memory(b, &b_md, c->bias, "bias memory");
+    dnnl_memory_t wk = weights(b, pd, &w_user,
+                               part == WEIGHTS_HI ? hi_weights : part == WEIGHTS_LO ? lo_weights : conv_weights, c);
+    dnnl_memory_t bias = with_bias ? memory(b, &b_md, c->bias, "bias memory") : NULL;
     dnnl_memory_t dst = dst_into;
     if (!dst) dst = activation(b, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), out_buf);
     if (b->st != dnnl_success || !dst) {
         dnnl_primitive_desc_destroy(pd);
         return NULL;
     }
-    dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wk}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}};
-    add_primitive(b, pd, 4, args);
+    dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wk}, {DNNL_ARG_DST, dst}, {DNNL_ARG_BIAS, bias}};
+    add_primitive(b, pd, with_bias ? 4 : 3, args);
     return b->st == dnnl_success ? dst : NULL;
+}
+
+static dnnl_memory_t conv(builder *b, const model_conv *c, dnnl_memory_t src, dnnl_data_type_t dst_type,
+                          int out_buf, dnnl_memory_t dst_into, bool sum) {
+    return conv_part(b, c, WEIGHTS_WHOLE, src, dst_type, out_buf, dst_into, sum);
 }
 
 /* The first buffer that is neither a nor c (-1 for none). */
@@ -359,16 +402,47 @@ static int buf_of(const graph *n, dnnl_memory_t mem) {
     return -1;
 }
 
-static dnnl_memory_t block(builder *b, const model_block *blk, dnnl_memory_t in) {
+/* `from` (f32) as bf16 in the same layout, in buffer `buf`. */
+static dnnl_memory_t to_bf16(builder *b, dnnl_memory_t from, int buf) {
+    const dnnl_memory_desc_t *fmd;
+    if (!ok(b, dnnl_memory_get_memory_desc(from, &fmd), "reorder")) return NULL;
+    dnnl_memory_desc_t md = *fmd; /* blocked strides count elements: only the type changes */
+    md.data_type = dnnl_bf16;
+    dnnl_memory_t to = activation(b, &md, buf);
+    if (to) reorder_step(b, from, to);
+    return b->st == dnnl_success ? to : NULL;
+}
+
+/* The data type of mem (dnnl_data_type_undef on error). */
+static dnnl_data_type_t type_of(builder *b, dnnl_memory_t mem) {
+    const dnnl_memory_desc_t *md;
+    return mem && ok(b, dnnl_memory_get_memory_desc(mem, &md), "source") ? md->data_type : dnnl_data_type_undef;
+}
+
+/* One block. `in` is bf16, or f32 after the stem. With `precise_depthwise` the depthwise
+ * convolution keeps 16 bits of its weights instead of bf16's 8: in f32 when its input is f32
+ * (its output then turned bf16 for the projection), else as two bf16 steps, one for each half of
+ * the weights (hi_weights, lo_weights), the second summed into the first's output. */
+static dnnl_memory_t block(builder *b, const model_block *blk, dnnl_memory_t in, bool precise_depthwise) {
+    dnnl_data_type_t in_type = type_of(b, in);
     int in_buf = buf_of(b->n, in);
     dnnl_memory_t cur = in;
     int cur_buf = in_buf;
     if (blk->has_expand) {
         cur_buf = other_buf(in_buf, -1);
-        cur = conv(b, &blk->expand, cur, dnnl_bf16, cur_buf, NULL, false);
+        cur = conv(b, &blk->expand, cur, in_type, cur_buf, NULL, false);
     }
     int dw_buf = other_buf(in_buf, cur_buf);
-    cur = conv(b, &blk->depthwise, cur, dnnl_bf16, dw_buf, NULL, false);
+    if (cur && in_type == dnnl_f32) {
+        cur = conv(b, &blk->depthwise, cur, dnnl_f32, dw_buf, NULL, false);
+        dw_buf = other_buf(dw_buf, in_buf); /* the expansion's output (or the stem's) is dead */
+        if (cur) cur = to_bf16(b, cur, dw_buf);
+    } else if (cur && precise_depthwise) {
+        dnnl_memory_t hi = conv_part(b, &blk->depthwise, WEIGHTS_HI, cur, dnnl_bf16, dw_buf, NULL, false);
+        cur = hi && conv_part(b, &blk->depthwise, WEIGHTS_LO, cur, dnnl_bf16, -1, hi, true) ? hi : NULL;
+    } else if (cur) {
+        cur = conv(b, &blk->depthwise, cur, dnnl_bf16, dw_buf, NULL, false);
+    }
     if (!cur) return NULL;
     /* The residual is summed into the block's input where it lies; otherwise the input is dead
      * by now and any buffer but the depthwise output's will do. (An f32 residual stream was
@@ -437,13 +511,13 @@ static int graph_new(const model *m, int threads, const graph *share, graph **ou
     if (!ok(&b, dnnl_stream_create(&n->stream, cpu_engine, dnnl_stream_default_flags), "stream"))
         return fail(&b, n, err, errlen);
 
-    /* The caller's input, f32 NHWC, reordered to bf16 in the stem's chosen layout. A throw-away
-     * stem descriptor tells which layout that is. */
+    /* The caller's input, f32 NHWC, is the stem's source when the stem takes that layout, else
+     * it is reordered into the one the stem chose (a throw-away stem descriptor tells which). */
     dnnl_dim_t s = m->input_size;
     dnnl_dims_t in_dims = {batch, 3, s, s};
     dnnl_memory_desc_t in_user_md, in_any;
     ok(&b, dnnl_memory_desc_init_by_tag(&in_user_md, 4, in_dims, dnnl_f32, dnnl_nhwc), "input desc");
-    ok(&b, dnnl_memory_desc_init_by_tag(&in_any, 4, in_dims, dnnl_bf16, dnnl_format_tag_any), "input desc");
+    ok(&b, dnnl_memory_desc_init_by_tag(&in_any, 4, in_dims, dnnl_f32, dnnl_format_tag_any), "input desc");
     n->input = memory(&b, &in_user_md, DNNL_MEMORY_NONE, "input memory");
     {
         const model_conv *c = &m->stem;
@@ -451,19 +525,26 @@ static int graph_new(const model *m, int threads, const graph *share, graph **ou
         dnnl_dims_t dd = {batch, c->cout, c->out_size, c->out_size};
         dnnl_dims_t st = {c->stride, c->stride}, pl = {c->pad_top, c->pad_left}, pr = {c->pad_bottom, c->pad_right};
         dnnl_memory_desc_t w_any, b_md, d_any;
-        ok(&b, dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_bf16, dnnl_format_tag_any), "stem desc");
+        ok(&b, dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any), "stem desc");
         ok(&b, dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_x), "stem desc");
-        ok(&b, dnnl_memory_desc_init_by_tag(&d_any, 4, dd, dnnl_bf16, dnnl_format_tag_any), "stem desc");
+        ok(&b, dnnl_memory_desc_init_by_tag(&d_any, 4, dd, dnnl_f32, dnnl_format_tag_any), "stem desc");
         dnnl_convolution_desc_t cd;
         dnnl_primitive_desc_t pd = NULL;
         if (ok(&b, dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &in_any,
                                                       &w_any, &b_md, &d_any, st, pl, pr), "stem") &&
-            ok(&b, dnnl_primitive_desc_create(&pd, &cd, NULL, cpu_engine, NULL), "stem (no bf16 kernel)")) {
-            dnnl_memory_t in_bf16 = activation(&b, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), 0);
+            ok(&b, dnnl_primitive_desc_create(&pd, &cd, NULL, cpu_engine, NULL), "stem")) {
+            const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+            dnnl_memory_t in = n->input;
+            if (!dnnl_memory_desc_equal(want, &in_user_md)) {
+                in = activation(&b, want, 0);
+                if (in) reorder_step(&b, n->input, in);
+            }
             dnnl_primitive_desc_destroy(pd);
-            if (in_bf16) reorder_step(&b, n->input, in_bf16);
-            dnnl_memory_t x = conv(&b, &m->stem, in_bf16, dnnl_bf16, 1, NULL, false);
-            for (int i = 0; i < m->nblocks && x; i++) x = block(&b, &m->blocks[i], x);
+            /* The stem in f32; the depthwise convolutions at its resolution keep 16 bits of
+             * weight (block(); why: the comment at the top). */
+            dnnl_memory_t x = in ? conv(&b, &m->stem, in, dnnl_f32, 1, NULL, false) : NULL;
+            for (int i = 0; i < m->nblocks && x; i++)
+                x = block(&b, &m->blocks[i], x, m->blocks[i].depthwise.in_size == m->stem.out_size);
             int hb = x ? other_buf(buf_of(n, x), -1) : 0;
             dnnl_memory_t head = x ? conv(&b, &m->head, x, dnnl_f32, hb, NULL, false) : NULL;
 

@@ -53,5 +53,7 @@ static inline double test_cosine(const float *a, const float *b, int n) {
 
 #define SKIMAGE_DATA "/usr/lib/python3/dist-packages/skimage/data"
 #define DARKNET_DATA "/usr/share/darknet/data"
+#define BACKGROUNDS "/usr/share/backgrounds" /* gnome-backgrounds, mate-backgrounds */
+#define WALLPAPERS "/usr/share/wallpapers"   /* plasma-workspace-wallpapers */
 
 #endif
