@@ -62,12 +62,12 @@ def run(cmd, **kw):
     return p.stdout
 
 
-def dump_inputs(imgsearch, model):
-    """Our preprocessed tensors of the photos, as one (n, 224, 224, 3) float32 array."""
+def dump_inputs(imgsearch, model, paths=PHOTOS):
+    """Our preprocessed tensors of the images, as one (n, 224, 224, 3) float32 array."""
     d = tempfile.mkdtemp(dir=OUT, prefix="inputs.")
-    run([imgsearch, "embed", "--model", model, "--dump-input", d] + PHOTOS)
+    run([imgsearch, "embed", "--model", model, "--dump-input", d] + list(paths))
     arr = np.stack([np.fromfile(os.path.join(d, f"{i}.f32"), dtype=np.float32).reshape(SIZE, SIZE, 3)
-                    for i in range(len(PHOTOS))])
+                    for i in range(len(paths))])
     for f in os.listdir(d):
         os.remove(os.path.join(d, f))
     os.rmdir(d)

@@ -26,6 +26,18 @@ Image.MAX_IMAGE_PIXELS = None  # checked from the header, before decoding
 
 def packaged_images():
     """(path, label or None, is_photo) for every distinct image the packages ship."""
+    found = photo_files()
+    for p in sorted(glob.glob(os.path.join(CLIPART, "**", "*.png"), recursive=True)):
+        found.append((p, os.path.relpath(os.path.dirname(p), CLIPART), False))
+    return distinct(found)
+
+
+def packaged_photos():
+    """The same as packaged_images() for the photos and wallpapers alone (no clip art)."""
+    return distinct(photo_files())
+
+
+def photo_files():
     found = []
     for d in PHOTO_DIRS:
         # darknet's data/labels/ holds rendered glyphs for drawing box captions, not pictures
@@ -33,8 +45,11 @@ def packaged_images():
         for p in sorted(glob.glob(pattern, recursive=True)):
             if p.lower().endswith(EXTS) and os.path.isfile(p):
                 found.append((os.path.realpath(p), None, True))
-    for p in sorted(glob.glob(os.path.join(CLIPART, "**", "*.png"), recursive=True)):
-        found.append((p, os.path.relpath(os.path.dirname(p), CLIPART), False))
+    return found
+
+
+def distinct(found):
+    """The entries of `found` (path, label, is_photo) that are distinct pictures, as dicts."""
     seen_bytes, thumbs, out = set(), [], []
     for path, label, photo in found:
         data = open(path, "rb").read()
