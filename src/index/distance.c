@@ -91,60 +91,7 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
 DOT_I8_AVX512(dot_i8_avx512bw, "avx512f,avx512bw,avx512vl", MADD_BW)
 DOT_I8_AVX512(dot_i8_avx512vnni, "avx512f,avx512bw,avx512vl,avx512vnni", MADD_VNNI)
 
-/* float32 query · bfloat16 vector: a bf16 is the top half of a float32, so widening is a shift
- * (zero-extend to 32 bits, shift left 16) and the sum stays in float32. Half the bytes of a float32
- * dot, which is what a memory-bound graph walk pays for. */
-__attribute__((target("avx2,fma"))) static float dot_bf16_avx2(const float *a, const uint16_t *b, size_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256i w0 = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(b + i))), 16);
-        __m256i w1 = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(b + i + 8))), 16);
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_castsi256_ps(w0), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_castsi256_ps(w1), s1);
-    }
-    __m256 s = _mm256_add_ps(s0, s1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    float r = _mm_cvtss_f32(h);
-    for (; i < n; i++) r += a[i] * bf16_to_f32(b[i]);
-    return r;
-}
-
-static inline __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) __m512 widen_bf16(__m256i x) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(x), 16));
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl"))) static float dot_bf16_avx512(const float *a, const uint16_t *b, size_t n) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), widen_bf16(_mm256_loadu_si256((const __m256i *)(b + i))), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), widen_bf16(_mm256_loadu_si256((const __m256i *)(b + i + 16))), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), widen_bf16(_mm256_loadu_si256((const __m256i *)(b + i + 32))), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), widen_bf16(_mm256_loadu_si256((const __m256i *)(b + i + 48))), s3);
-    }
-    for (; i + 16 <= n; i += 16)
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), widen_bf16(_mm256_loadu_si256((const __m256i *)(b + i))), s0);
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), widen_bf16(_mm256_maskz_loadu_epi16(m, b + i)), s1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-}
 #endif
-
-static float dot_bf16_portable(const float *a, const uint16_t *b, size_t n) {
-    float acc[8] = {0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * bf16_to_f32(b[i + j]);
-    float r = 0;
-    for (int j = 0; j < 8; j++) r += acc[j];
-    for (; i < n; i++) r += a[i] * bf16_to_f32(b[i]);
-    return r;
-}
 
 static int32_t dot_i8_portable(const int8_t *a, const int8_t *b, size_t n) {
     int32_t r = 0;
@@ -166,7 +113,6 @@ static float dot_portable(const float *a, const float *b, size_t n) {
 
 static float (*dot_impl)(const float *, const float *, size_t) = dot_portable;
 static int32_t (*dot_i8_impl)(const int8_t *, const int8_t *, size_t) = dot_i8_portable;
-static dot_bf16_fn dot_bf16_impl = dot_bf16_portable;
 static dot_level chosen = DOT_PORTABLE;
 static pthread_once_t dot_once = PTHREAD_ONCE_INIT;
 
@@ -204,15 +150,6 @@ dot_i8_fn dot_i8_at(dot_level l) {
     return dot_i8_portable;
 }
 
-dot_bf16_fn dot_bf16_at(dot_level l) {
-    if (l > dot_cpu_level()) return NULL;
-#if defined(__x86_64__)
-    if (l >= DOT_AVX512) return dot_bf16_avx512;
-    if (l == DOT_AVX2) return dot_bf16_avx2;
-#endif
-    return dot_bf16_portable;
-}
-
 /* The CPU's best level, or a lower one named by IMGSEARCH_SIMD (to test or measure a fallback). */
 static void dot_choose(void) {
     dot_level l = dot_cpu_level();
@@ -222,7 +159,6 @@ static void dot_choose(void) {
     chosen = l;
     dot_impl = dot_f32_at(l);
     dot_i8_impl = dot_i8_at(l);
-    dot_bf16_impl = dot_bf16_at(l);
 }
 
 dot_level dot_level_used(void) {
@@ -243,11 +179,6 @@ int32_t dot_i8(const int8_t *a, const int8_t *b, size_t n) {
 dot_f32_fn dot_f32_best(void) {
     pthread_once(&dot_once, dot_choose);
     return dot_impl;
-}
-
-dot_bf16_fn dot_bf16_best(void) {
-    pthread_once(&dot_once, dot_choose);
-    return dot_bf16_impl;
 }
 
 dot_i8_fn dot_i8_best(void) {

@@ -1,4 +1,4 @@
-/* distance.h — vector kernels. dot_f32, dot_bf16 and dot_i8 use the best instruction set the CPU
+/* distance.h — vector kernels. dot_f32 and dot_i8 use the best instruction set the CPU
  * has (checked once, at first use): AVX-512 (int8 with VNNI where present), else AVX2+FMA, else a
  * portable loop. IMGSEARCH_SIMD=portable|avx2|avx512|avx512-vnni caps the choice (to test or
  * measure a fallback; a level the CPU lacks is never used). Every level gives the same int8
@@ -21,25 +21,11 @@ float dot_f32(const float *a, const float *b, size_t n);
 /* The implementations dot_f32 / dot_i8 dispatch to, for hot loops that resolve them once. */
 typedef float (*dot_f32_fn)(const float *a, const float *b, size_t n);
 typedef int32_t (*dot_i8_fn)(const int8_t *a, const int8_t *b, size_t n);
-/* A float32 vector · a bfloat16 one (b: the upper 16 bits of each float32), summed in float32. */
-typedef float (*dot_bf16_fn)(const float *a, const uint16_t *b, size_t n);
 dot_f32_fn dot_f32_best(void);
 dot_i8_fn dot_i8_best(void);
-dot_bf16_fn dot_bf16_best(void);
 /* One level's kernels, NULL when the CPU lacks it (tests compare every level the CPU has). */
 dot_f32_fn dot_f32_at(dot_level l);
 dot_i8_fn dot_i8_at(dot_level l);
-dot_bf16_fn dot_bf16_at(dot_level l);
-
-/* float32 → bfloat16, rounded to nearest even (finite inputs), and back (exact). */
-static inline uint16_t bf16_from_f32(float f) {
-    union { float f; uint32_t u; } v = {.f = f};
-    return (uint16_t)((v.u + 0x7FFFu + ((v.u >> 16) & 1u)) >> 16);
-}
-static inline float bf16_to_f32(uint16_t h) {
-    union { uint32_t u; float f; } v = {.u = (uint32_t)h << 16};
-    return v.f;
-}
 
 /* Exact integer dot product of two int8 vectors (n < 2^17, so the sum fits in 32 bits). */
 int32_t dot_i8(const int8_t *a, const int8_t *b, size_t n);

@@ -23,8 +23,9 @@ void hnsw_params_default(hnsw_params *p, int dims) {
 /* How far the beam search's prefetch runs ahead of the distances: about this many cache lines of
  * the vectors it reads in flight, and never more than this many neighbours. Measured on 100k × 256
  * float32 (16 lines a vector), ef 16, one thread: 1 vector ahead 28k QPS, 2: 33k, 4: 37k, 7: 39k,
- * 12: 34k; at 960 floats (60 lines) one vector ahead was already the best. With the 8-line
- * bfloat16 walk copies, 64, 112 and 224 lines gave the same within noise. */
+ * 12: 34k; at 960 floats (60 lines) one vector ahead was already the best. With 8-line bfloat16
+ * walk copies (session 23), 64, 112 and 224 lines gave the same within noise; not measured again
+ * with the int8 copies (4 lines at 256-d, 8 at 512-d). */
 #define PREFETCH_LINES 112
 #define PREFETCH_MAX_AHEAD 8
 
@@ -44,7 +45,7 @@ bool hnsw_layout(hnsw_index *h, const hnsw_params *p) {
     h->m0 = 2 * p->m;
     bool f32 = p->storage == HNSW_FLOAT32;
     h->vec_bytes = (size_t)p->dims * (f32 ? sizeof(float) : 1);
-    h->walk_bytes = (size_t)p->dims * (f32 ? sizeof(uint16_t) : 1);
+    h->walk_bytes = (size_t)p->dims; /* int8: the stored vector, or float32's walk copy */
     h->node_offset = (h->walk_bytes + 7) & ~(size_t)7;
     h->l0_offset = h->node_offset + sizeof(hnsw_node);
     size_t links_end = (h->l0_offset + sizeof(uint32_t) * (size_t)(1 + h->m0) + 63) & ~(size_t)63;
@@ -56,15 +57,14 @@ bool hnsw_layout(hnsw_index *h, const hnsw_params *p) {
     h->ahead_exact = prefetch_ahead(h->vec_bytes);
     h->dot = dot_f32_best();
     h->dot8 = dot_i8_best();
-    h->dotw = dot_bf16_best();
     h->level_mult = 1.0 / log((double)p->m);
     return true;
 }
 
+static float encode_i8(const float *v, int dims, int8_t *out);
+
 void hnsw_fill_walk(hnsw_index *h, uint32_t s) {
-    const float *v = hnsw_vec(h, s);
-    uint16_t *w = (uint16_t *)hnsw_rec(h, s);
-    for (int i = 0; i < h->p.dims; i++) w[i] = bf16_from_f32(v[i]);
+    hnsw_node_at(h, s)->scale = encode_i8(hnsw_vec(h, s), h->p.dims, (int8_t *)hnsw_rec(h, s));
 }
 
 int hnsw_reserve(hnsw_index *h, uint32_t s) {
@@ -124,7 +124,7 @@ struct search_buf {
     size_t nnear, cap_near;
     cand *best;     /* results: max-heap of at most ef */
     size_t nbest, cap_best;
-    int8_t *q8;     /* the query encoded for int8 storage */
+    int8_t *q8;     /* the query encoded in int8, for the walk */
     search_buf *next;
 };
 
@@ -159,7 +159,7 @@ static search_buf *buf_acquire(hnsw_index *h) {
         b->ntags = cap;
         b->gen = 0;
     }
-    if (!b->q8 && h->p.storage == HNSW_INT8 && !(b->q8 = malloc((size_t)h->p.dims))) {
+    if (!b->q8 && !(b->q8 = malloc((size_t)h->p.dims))) {
         buf_free(b);
         return NULL;
     }
@@ -244,13 +244,13 @@ static float encode_i8(const float *v, int dims, int8_t *out) {
     return scale;
 }
 
-/* The walk's distance: on the bfloat16 walk copy for float32 storage (exact_dist gives the float32
- * one), on the int8 vector for int8. */
+/* The walk's distance: int8 query × the int8 walk vector (float32 storage's copy, or int8
+ * storage's vector itself: both at the record's start, scaled by the node's scale); float32 ×
+ * float32 when building a float32 graph (q->exact; exact_dist gives the same). */
 static inline float dist_q(const hnsw_index *h, const enc_query *q, uint32_t s) {
-    if (h->p.storage == HNSW_FLOAT32)
-        return 1.0f - (q->exact ? h->dot(q->f, hnsw_vec(h, s), (size_t)h->p.dims)
-                                : h->dotw(q->f, (const uint16_t *)hnsw_rec(h, s), (size_t)h->p.dims));
-    return 1.0f - q->scale * hnsw_node_at(h, s)->scale * (float)h->dot8(q->q8, hnsw_vec(h, s), (size_t)h->p.dims);
+    if (q->exact && h->p.storage == HNSW_FLOAT32) return 1.0f - h->dot(q->f, hnsw_vec(h, s), (size_t)h->p.dims);
+    return 1.0f - q->scale * hnsw_node_at(h, s)->scale *
+                      (float)h->dot8(q->q8, (const int8_t *)hnsw_rec(h, s), (size_t)h->p.dims);
 }
 
 /* float32 storage: the exact distance from a float32 query. */
@@ -451,10 +451,8 @@ static uint32_t descend(const hnsw_index *h, const enc_query *q, int level, floa
 
 static void encode_query(const hnsw_index *h, const float *v, search_buf *b, enc_query *q) {
     q->f = v;
-    if (h->p.storage == HNSW_INT8) {
-        q->scale = encode_i8(v, h->p.dims, b->q8);
-        q->q8 = b->q8;
-    }
+    q->scale = encode_i8(v, h->p.dims, b->q8);
+    q->q8 = b->q8;
 }
 
 /* int8: re-orders candidates by exact distance into out, the vectors read from the caller in one
@@ -525,7 +523,7 @@ int hnsw_search(hnsw_index *h, const float *query, const hnsw_query *q, index_hi
         if (!search_layer(h, &eq, ep, d, ef, 0, &rule, b)) rc = IS_ERR_NOMEM;
         topk t;
         topk_init(&t, cands, keep);
-        /* float32: the walk ranked by its bfloat16 copies; the ef candidates it ends with are
+        /* float32: the walk ranked by its int8 copies; the ef candidates it ends with are
          * ranked by their exact distances (ef float32 reads, against hundreds in the walk), all
          * asked for before the first is needed */
         for (size_t i = 0; !rc && !i8 && i < b->nbest; i++) {
@@ -811,7 +809,6 @@ static int job_publish(hnsw_index *h, insert_job *j, touched_set *t) {
             n->scale = j->vq.scale;
             memcpy(hnsw_vec(h, j->slot), j->q8, (size_t)h->p.dims);
         } else {
-            n->scale = 1.0f;
             memcpy(hnsw_vec(h, j->slot), j->vec, sizeof(float) * (size_t)h->p.dims);
             hnsw_fill_walk(h, j->slot);
         }

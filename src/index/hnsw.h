@@ -3,10 +3,10 @@
  * The approximate index for large collections (the exact scan in flat.h stays the reference and
  * the planner's choice for selective filters). Vectors are stored as float32 or as int8 (one
  * scale per vector); int8 results are re-ranked with exact vectors the caller supplies. A float32
- * index also keeps a bfloat16 copy of each vector (half a float32 vector more memory) on which a
- * search's graph walk computes its distances; the candidates the walk ends with are ranked by
- * their exact float32 distances, which are the distances returned. Inserts use the float32
- * vectors throughout.
+ * index also keeps an int8 copy of each vector (a quarter of a float32 vector more memory) on
+ * which a search's graph walk computes its distances, as an int8 index does; the candidates the
+ * walk ends with are ranked by their exact float32 distances, which are the distances returned.
+ * Inserts use the float32 vectors throughout.
  *
  * Deletes are true deletes, done in two steps: hnsw_remove marks the node (it stops appearing in
  * results at once but still routes searches); when marked nodes reach 2% of the collection, or

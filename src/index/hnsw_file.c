@@ -22,8 +22,8 @@
 #include "util/status.h"
 
 #define MAGIC "IMGHNSW1"
-#define VERSION 4u /* 2: vector before the layer-0 links; 3: vector first, records 64-byte aligned; 4: float32
-                    * records carry the bfloat16 walk copy first (hnsw_internal.h) */
+#define VERSION 5u /* 2: vector before the layer-0 links; 3: vector first, records 64-byte aligned; 4: float32
+                    * records carry a bfloat16 walk copy first; 5: an int8 one (hnsw_internal.h) */
 
 typedef struct {
     char magic[8];

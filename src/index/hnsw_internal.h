@@ -9,12 +9,13 @@
  * padded to a multiple of 64 bytes, in 64-byte aligned chunks: every vector starts on a cache line,
  * so a 64-byte (AVX-512) load never straddles two lines and a distance touches the fewest lines.
  * The walk vector is what the graph walk computes its distances on, next to the node and links it
- * reads with it: for int8 storage the int8 vector itself (the record ends after the links); for
- * float32 storage a bfloat16 copy of the float32 vector, whose float32 original follows the links
- * (64-byte aligned) and is read to rank a search's final candidates exactly, for exact scans, to
- * build (graphs built on the copies lost recall on real embeddings) and to save. The copy halves
- * the bytes of a memory-bound search; it is derived from the float32 vector at insert and at load
- * (a snapshot's copy is not trusted).
+ * reads with it: an int8 vector with one scale per vector (in the node). For int8 storage it is
+ * the stored vector itself (the record ends after the links); for float32 storage it is an int8
+ * copy of the float32 vector, whose float32 original follows the links (64-byte aligned) and is
+ * read to rank a search's final candidates exactly, for exact scans, to build (graphs built on
+ * approximate distances lost recall on real embeddings) and to save. The copy quarters the bytes
+ * of a memory-bound search (a bfloat16 copy, the version-4 layout, halved them); it is derived
+ * from the float32 vector at insert and at load (a snapshot's copy is not trusted).
  * Upper-layer links (levels 1..level, each uint32 count + m slots) are one allocation per node;
  * most nodes (1 - 1/m of them) have none. */
 #ifndef IMGSEARCH_HNSW_INTERNAL_H
@@ -53,7 +54,6 @@ struct hnsw_index {
     uint32_t ahead_exact;   /* the same for float32 vectors (building) */
     dot_f32_fn dot;         /* kernels resolved once */
     dot_i8_fn dot8;
-    dot_bf16_fn dotw;
     uint8_t **chunks;       /* chunk table; grows under the write lock */
     size_t nchunks, chunks_cap;
     unsigned chunk_bits;    /* slots per chunk: 1 << chunk_bits */
@@ -91,7 +91,8 @@ static inline uint32_t *hnsw_links(const hnsw_index *h, uint32_t s, int level) {
  * scale). */
 static inline void *hnsw_vec(const hnsw_index *h, uint32_t s) { return hnsw_rec(h, s) + h->vec_offset; }
 
-/* float32 storage: rewrites slot s's walk copy from its float32 vector (insert, load). */
+/* float32 storage: rewrites slot s's int8 walk copy and its scale from its float32 vector
+ * (insert, load). */
 void hnsw_fill_walk(hnsw_index *h, uint32_t s);
 
 static inline int hnsw_max_links(const hnsw_index *h, int level) { return level ? h->p.m : h->m0; }

@@ -91,7 +91,7 @@ static double recall(hnsw_index *h, flat_index *f, int d, int queries, int k, in
     index_hit *got = malloc(sizeof *got * (size_t)k), *want = malloc(sizeof *want * (size_t)k);
     float *q = malloc(sizeof(float) * (size_t)d);
     double hits = 0, total = 0;
-    /* float32 walks on bfloat16 copies but ranks by exact distances, as int8 re-ranked does: a hit
+    /* float32 walks on int8 copies but ranks by exact distances, as int8 re-ranked does: a hit
      * both return carries the exact scan's distance, bit for bit (the same kernel) */
     bool exact_dists = ex || hnsw_get_params(h)->storage == HNSW_FLOAT32;
     for (int i = 0; i < queries; i++) {
