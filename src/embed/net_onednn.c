@@ -419,10 +419,11 @@ static dnnl_data_type_t type_of(builder *b, dnnl_memory_t mem) {
     return mem && ok(b, dnnl_memory_get_memory_desc(mem, &md), "source") ? md->data_type : dnnl_data_type_undef;
 }
 
-/* One block. `in` is bf16, or f32 after the stem. With `precise_depthwise` the depthwise
- * convolution keeps 16 bits of its weights instead of bf16's 8: in f32 when its input is f32
- * (its output then turned bf16 for the projection), else as two bf16 steps, one for each half of
- * the weights (hi_weights, lo_weights), the second summed into the first's output. */
+/* One block. `in` is bf16, or f32 right after the stem: then the block's convolutions up to the
+ * depthwise one run in f32 (oneDNN has no f32-input bf16 kernels) and the depthwise output is
+ * turned bf16 for the projection. With `precise_depthwise` a bf16 depthwise convolution keeps 16
+ * bits of its weights instead of 8: two bf16 steps, one for each half of the weights (hi_weights,
+ * lo_weights), the second summed into the first's output. */
 static dnnl_memory_t block(builder *b, const model_block *blk, dnnl_memory_t in, bool precise_depthwise) {
     dnnl_data_type_t in_type = type_of(b, in);
     int in_buf = buf_of(b->n, in);
