@@ -1,12 +1,13 @@
 /* bench_embed — timing harness for the embedding engine; bench/embed.py drives it.
  *
  *   bench_embed infer --model M --threads T --batch B --seconds S --input FILE.f32 [--logits OUT]
- *                     [--vectors OUT] [--no-logits]
+ *                     [--vectors OUT] [--features OUT] [--no-logits]
  *       Throughput of embed_run: loads B preprocessed tensors (raw float32 NHWC size×size×3,
  *       concatenated; repeated when FILE holds fewer), warms up, then calls embed_run on the
  *       whole batch for about S seconds. Prints {"images_per_sec":...,...}. --logits writes
  *       the batch's raw class scores (B × classes float32) and --vectors its embeddings
- *       (B × dims float32), so the driver can compare precisions. --no-logits asks for none,
+ *       (B × dims float32) and --features its pooled features before the head (B × feature dims,
+ *       one more run), so the driver can compare precisions. --no-logits asks for none,
  *       as a search does (the bf16 net then skips the classifier).
  *   bench_embed decode --model M --iters N FILE
  *       Latency of decode_preprocess (decode, shrink, centre crop, normalise) of FILE, read into
@@ -32,14 +33,14 @@ static double now_s(void) {
 
 static int usage(void) {
     fputs("usage: bench_embed infer --model M --threads T --batch B --seconds S --input FILE.f32"
-          " [--logits OUT] [--vectors OUT] [--no-logits]\n"
+          " [--logits OUT] [--vectors OUT] [--features OUT] [--no-logits]\n"
           "       bench_embed decode --model M --iters N FILE\n",
           stderr);
     return 2;
 }
 
 typedef struct {
-    const char *model, *input, *logits_out, *vectors_out, *file;
+    const char *model, *input, *logits_out, *vectors_out, *features_out, *file;
     int threads, batch, iters;
     double seconds;
     int no_logits;
@@ -63,6 +64,7 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--input")) o->input = v;
         else if (!strcmp(a, "--logits")) o->logits_out = v;
         else if (!strcmp(a, "--vectors")) o->vectors_out = v;
+        else if (!strcmp(a, "--features")) o->features_out = v;
         else if (!strcmp(a, "--threads")) o->threads = atoi(v);
         else if (!strcmp(a, "--batch")) o->batch = atoi(v);
         else if (!strcmp(a, "--iters")) o->iters = atoi(v);
@@ -132,6 +134,21 @@ static int bench_infer(embed_engine *e, const opts *o) {
     if (o->vectors_out && write_floats(o->vectors_out, vectors, (size_t)embed_dims(e) * b)) {
         fprintf(stderr, "bench_embed: cannot write %s\n", o->vectors_out);
         goto done;
+    }
+    if (o->features_out) {
+        size_t nf = (size_t)embed_feature_dims(e) * b;
+        float *features = malloc(sizeof(float) * nf);
+        if (!features || embed_run_pooled(s, tensors, o->batch, features, err, sizeof err)) {
+            free(features);
+            if (!features) snprintf(err, sizeof err, "out of memory");
+            goto fail;
+        }
+        int w = write_floats(o->features_out, features, nf);
+        free(features);
+        if (w) {
+            fprintf(stderr, "bench_embed: cannot write %s\n", o->features_out);
+            goto done;
+        }
     }
     rc = 0;
     goto done;

@@ -52,25 +52,20 @@ def export_onnx(net):
     return path
 
 
-def ours(imgsearch, bench, model, path, photos, precision):
-    """{"logits", "features", "vectors"} of our engine, or None when this CPU cannot run
-    `precision`. Logits and vectors from the very tensors in `path`; pooled features through
-    `imgsearch embed --features`, which preprocesses the files the same way."""
-    n = len(photos)
-    lp, vp = path + ".logits", path + ".vectors"
-    env = {**os.environ, "IMGSEARCH_PRECISION": precision}
+def ours(bench, model, path, n, precision):
+    """{"logits", "vectors", "features"} of our engine for the n tensors in `path`, or None when
+    this CPU cannot run `precision`."""
+    files = {k: f"{path}.{k}" for k in ("logits", "vectors", "features")}
     p = subprocess.run([bench, "infer", "--model", model, "--threads", "1", "--batch", str(n), "--seconds", "0.001",
-                        "--input", path, "--logits", lp, "--vectors", vp], capture_output=True, text=True, env=env)
+                        "--input", path] + [a for k, f in files.items() for a in (f"--{k}", f)],
+                       capture_output=True, text=True, env={**os.environ, "IMGSEARCH_PRECISION": precision})
     if p.returncode != 0:
         print(f"  ours {precision}: not run ({p.stderr.strip()})", file=sys.stderr)
         return None
-    got = {"logits": np.fromfile(lp, dtype=np.float32).reshape(n, -1),
-           "vectors": np.fromfile(vp, dtype=np.float32).reshape(n, -1)}
-    os.remove(lp)
-    os.remove(vp)
-    out = embed.run([imgsearch, "embed", "--model", model, "--precision", precision, "--features"] + photos)
-    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    got["features"] = np.array([r["vector"] for r in rows], dtype=np.float32)
+    got = {}
+    for k, f in files.items():
+        got[k] = np.fromfile(f, dtype=np.float32).reshape(n, -1)
+        os.remove(f)
     return got
 
 
@@ -123,7 +118,7 @@ def main():
     mine = {}
     for prec in ("fp32", "bf16"):
         print(f"ours {prec} ...", file=sys.stderr)
-        got = ours(imgsearch, bench, a.model, path, photos, prec)
+        got = ours(bench, a.model, path, len(photos), prec)
         if got:
             res["systems"][f"ours {prec}"] = compare(ref, got, names)
             mine[prec] = got["vectors"]
