@@ -272,13 +272,17 @@ static dnnl_memory_t weights(builder *b, const_dnnl_primitive_desc_t pd, const d
     return b->st == dnnl_success ? wk : NULL;
 }
 
+/* How many weights a convolution has. */
+static size_t weight_count(const model_conv *c) {
+    return (size_t)c->cout * (size_t)(c->kernel * c->kernel) * (size_t)(c->depthwise ? 1 : c->cin);
+}
+
 /* The convolution's weights in oneDNN's logical order: dense [cout][cin][k][k] (OIHW), depthwise
  * [c][1][1][k][k] (GOIHW). The model keeps dense as [cout][k][k][cin] and depthwise as
  * [k][k][c]. Returns a malloc'd float array. */
 static float *logical_weights(const model_conv *c) {
     int k = c->kernel;
-    size_t count = c->depthwise ? (size_t)c->cout * (size_t)(k * k) : (size_t)c->cout * (size_t)c->cin * (size_t)(k * k);
-    float *w = malloc(count * sizeof *w);
+    float *w = malloc(weight_count(c) * sizeof *w);
     if (!w) return NULL;
     if (c->depthwise) {
         for (int ch = 0; ch < c->cout; ch++)
@@ -313,8 +317,7 @@ static float bf16_rounded(float w) {
 static const float *split_weights(const void *ctx, float **owned, bool lo) {
     const model_conv *c = ctx;
     float *w = *owned = logical_weights(c);
-    size_t count = (size_t)c->cout * (size_t)(c->kernel * c->kernel) * (size_t)(c->depthwise ? 1 : c->cin);
-    for (size_t i = 0; w && i < count; i++) w[i] = lo ? w[i] - bf16_rounded(w[i]) : bf16_rounded(w[i]);
+    for (size_t i = 0, count = weight_count(c); w && i < count; i++) w[i] = lo ? w[i] - bf16_rounded(w[i]) : bf16_rounded(w[i]);
     return w;
 }
 static const float *hi_weights(const void *ctx, float **owned) { return split_weights(ctx, owned, false); }

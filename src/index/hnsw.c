@@ -61,12 +61,6 @@ bool hnsw_layout(hnsw_index *h, const hnsw_params *p) {
     return true;
 }
 
-static float encode_i8(const float *v, int dims, int8_t *out);
-
-void hnsw_fill_walk(hnsw_index *h, uint32_t s) {
-    hnsw_node_at(h, s)->scale = encode_i8(hnsw_vec(h, s), h->p.dims, (int8_t *)hnsw_rec(h, s));
-}
-
 int hnsw_reserve(hnsw_index *h, uint32_t s) {
     size_t need = ((size_t)s >> h->chunk_bits) + 1;
     if (need <= h->nchunks) return IS_OK;
@@ -242,6 +236,10 @@ static float encode_i8(const float *v, int dims, int8_t *out) {
         out[i] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
     }
     return scale;
+}
+
+void hnsw_fill_walk(hnsw_index *h, uint32_t s) {
+    hnsw_node_at(h, s)->scale = encode_i8(hnsw_vec(h, s), h->p.dims, (int8_t *)hnsw_rec(h, s));
 }
 
 /* The walk's distance: int8 query × the int8 walk vector (float32 storage's copy, or int8
