@@ -77,6 +77,10 @@ def images():
         "jpeg_cmyk.jpg": encoded(picture(8, 8, "CMYK"), "JPEG", quality=60),
         "jpeg_exif_rotated.jpg": encoded(picture(20, 10), "JPEG", quality=60, exif=exif.tobytes()),
         "jpeg_large_32x24.jpg": encoded(picture(64, 48), "JPEG", quality=40),
+        # short side >= 2 x the target's box (73 for fuzz_decode's 64): decode_jpeg.c's libjpeg path
+        "jpeg_fast_path.jpg": encoded(picture(25, 19).resize((200, 152)), "JPEG", quality=15),
+        "jpeg_fast_path_progressive.jpg": encoded(picture(25, 19).resize((200, 152)), "JPEG", quality=15, progressive=True),
+        "jpeg_fast_path_rotated.jpg": encoded(picture(19, 25).resize((152, 200)), "JPEG", quality=15, exif=exif.tobytes()),
         "png_rgb.png": encoded(rgb, "PNG"),
         "png_rgba.png": encoded(picture(10, 10, "RGBA"), "PNG"),
         "png_palette.png": encoded(picture(12, 12, "P"), "PNG"),

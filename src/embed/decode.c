@@ -140,6 +140,7 @@ int decode_probe(const void *buf, size_t len, uint64_t max_pixels, decode_info *
     info->width = orientation >= 5 && orientation <= 8 ? h : w;
     info->height = orientation >= 5 && orientation <= 8 ? w : h;
     info->pages = pages > 0 ? pages : 1;
+    info->orientation = orientation >= 1 && orientation <= 8 ? orientation : 1;
     return IS_OK;
 }
 
@@ -293,19 +294,15 @@ int decode_preprocess(const void *buf, size_t len, const decode_params *p, float
     int jpeg_shrink = jpeg_shrink_for(info, shortest, box);
     VipsImage *loaded = NULL, *square = NULL, *crop = NULL;
     if (jpeg_shrink > 1) {
+        /* the fast path (decode_jpeg.c) takes a plain 3-band JPEG; one with an ICC profile (Adobe
+         * RGB, Display P3), CMYK or grey is loaded shrunk here and libvips' thumbnail does the rest,
+         * colour management included */
+        rc = decode_jpeg_tensor(buf, len, info, jpeg_shrink, box, p, out, err, errlen);
+        if (rc != DECODE_JPEG_NOT_PLAIN) return rc;
         /* fail_on=truncated: a cut-off JPEG is an error, not a half-grey picture. */
         if (vips_jpegload_buffer((void *)buf, len, &loaded, "shrink", jpeg_shrink, "fail_on", VIPS_FAIL_ON_TRUNCATED,
                                  "access", VIPS_ACCESS_SEQUENTIAL, NULL))
             return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
-        /* the fast path does no colour management: a JPEG with an embedded ICC profile (Adobe RGB,
-         * Display P3) takes the thumbnail path, which converts it to sRGB */
-        if (vips_image_get_bands(loaded) == 3 && vips_image_get_format(loaded) == VIPS_FORMAT_UCHAR &&
-            vips_image_get_interpretation(loaded) == VIPS_INTERPRETATION_sRGB &&
-            vips_image_get_coding(loaded) == VIPS_CODING_NONE && !vips_image_get_typeof(loaded, VIPS_META_ICC_NAME)) {
-            rc = decode_jpeg_tensor(loaded, info, jpeg_shrink, box, p, out, err, errlen);
-            g_object_unref(loaded);
-            return rc;
-        }
     }
     rc = centre_square(buf, len, info, box, loaded, &square, err, errlen);
     if (rc) return rc;

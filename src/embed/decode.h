@@ -1,4 +1,5 @@
-/* decode.h — image bytes → the model's input tensor, with libvips.
+/* decode.h — image bytes → the model's input tensor, with libvips (and libjpeg itself for large
+ * plain JPEGs, decode_jpeg.c).
  *
  * Takes JPEG, PNG, WebP, GIF (first frame), TIFF and HEIF/AVIF; anything else libvips could open
  * (SVG, PDF, ImageMagick's formats, text matrices ...) is refused as unsupported before a loader
@@ -30,6 +31,7 @@ typedef struct {
     char format[16];       /* libvips loader family: "jpeg", "png", "webp", "gif", ... */
     int has_alpha;
     int pages;             /* frames in an animation or pages in a TIFF (1 otherwise) */
+    int orientation;       /* EXIF orientation 1..8 as stored (1 when there is none) */
 } decode_info;
 
 typedef struct {

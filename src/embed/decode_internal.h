@@ -4,7 +4,6 @@
 #define IMGSEARCH_DECODE_INTERNAL_H
 
 #include <stddef.h>
-#include <vips/vips.h>
 
 #include "embed/decode.h"
 
@@ -12,12 +11,18 @@
  * format as damaged when status is IS_ERR_CORRUPT_IMAGE. Returns status. */
 int decode_vips_fail(char *err, size_t errlen, int status, const char *what, const char *format);
 
-/* The size × size normalised tensor (decode.h's layout) of a JPEG that libvips loaded shrunk by
- * `shrink` (2, 4 or 8) and that is 3-band 8-bit sRGB, as stored (EXIF orientation not yet
- * applied): the centre square of the short side scaled to box, its centre size × size. `loaded`
- * stays the caller's. IS_OK, IS_ERR_CORRUPT_IMAGE (pixels that do not decode), IS_ERR_NOMEM or
- * IS_ERR_INTERNAL, with a message in err. */
-int decode_jpeg_tensor(VipsImage *loaded, const decode_info *info, int shrink, int box, const decode_params *p,
-                       float *out, char *err, size_t errlen);
+/* decode_jpeg_tensor's answer for a JPEG that is not plain 3-band 8-bit sRGB (grey, CMYK, an
+ * embedded ICC profile): the caller takes the thumbnail path. Not an is_status (those are <= 0). */
+#define DECODE_JPEG_NOT_PLAIN 1
+
+/* The size × size normalised tensor (decode.h's layout) of the JPEG in buf, decoded by libjpeg at
+ * 1/shrink (2, 4 or 8): the centre square of the short side scaled to box, its centre size × size,
+ * EXIF orientation (info->orientation) applied. info is decode_probe's for buf. IS_OK,
+ * DECODE_JPEG_NOT_PLAIN (nothing written), IS_ERR_CORRUPT_IMAGE (damaged or cut-off data, or a
+ * progressive JPEG of more than DECODE_JPEG_MAX_SCANS scans), IS_ERR_NOMEM or IS_ERR_INTERNAL,
+ * with a message in err. */
+#define DECODE_JPEG_MAX_SCANS 256
+int decode_jpeg_tensor(const void *buf, size_t len, const decode_info *info, int shrink, int box,
+                       const decode_params *p, float *out, char *err, size_t errlen);
 
 #endif

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
+#include <jpeglib.h>
 #include <vips/vips.h>
 #include <vips/vector.h>
 
@@ -276,6 +278,80 @@ static void test_large_jpeg_every_orientation(void **state) {
     g_object_unref(upright);
 }
 
+/* A progressive JPEG of `nscans` scans (the script below), W × H of smooth waves, from libjpeg. With
+ * refine, every AC coefficient of every component gets a first scan and a refinement scan. */
+static unsigned char *progressive_jpeg(int W, int H, int refine, int *nscans, unsigned long *len) {
+    static jpeg_scan_info scans[1 + 3 * 63 * 2];
+    int n = 0;
+    scans[n++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 0, 0};
+    for (int c = 0; c < 3; c++)
+        for (int k = 1; k < 64; k++) {
+            scans[n++] = (jpeg_scan_info){1, {c, 0, 0, 0}, k, k, 0, refine ? 1 : 0};
+            if (refine) scans[n++] = (jpeg_scan_info){1, {c, 0, 0, 0}, k, k, 1, 0};
+        }
+    *nscans = n;
+    unsigned char *rgb = malloc((size_t)W * H * 3), *out = NULL;
+    assert_non_null(rgb);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int ch = 0; ch < 3; ch++)
+                rgb[((size_t)y * W + x) * 3 + ch] = (unsigned char)(128 + 100 * sin(x * 0.004 * (ch + 1) + y * 0.003));
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    *len = 0;
+    jpeg_mem_dest(&c, &out, len);
+    c.image_width = (JDIMENSION)W;
+    c.image_height = (JDIMENSION)H;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 90, TRUE);
+    c.scan_info = scans;
+    c.num_scans = n;
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = rgb + (size_t)c.next_scanline * W * 3;
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(rgb);
+    return out;
+}
+
+/* The large-JPEG fast path refuses a progressive JPEG of more scans than DECODE_JPEG_MAX_SCANS (a
+ * hostile one of thousands costs seconds of CPU), and decodes one under the limit as the thumbnail
+ * path does. */
+static void test_large_jpeg_scan_limit(void **state) {
+    (void)state;
+    static float a[S * S * 3], b[S * S * 3];
+    decode_params p = raw_params();
+    decode_info info;
+    char err[256];
+    for (int refine = 0; refine < 2; refine++) {
+        int nscans;
+        unsigned long len;
+        unsigned char *jpg = progressive_jpeg(1200, 800, refine, &nscans, &len);
+        int rc = decode_preprocess(jpg, len, &p, a, &info, err, sizeof err);
+        print_message("%d scans: %s\n", nscans, rc ? err : "decoded");
+        if (refine) {
+            assert_true(nscans > 256);
+            assert_int_equal(rc, IS_ERR_CORRUPT_IMAGE);
+            assert_non_null(strstr(err, "a progressive JPEG of more than 256 scans"));
+        } else {
+            assert_true(nscans > 100 && nscans <= 256);
+            assert_int_equal(rc, IS_OK);
+            assert_int_equal(decode_via_thumbnail(jpg, len, &p, b, &info, err, sizeof err), IS_OK);
+            double diff = mean_abs_diff(a, b, (size_t)S * S * 3);
+            print_message("mean |fast path - thumbnail| = %.2f levels\n", diff);
+            assert_true(diff < 2.0);
+        }
+        free(jpg);
+    }
+}
+
 static void test_normalisation_and_tiny(void **state) {
     (void)state;
     static float out[S * S * 3];
@@ -389,6 +465,7 @@ int main(void) {
         cmocka_unit_test(test_exif_orientation_applied),
         cmocka_unit_test(test_large_jpeg_fast_shrink),
         cmocka_unit_test(test_large_jpeg_every_orientation),
+        cmocka_unit_test(test_large_jpeg_scan_limit),
         cmocka_unit_test(test_normalisation_and_tiny),
         cmocka_unit_test(test_large_jpeg_probe),
         cmocka_unit_test(test_thin_images),
