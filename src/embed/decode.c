@@ -217,13 +217,13 @@ static unsigned char *rgb_pixels(VipsImage *img) {
 }
 
 /* The JPEG shrink-on-load factor for a short side of `shortest` to become `box`: the largest of 8,
- * 4, 2 that keeps it at least box, as Pillow's draft() picks; 1 (no fast path) for other formats,
- * multi-page files and images under twice the box. libvips' thumbnail alone stops a factor of two
- * short (a 12 MP photo decoded at 1000 × 750, four times the pixels). IMGSEARCH_JPEG_SHRINK=vips
- * keeps libvips' own choice (tests and bench compare the two). */
+ * 4, 2 that keeps it at least box, as Pillow's draft() picks, else 1; 0 (no JPEG path) for other
+ * formats and multi-page files. libvips' thumbnail alone stops a factor of two short (a 12 MP
+ * photo decoded at 1000 × 750, four times the pixels). IMGSEARCH_JPEG_SHRINK=vips sends every
+ * JPEG through libvips' thumbnail with its own choice (tests and bench compare the two). */
 static int jpeg_shrink_for(const decode_info *info, int shortest, int box) {
     const char *mode = getenv("IMGSEARCH_JPEG_SHRINK");
-    if ((mode && !strcmp(mode, "vips")) || strcmp(info->format, "jpeg") || info->pages > 1) return 1;
+    if ((mode && !strcmp(mode, "vips")) || strcmp(info->format, "jpeg") || info->pages > 1) return 0;
     for (int f = 8; f > 1; f /= 2)
         if (shortest / f >= box) return f;
     return 1;
@@ -293,15 +293,15 @@ int decode_preprocess(const void *buf, size_t len, const decode_params *p, float
     int shortest = info->width < info->height ? info->width : info->height;
     int jpeg_shrink = jpeg_shrink_for(info, shortest, box);
     VipsImage *loaded = NULL, *square = NULL, *crop = NULL;
-    if (jpeg_shrink > 1) {
-        /* the fast path (decode_jpeg.c) takes a plain 3-band JPEG; one with an ICC profile (Adobe
-         * RGB, Display P3), CMYK or grey is loaded shrunk here and libvips' thumbnail does the rest,
-         * colour management included */
+    if (jpeg_shrink > 0) {
+        /* the JPEG path (decode_jpeg.c) takes a plain 3-band JPEG of any size; one with an ICC
+         * profile (Adobe RGB, Display P3), CMYK or grey goes to libvips' thumbnail, which does the
+         * colour management, loaded here already shrunk when libjpeg can shrink it */
         rc = decode_jpeg_tensor(buf, len, info, jpeg_shrink, box, p, out, err, errlen);
         if (rc != DECODE_JPEG_NOT_PLAIN) return rc;
         /* fail_on=truncated: a cut-off JPEG is an error, not a half-grey picture. */
-        if (vips_jpegload_buffer((void *)buf, len, &loaded, "shrink", jpeg_shrink, "fail_on", VIPS_FAIL_ON_TRUNCATED,
-                                 "access", VIPS_ACCESS_SEQUENTIAL, NULL))
+        if (jpeg_shrink > 1 && vips_jpegload_buffer((void *)buf, len, &loaded, "shrink", jpeg_shrink, "fail_on",
+                                                    VIPS_FAIL_ON_TRUNCATED, "access", VIPS_ACCESS_SEQUENTIAL, NULL))
             return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
     }
     rc = centre_square(buf, len, info, box, loaded, &square, err, errlen);

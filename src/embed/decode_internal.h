@@ -16,7 +16,7 @@ int decode_vips_fail(char *err, size_t errlen, int status, const char *what, con
 #define DECODE_JPEG_NOT_PLAIN 1
 
 /* The size × size normalised tensor (decode.h's layout) of the JPEG in buf, decoded by libjpeg at
- * 1/shrink (2, 4 or 8): the centre square of the short side scaled to box, its centre size × size,
+ * 1/shrink (1, 2, 4 or 8): the centre square of the short side scaled to box, its centre size × size,
  * EXIF orientation (info->orientation) applied. info is decode_probe's for buf. IS_OK,
  * DECODE_JPEG_NOT_PLAIN (nothing written), IS_ERR_CORRUPT_IMAGE (damaged or cut-off data, or a
  * progressive JPEG of more than DECODE_JPEG_MAX_SCANS scans), IS_ERR_NOMEM or IS_ERR_INTERNAL,

@@ -1,7 +1,7 @@
-/* decode_jpeg.c — decode.c's fast path for large JPEGs (see decode_internal.h).
+/* decode_jpeg.c — decode.c's path for plain JPEGs (see decode_internal.h).
  *
- * A JPEG of at least twice the box is decoded by libjpeg(-turbo) itself at 1/2, 1/4 or 1/8 (DCT
- * scaling, as Pillow's draft()), and the size × size output pixels are computed here straight from
+ * A JPEG is decoded by libjpeg(-turbo) itself, at 1/2, 1/4 or 1/8 (DCT scaling, as Pillow's
+ * draft()) when it is at least twice the box, and the size × size output pixels are computed here straight from
  * those pixels: one Lanczos-3 resample (the filter of libvips' thumbnail, and of bench/embed.py's
  * quality reference) of only the crop, in float, clipped to 0..255 and normalised as it is written.
  *
