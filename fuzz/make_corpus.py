@@ -66,6 +66,11 @@ def png_header_only(w, h):
             png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))
 
 
+def icc(kind):
+    from PIL import ImageCms
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile(kind)).tobytes()
+
+
 def images():
     rgb = picture(16, 12)
     exif = Image.Exif()
@@ -81,6 +86,10 @@ def images():
         "jpeg_fast_path.jpg": encoded(picture(25, 19).resize((200, 152)), "JPEG", quality=15),
         "jpeg_fast_path_progressive.jpg": encoded(picture(25, 19).resize((200, 152)), "JPEG", quality=15, progressive=True),
         "jpeg_fast_path_rotated.jpg": encoded(picture(19, 25).resize((152, 200)), "JPEG", quality=15, exif=exif.tobytes()),
+        # embedded profiles: sRGB (embed/icc.c lets it stay on the JPEG path), Lab (not sRGB: libvips'
+        # colour management, which cannot use it for RGB pixels)
+        "jpeg_srgb_profile.jpg": encoded(picture(25, 19).resize((200, 152)), "JPEG", quality=15, icc_profile=icc("sRGB")),
+        "jpeg_lab_profile.jpg": encoded(rgb, "JPEG", quality=60, icc_profile=icc("LAB")),
         "png_rgb.png": encoded(rgb, "PNG"),
         "png_rgba.png": encoded(picture(10, 10, "RGBA"), "PNG"),
         "png_palette.png": encoded(picture(12, 12, "P"), "PNG"),

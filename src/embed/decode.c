@@ -1,6 +1,7 @@
 #include "embed/decode.h"
 
 #include "embed/decode_internal.h"
+#include "embed/icc.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -144,6 +145,26 @@ int decode_probe(const void *buf, size_t len, uint64_t max_pixels, decode_info *
     return IS_OK;
 }
 
+/* An RGB image with an embedded ICC profile other than sRGB's (Adobe RGB, a phone's Display P3)
+ * is converted to sRGB with it: libvips' thumbnail leaves the pixels in the profile's space, and
+ * the model was trained on sRGB. A profile lcms cannot use leaves the pixels as they are (what a
+ * browser shows). CMYK and grey are to_srgb8's. Replaces *img when it converts. */
+static void manage_colour(VipsImage **img) {
+    const void *icc = NULL;
+    size_t icc_len = 0;
+    if (vips_image_get_interpretation(*img) != VIPS_INTERPRETATION_sRGB || vips_image_get_bands(*img) < 3 ||
+        !vips_image_get_typeof(*img, VIPS_META_ICC_NAME) ||
+        vips_image_get_blob(*img, VIPS_META_ICC_NAME, &icc, &icc_len) || icc_is_srgb(icc, icc_len))
+        return;
+    VipsImage *managed = NULL;
+    if (vips_icc_transform(*img, &managed, "srgb", "embedded", TRUE, "intent", VIPS_INTENT_RELATIVE, NULL)) {
+        vips_log_and_clear();
+        return;
+    }
+    g_object_unref(*img);
+    *img = managed; /* 8 bits (icc_transform's default depth) */
+}
+
 /* Brings any thumbnail libvips produced to 8-bit sRGB: 3 bands, or 4 when it has alpha. Alpha is
  * flattened by flatten_white() over pixels in memory, not by vips_flatten: building a flatten runs
  * a nested pipeline for its background colour, and with libvips 8.14 that nested run was seen to
@@ -257,6 +278,7 @@ static int centre_square(const void *buf, size_t len, const decode_info *info, i
         /* fail_on=truncated: a cut-off JPEG or PNG is an error, not a half-grey picture. */
         return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info->format);
     }
+    manage_colour(&fit);
     int rc = to_srgb8(fit, &rgb);
     g_object_unref(fit);
     if (rc) return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB", info->format);
@@ -348,6 +370,7 @@ int decode_thumbnail(const void *buf, size_t len, int size, const char *format, 
     if (vips_thumbnail_buffer((void *)buf, len, &thumb, size, "height", size, "size", VIPS_SIZE_DOWN,
                               "option_string", "fail_on=truncated", NULL))
         return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image", info.format);
+    manage_colour(&thumb); /* the thumbnail is written without a profile: its pixels must be sRGB */
     rc = to_srgb8(thumb, &rgb);
     g_object_unref(thumb);
     if (rc) return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot convert the image to sRGB", info.format);

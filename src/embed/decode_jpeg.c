@@ -21,9 +21,10 @@
  * The geometry is the thumbnail path's (short side scaled to box, long side to
  * round(long · box / short), the centre square, its centre size × size, the same integer offsets),
  * with each output pixel placed through the full-resolution size, so a size that is not a multiple
- * of the shrink does not shift the picture. Only 3-component 8-bit JPEGs (YCbCr or RGB) without an
- * ICC profile come here; CMYK, grey and colour-managed ones go back to decode.c's thumbnail path
- * (DECODE_JPEG_NOT_PLAIN). EXIF orientation is applied to the window read, pixel for pixel as
+ * of the shrink does not shift the picture. Only 3-component 8-bit JPEGs (YCbCr or RGB) with no
+ * ICC profile or an sRGB one (icc.h; a quarter of the packaged photos carry one) come here; CMYK,
+ * grey and other profiles (Adobe RGB, Display P3) go back to decode.c's thumbnail path, which
+ * converts them to sRGB (DECODE_JPEG_NOT_PLAIN). EXIF orientation is applied to the window read, pixel for pixel as
  * libvips' autorot would. */
 #include <math.h>
 #include <setjmp.h>
@@ -36,6 +37,7 @@
 #include <jpeglib.h>
 
 #include "embed/decode_internal.h"
+#include "embed/icc.h"
 #include "util/status.h"
 
 /* Where pixel (x, y) of the upright image lies in the stored one (sw × sh), for EXIF orientation o:
@@ -172,6 +174,16 @@ static int has_icc_marker(j_decompress_ptr c) {
     return 0;
 }
 
+/* No ICC profile, or one that is sRGB (icc.h): converting to sRGB would change nothing. */
+static int colour_is_srgb(j_decompress_ptr c) {
+    if (!has_icc_marker(c)) return 1;
+    JOCTET *icc = NULL;
+    unsigned int icc_len = 0;
+    int srgb = jpeg_read_icc_profile(c, &icc, &icc_len) && icc_is_srgb(icc, icc_len);
+    free(icc);
+    return srgb;
+}
+
 /* Rows top .. top + rh - 1, columns left .. left + rw - 1 of the JPEG decoded at 1/shrink (as
  * stored, W × H at full size) into px (rw · rh · 3 bytes, RGB). IS_OK, DECODE_JPEG_NOT_PLAIN or an
  * error. */
@@ -199,7 +211,7 @@ static int read_window(const void *buf, size_t len, int shrink, int W, int H, in
     jpeg_save_markers(&c, JPEG_APP0 + 2, 0xFFFF);
     jpeg_read_header(&c, TRUE);
     if (c.num_components != 3 || (c.jpeg_color_space != JCS_YCbCr && c.jpeg_color_space != JCS_RGB) ||
-        c.data_precision != 8 || has_icc_marker(&c)) {
+        c.data_precision != 8 || !colour_is_srgb(&c)) {
         rc = DECODE_JPEG_NOT_PLAIN;
         goto done;
     }

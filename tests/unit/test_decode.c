@@ -9,10 +9,12 @@
 #include <cmocka.h>
 #include <stdio.h>
 #include <jpeglib.h>
+#include <lcms2.h>
 #include <vips/vips.h>
 #include <vips/vector.h>
 
 #include "embed/decode.h"
+#include "embed/icc.h"
 #include "test_util.h"
 #include "util/status.h"
 
@@ -401,6 +403,141 @@ static void test_small_jpeg_geometry(void **state) {
     }
 }
 
+/* icc_is_srgb: sRGB profiles as lcms2 makes them (v4) and as a packaged photo embeds one (the
+ * v2 "sRGB IEC61966-2.1" editors write) pass; other primaries, another curve, a LUT profile,
+ * damaged and cut-off bytes do not. */
+static unsigned char *profile_bytes(cmsHPROFILE p, cmsUInt32Number *len) {
+    assert_non_null(p);
+    assert_true(cmsSaveProfileToMem(p, NULL, len));
+    unsigned char *b = malloc(*len);
+    assert_true(cmsSaveProfileToMem(p, b, len));
+    cmsCloseProfile(p);
+    return b;
+}
+
+static cmsHPROFILE rgb_profile(double gamma, int p3) {
+    cmsCIExyY d65 = {0.3127, 0.3290, 1.0};
+    cmsCIExyYTRIPLE srgb = {{0.64, 0.33, 1}, {0.30, 0.60, 1}, {0.15, 0.06, 1}},
+                    dp3 = {{0.680, 0.320, 1}, {0.265, 0.690, 1}, {0.150, 0.060, 1}};
+    cmsToneCurve *g = cmsBuildGamma(NULL, gamma), *curves[3] = {g, g, g};
+    cmsHPROFILE p = cmsCreateRGBProfile(&d65, p3 ? &dp3 : &srgb, curves);
+    cmsFreeToneCurve(g);
+    return p;
+}
+
+static void test_icc_is_srgb(void **state) {
+    (void)state;
+    cmsUInt32Number n;
+    unsigned char *b = profile_bytes(cmsCreate_sRGBProfile(), &n);
+    assert_true(icc_is_srgb(b, n));
+    for (cmsUInt32Number cut = 0; cut < n; cut += n / 7) assert_false(icc_is_srgb(b, cut)); /* cut off */
+    for (cmsUInt32Number i = 0; i < n; i += 3) { /* a flipped byte: either answer, never a crash */
+        b[i] ^= 0x5a;
+        (void)icc_is_srgb(b, n);
+        b[i] ^= 0x5a;
+    }
+    free(b);
+    assert_false(icc_is_srgb(NULL, 0));
+    /* what a photo embeds: dog.jpg carries Photoshop's sRGB IEC61966-2.1 */
+    size_t len;
+    unsigned char *jpg = test_read(DARKNET_DATA, "dog.jpg", &len);
+    struct jpeg_decompress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_decompress(&c);
+    jpeg_mem_src(&c, jpg, (unsigned long)len);
+    jpeg_save_markers(&c, JPEG_APP0 + 2, 0xFFFF);
+    jpeg_read_header(&c, TRUE);
+    JOCTET *icc = NULL;
+    unsigned int icc_len = 0;
+    assert_true(jpeg_read_icc_profile(&c, &icc, &icc_len));
+    jpeg_destroy_decompress(&c);
+    free(jpg);
+    assert_true(icc_is_srgb(icc, icc_len));
+    free(icc);
+    /* sRGB's primaries with a 2.2 gamma, Display P3 with sRGB-like gamma, a grey profile */
+    b = profile_bytes(rgb_profile(2.2, 0), &n);
+    assert_false(icc_is_srgb(b, n));
+    free(b);
+    b = profile_bytes(rgb_profile(2.4, 1), &n);
+    assert_false(icc_is_srgb(b, n));
+    free(b);
+    cmsToneCurve *g = cmsBuildGamma(NULL, 2.2);
+    b = profile_bytes(cmsCreateGrayProfile(cmsD50_xyY(), g), &n);
+    cmsFreeToneCurve(g);
+    assert_false(icc_is_srgb(b, n));
+    free(b);
+    b = profile_bytes(cmsCreateLab4Profile(NULL), &n);
+    assert_false(icc_is_srgb(b, n));
+    free(b);
+}
+
+/* A large JPEG (1200 × 800: DCT scaling) written by libjpeg, with an ICC profile or none. */
+static unsigned char *jpeg_with_profile(const unsigned char *icc, unsigned icc_len, unsigned long *len) {
+    enum { W = 1200, H = 800 };
+    unsigned char *rgb = malloc((size_t)W * H * 3), *out = NULL;
+    assert_non_null(rgb);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            unsigned char *q = rgb + ((size_t)y * W + x) * 3;
+            q[0] = (unsigned char)(x * 255 / (W - 1));
+            q[1] = (unsigned char)(y * 255 / (H - 1));
+            q[2] = 90;
+        }
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    *len = 0;
+    jpeg_mem_dest(&c, &out, len);
+    c.image_width = W;
+    c.image_height = H;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 95, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    if (icc) jpeg_write_icc_profile(&c, icc, icc_len);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = rgb + (size_t)c.next_scanline * W * 3;
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(rgb);
+    return out;
+}
+
+/* An embedded sRGB profile keeps a JPEG on decode_jpeg.c's path (the same pixels as with no
+ * profile, bit for bit); a Display P3 one sends it through libvips' colour management, which
+ * moves the colours (P3's red is redder than sRGB can show, so it comes out clipped). */
+static void test_jpeg_profiles(void **state) {
+    (void)state;
+    static float none[S * S * 3], got[S * S * 3];
+    decode_params p = raw_params();
+    decode_info info;
+    char err[256];
+    unsigned long len;
+    unsigned char *jpg = jpeg_with_profile(NULL, 0, &len);
+    assert_int_equal(decode_preprocess(jpg, len, &p, none, &info, err, sizeof err), IS_OK);
+    free(jpg);
+    cmsUInt32Number n;
+    unsigned char *srgb = profile_bytes(cmsCreate_sRGBProfile(), &n);
+    jpg = jpeg_with_profile(srgb, n, &len);
+    free(srgb);
+    assert_int_equal(decode_preprocess(jpg, len, &p, got, &info, err, sizeof err), IS_OK);
+    free(jpg);
+    assert_memory_equal(got, none, sizeof none);
+    unsigned char *p3 = profile_bytes(rgb_profile(2.4, 1), &n);
+    jpg = jpeg_with_profile(p3, n, &len);
+    free(p3);
+    assert_int_equal(decode_preprocess(jpg, len, &p, got, &info, err, sizeof err), IS_OK);
+    free(jpg);
+    double diff = mean_abs_diff(got, none, (size_t)S * S * 3);
+    print_message("Display P3 profile: mean |converted - as if sRGB| = %.1f levels\n", diff);
+    assert_true(diff > 3.0);
+}
+
 static void test_normalisation_and_tiny(void **state) {
     (void)state;
     static float out[S * S * 3];
@@ -516,6 +653,8 @@ int main(void) {
         cmocka_unit_test(test_large_jpeg_every_orientation),
         cmocka_unit_test(test_large_jpeg_scan_limit),
         cmocka_unit_test(test_small_jpeg_geometry),
+        cmocka_unit_test(test_icc_is_srgb),
+        cmocka_unit_test(test_jpeg_profiles),
         cmocka_unit_test(test_normalisation_and_tiny),
         cmocka_unit_test(test_large_jpeg_probe),
         cmocka_unit_test(test_thin_images),
