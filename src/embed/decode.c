@@ -2,6 +2,7 @@
 
 #include "embed/decode_internal.h"
 #include "embed/icc.h"
+#include "embed/resample.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -250,14 +251,16 @@ static int jpeg_shrink_for(const decode_info *info, int shortest, int box) {
     return 1;
 }
 
-/* The centre square of the short side of the image, scaled to box × box, as 8-bit sRGB. `loaded`
- * (taken over, may be NULL) is the JPEG already shrunk on load when the fast path (decode_jpeg.c)
- * does not take it (CMYK, grey, an ICC profile): libvips' thumbnail then does the rest, colour
- * management included; otherwise the thumbnail reads buf itself.
+/* The centre square of the short side of the image, at most box × box, as 8-bit sRGB: box × box
+ * when the image is at least that large, else the image's own short side (the caller enlarges it).
+ * `loaded` (taken over, may be NULL) is the JPEG already shrunk on load when the JPEG path
+ * (decode_jpeg.c) does not take it (CMYK, grey, an ICC profile other than sRGB's): libvips'
+ * thumbnail then does the rest, and manage_colour() the colour; otherwise the thumbnail reads buf
+ * itself.
  *
  * The cost is bounded by the image's pixel count, whatever its shape: the image is first only ever
  * shrunk (shrink-on-load where the format has it) so that its short side is at most box, then the
- * centre square is cut out, and only that square is scaled up if it is smaller than box. Scaling a
+ * centre square is cut out, and only that square is scaled up (by the caller) if smaller. Scaling a
  * whole thin image so that its short side becomes box would make a 65535 x 1 PNG of 270 bytes into
  * a 19-million-pixel-wide strip (seen: 12 GB and two minutes per request). For the usual photo the
  * first step already gives a short side of box, and the result is what a crop-mode thumbnail gives. */
@@ -286,16 +289,7 @@ static int centre_square(const void *buf, size_t len, const decode_info *info, i
     rc = vips_extract_area(rgb, &square, (tw - side) / 2, (th - side) / 2, side, side, NULL);
     g_object_unref(rgb);
     if (rc) return decode_vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image", NULL);
-    if (side == box) {
-        *out = square;
-        return IS_OK;
-    }
-    /* a small (or thin) image: only its square is scaled, so this costs box * box pixels */
-    VipsImage *scaled = NULL;
-    rc = vips_resize(square, &scaled, (double)box / side, NULL);
-    g_object_unref(square);
-    if (rc) return decode_vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot scale the image", NULL);
-    *out = scaled;
+    *out = square;
     return IS_OK;
 }
 
@@ -328,29 +322,45 @@ int decode_preprocess(const void *buf, size_t len, const decode_params *p, float
     }
     rc = centre_square(buf, len, info, box, loaded, &square, err, errlen);
     if (rc) return rc;
-    int sw = vips_image_get_width(square), sh = vips_image_get_height(square);
-    if (sw < p->size || sh < p->size) {
+    int side = vips_image_get_width(square);
+    unsigned char *px = NULL;
+    if (side >= box) {
+        /* the usual photo: the centre size × size of the box × box square, as it is */
+        if (vips_extract_area(square, &crop, (side - p->size) / 2, (side - p->size) / 2, p->size, p->size, NULL)) {
+            g_object_unref(square);
+            return decode_vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image", NULL);
+        }
         g_object_unref(square);
-        return is_fail(err, errlen, IS_ERR_INTERNAL, "scaled image is %dx%d, expected %dx%d", sw, sh, box, box);
+        px = rgb_pixels(crop);
+        g_object_unref(crop);
+        if (!px)
+            return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels", info->format);
+        size_t n = (size_t)p->size * (size_t)p->size;
+        float scale[3], shift[3]; /* as resample_rgb normalises */
+        for (int c = 0; c < 3; c++) {
+            scale[c] = 1.0f / p->std[c];
+            shift[c] = -p->mean[c] / p->std[c];
+        }
+        for (size_t i = 0; i < n; i++)
+            for (int c = 0; c < 3; c++) out[i * 3 + c] = px[i * 3 + c] * scale[c] + shift[c];
+        g_free(px);
+        return IS_OK;
     }
-    if (vips_extract_area(square, &crop, (sw - p->size) / 2, (sh - p->size) / 2, p->size, p->size, NULL)) {
-        g_object_unref(square);
-        return decode_vips_fail(err, errlen, IS_ERR_INTERNAL, "cannot crop the image", NULL);
-    }
+    /* a small (or thin) image: its square enlarged to the box, of which the centre size × size, in
+     * one Lanczos-3 resample (resample.h) that places it as decode_jpeg.c does; this costs
+     * size × size pixels (vips_resize, used before, put the picture about half a pixel off) */
+    px = rgb_pixels(square);
     g_object_unref(square);
-    unsigned char *px = rgb_pixels(crop);
-    g_object_unref(crop);
     if (!px) return decode_vips_fail(err, errlen, IS_ERR_CORRUPT_IMAGE, "cannot decode the image pixels", info->format);
-    size_t n = (size_t)p->size * (size_t)p->size;
-    float scale[3], shift[3];
-    for (int c = 0; c < 3; c++) {
-        scale[c] = 1.0f / p->std[c];
-        shift[c] = -p->mean[c] / p->std[c];
-    }
-    for (size_t i = 0; i < n; i++)
-        for (int c = 0; c < 3; c++) out[i * 3 + c] = px[i * 3 + c] * scale[c] + shift[c];
+    int off = (box - p->size) / 2;
+    resample_taps tx = {0}, ty = {0};
+    rc = resample_axis(&tx, p->size, off, (double)side / box, 0, side, err, errlen);
+    if (!rc) rc = resample_axis(&ty, p->size, off, (double)side / box, 0, side, err, errlen);
+    if (!rc) rc = resample_rgb(px, side, 0, 0, &tx, &ty, p->mean, p->std, out, err, errlen);
+    resample_axis_free(&tx);
+    resample_axis_free(&ty);
     g_free(px);
-    return IS_OK;
+    return rc;
 }
 
 int decode_thumbnail(const void *buf, size_t len, int size, const char *format, uint64_t max_pixels,

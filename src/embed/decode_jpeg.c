@@ -1,9 +1,10 @@
 /* decode_jpeg.c — decode.c's path for plain JPEGs (see decode_internal.h).
  *
  * A JPEG is decoded by libjpeg(-turbo) itself, at 1/2, 1/4 or 1/8 (DCT scaling, as Pillow's
- * draft()) when it is at least twice the box, and the size × size output pixels are computed here straight from
- * those pixels: one Lanczos-3 resample (the filter of libvips' thumbnail, and of bench/embed.py's
- * quality reference) of only the crop, in float, clipped to 0..255 and normalised as it is written.
+ * draft()) when it is at least twice the box, and the size × size output pixels are computed
+ * straight from those pixels: one Lanczos-3 resample (resample.h: the filter of libvips'
+ * thumbnail, and of bench/embed.py's quality reference) of only the crop, in float, clipped to
+ * 0..255 and normalised as it is written.
  *
  * Why libjpeg directly and not libvips' loader, which this file used before: what is left of a
  * 12 MP photo's decode is libjpeg's Huffman decoding of every coefficient (~8 ms, no option skips
@@ -38,6 +39,7 @@
 
 #include "embed/decode_internal.h"
 #include "embed/icc.h"
+#include "embed/resample.h"
 #include "util/status.h"
 
 /* Where pixel (x, y) of the upright image lies in the stored one (sw × sh), for EXIF orientation o:
@@ -56,82 +58,6 @@ static orient_map orientation_map(int o, int sw, int sh) {
     case 7: return (orient_map){0, -1, sw - 1, -1, 0, sh - 1}; /* transversed */
     case 8: return (orient_map){0, -1, sw - 1, 1, 0, 0};       /* turned 90 anticlockwise */
     default: return (orient_map){1, 0, 0, 0, 1, 0};
-    }
-}
-
-static float lanczos3(double x) {
-    if (x == 0) return 1.0f;
-    if (x <= -3 || x >= 3) return 0.0f;
-    double px = M_PI * x;
-    return (float)(3.0 * sin(px) * sin(px / 3.0) / (px * px));
-}
-
-/* One axis of the resample: output pixel i (0 <= i < n) is pixel off + i of the scaled image, whose
- * centre lies at (off + i + 0.5) · scale - origin in source pixels (scale: source pixels per scaled
- * pixel; origin: how far into the image the source's first pixel starts). Its taps are source
- * pixels first[i] .. first[i] + count[i] - 1, clamped to 0 .. src_n - 1, with weights
- * w[i * stride ...] summing to 1. Returns 0, or -1 when no source pixel is in reach. */
-typedef struct {
-    int *first, *count, stride;
-    float *w;
-} axis_taps;
-
-static int axis_weights(int n, int off, double scale, double origin, int src_n, axis_taps *t) {
-    double fscale = scale > 1 ? scale : 1, support = 3 * fscale;
-    for (int i = 0; i < n; i++) {
-        double centre = (off + i + 0.5) * scale - origin;
-        int lo = (int)floor(centre - support + 0.5), hi = (int)floor(centre + support + 0.5);
-        if (lo < 0) lo = 0;
-        if (hi > src_n) hi = src_n;
-        if (hi - lo > t->stride) hi = lo + t->stride;
-        if (hi <= lo) return -1;
-        float *w = t->w + (size_t)i * t->stride, sum = 0;
-        for (int k = lo; k < hi; k++) {
-            w[k - lo] = lanczos3((k + 0.5 - centre) / fscale);
-            sum += w[k - lo];
-        }
-        if (!(sum > 0)) return -1;
-        for (int k = 0; k < hi - lo; k++) w[k] /= sum;
-        t->first[i] = lo;
-        t->count[i] = hi - lo;
-    }
-    return 0;
-}
-
-/* out (size × size × 3, normalised) from an upright RGB window of ww × wh pixels whose top-left
- * is source pixel (wx0, wy0): rows first (each output row from its taps' rows, over the window's
- * width), then columns. */
-static void resample_window(const unsigned char *win, int ww, int wx0, int wy0, const axis_taps *tx,
-                            const axis_taps *ty, int size, const float scale[3], const float shift[3],
-                            float *restrict line, float *out) {
-    size_t row_len = (size_t)ww * 3;
-    for (int oy = 0; oy < size; oy++) {
-        const float *wy = ty->w + (size_t)oy * ty->stride;
-        const unsigned char *rows = win + (size_t)(ty->first[oy] - wy0) * row_len;
-        for (size_t k = 0; k < row_len; k++) line[k] = 0;
-        for (int t = 0; t < ty->count[oy]; t++) {
-            const unsigned char *restrict r = rows + (size_t)t * row_len;
-            float wt = wy[t];
-            for (size_t k = 0; k < row_len; k++) line[k] += wt * r[k];
-        }
-        float *o = out + (size_t)oy * size * 3;
-        for (int ox = 0; ox < size; ox++) {
-            const float *wx = tx->w + (size_t)ox * tx->stride;
-            const float *src = line + (size_t)(tx->first[ox] - wx0) * 3;
-            float r = 0, g = 0, b = 0;
-            for (int t = 0; t < tx->count[ox]; t++, src += 3) {
-                r += wx[t] * src[0];
-                g += wx[t] * src[1];
-                b += wx[t] * src[2];
-            }
-            /* Lanczos rings past the ends: clip as an 8-bit image would */
-            r = r < 0 ? 0 : r > 255 ? 255 : r;
-            g = g < 0 ? 0 : g > 255 ? 255 : g;
-            b = b < 0 ? 0 : b > 255 ? 255 : b;
-            o[ox * 3 + 0] = r * scale[0] + shift[0];
-            o[ox * 3 + 1] = g * scale[1] + shift[1];
-            o[ox * 3 + 2] = b * scale[2] + shift[2];
-        }
     }
 }
 
@@ -263,23 +189,12 @@ int decode_jpeg_tensor(const void *buf, size_t len, const decode_info *info, int
     int rem_w = storedW - sw * shrink, rem_h = storedH - sh * shrink; /* stored axes */
     double originx = (m.ax + m.ay < 0 ? (o >= 5 ? rem_h : rem_w) : 0) / (double)shrink;
     double originy = (m.bx + m.by < 0 ? (o >= 5 ? rem_w : rem_h) : 0) / (double)shrink;
-    int n = p->size, stridex = (int)ceil(6 * (scalex > 1 ? scalex : 1)) + 2,
-        stridey = (int)ceil(6 * (scaley > 1 ? scaley : 1)) + 2;
-    int *ints = malloc(sizeof(int) * 4 * (size_t)n);
-    float *weights = malloc(sizeof(float) * (size_t)n * (size_t)(stridex + stridey));
-    axis_taps tx = {ints, ints + n, stridex, weights}, ty = {ints + 2 * n, ints + 3 * n, stridey, NULL};
+    int n = p->size;
+    resample_taps tx = {0}, ty = {0};
     unsigned char *px = NULL, *upright = NULL;
-    float *line = NULL;
-    int rc = IS_OK;
-    if (!ints || !weights) {
-        rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    ty.w = weights + (size_t)n * stridex;
-    if (axis_weights(n, offx, scalex, originx, uw, &tx) || axis_weights(n, offy, scaley, originy, uh, &ty)) {
-        rc = is_fail(err, errlen, IS_ERR_INTERNAL, "the %dx%d image cannot be scaled to %dx%d", W, H, tw, th);
-        goto done;
-    }
+    int rc = resample_axis(&tx, n, offx, scalex, originx, uw, err, errlen);
+    if (!rc) rc = resample_axis(&ty, n, offy, scaley, originy, uh, err, errlen);
+    if (rc) goto done;
     /* the window of upright pixels the taps reach, and where it lies in the stored image */
     int wx0 = tx.first[0], wx1 = tx.first[n - 1] + tx.count[n - 1];
     int wy0 = ty.first[0], wy1 = ty.first[n - 1] + ty.count[n - 1];
@@ -316,22 +231,11 @@ int decode_jpeg_tensor(const void *buf, size_t len, const decode_info *info, int
         }
         win = upright;
     }
-    line = malloc(sizeof(float) * (size_t)ww * 3);
-    if (!line) {
-        rc = is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    float scale[3], shift[3];
-    for (int c = 0; c < 3; c++) {
-        scale[c] = 1.0f / p->std[c];
-        shift[c] = -p->mean[c] / p->std[c];
-    }
-    resample_window(win, ww, wx0, wy0, &tx, &ty, n, scale, shift, line, out);
+    rc = resample_rgb(win, ww, wx0, wy0, &tx, &ty, p->mean, p->std, out, err, errlen);
 done:
-    free(line);
     free(upright);
     free(px);
-    free(weights);
-    free(ints);
+    resample_axis_free(&tx);
+    resample_axis_free(&ty);
     return rc;
 }
