@@ -2,6 +2,7 @@
 #include "embed/resample.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "util/status.h"
@@ -13,9 +14,18 @@ static float lanczos3(double x) {
     return (float)(3.0 * sin(px) * sin(px / 3.0) / (px * px));
 }
 
+/* Catmull-Rom (bicubic, a = -0.5) */
+static float cubic(double x) {
+    x = fabs(x);
+    if (x < 1) return (float)((1.5 * x - 2.5) * x * x + 1);
+    if (x < 2) return (float)(((-0.5 * x + 2.5) * x - 4) * x + 2);
+    return 0.0f;
+}
+
 int resample_axis(resample_taps *t, int n, int off, double scale, double origin, int src_n, char *err,
                   size_t errlen) {
-    double fscale = scale > 1 ? scale : 1, support = 3 * fscale;
+    bool enlarge = scale < 1;
+    double fscale = enlarge ? 1 : scale, support = enlarge ? 2 : 3 * fscale;
     t->n = n;
     t->stride = (int)ceil(2 * support) + 2;
     t->first = malloc(sizeof(int) * 2 * (size_t)n);
@@ -33,7 +43,7 @@ int resample_axis(resample_taps *t, int n, int off, double scale, double origin,
         if (hi - lo > t->stride) hi = lo + t->stride;
         float *w = t->w + (size_t)i * t->stride, sum = 0;
         for (int k = lo; k < hi; k++) {
-            w[k - lo] = lanczos3((k + 0.5 - centre) / fscale);
+            w[k - lo] = enlarge ? cubic(k + 0.5 - centre) : lanczos3((k + 0.5 - centre) / fscale);
             sum += w[k - lo];
         }
         if (hi <= lo || !(sum > 0)) {
