@@ -3,7 +3,8 @@
  * xnnpack_net: float32 on XNNPACK, every x86-64 CPU (AVX2/AVX-512 kernels picked by XNNPACK).
  * onednn_net:  bfloat16 on oneDNN, for CPUs with AVX-512 (native with AVX512-BF16, emulated
  *              without it — correct but slower, so net.c only picks it by itself on BF16 CPUs);
- *              the stem and the first depthwise convolutions keep more bits (net_onednn.c).
+ *              the stem and the first depthwise convolutions keep more bits, and a batch runs
+ *              its layers from 14 × 14 on batched, bit for bit as batch 1 (net_onednn.c).
  *
  * Both obey net.h's contract (net_new has checked the batch: 1..4096): built for one model and
  * batch size, used by one thread at a time, the model outliving the net. Errors: IS_ERR_MODEL (the library refused a layer or the CPU),

@@ -15,6 +15,10 @@
  * order. The classifier is a bf16 inner product on those features with float32 logits, skipped
  * when the caller wants no logits.
  *
+ * A batch runs its early layers one image at a time and the layers from the first one at 14 × 14
+ * (TAIL_MAX_SIZE) on all its images at once: each image's early result is copied into its slot
+ * of a handoff tensor the tail reads whole. Results are bit for bit those of batch 1.
+ *
  * Why those layers keep more bits: rounding one layer at a time to bf16 (in PyTorch, on the 127
  * packaged photos and wallpapers of bench/precision.py) showed that nearly all of bf16's drift
  * from fp32 came from the stem's input and output and from the first two depthwise
@@ -48,9 +52,15 @@ typedef struct {
     dnnl_exec_arg_t args[6];
 } step;
 
-/* One image at a time on `threads` OpenMP threads. */
+/* `tail_batch` images on `threads` OpenMP threads: the layers before tail_step one image at a
+ * time, each image's result copied into its slot of the handoff tensor; from tail_step on, all
+ * of them at once (see TAIL_MAX_SIZE). With tail_batch 1 there is no handoff and tail_step is 0. */
 typedef struct graph {
-    int batch, threads;
+    int batch, threads; /* batch: images a run of the steps from tail_step on processes */
+    int tail_batch, tail_step;
+    dnnl_memory_t handoff_slot; /* one image's slot of handoff_buf: handle set per image */
+    void *handoff_buf;
+    size_t handoff_slice; /* bytes per image in handoff_buf */
     const model *m;
     dnnl_stream_t stream;
     step steps[MAX_STEPS];
@@ -78,21 +88,23 @@ typedef struct graph {
 
 #define MAX_LANES 64
 
-/* A batch runs image by image: at batch 8 a batched graph's activations (20 MB at the widest
- * layer) no longer fit the caches and it is slower per image than batch 1. With several threads
- * and several images, each thread takes its own images on its own graph (a lane), all lanes
- * reading the first lane's weights; one image on several threads splits each layer instead.
- * Measured at batch 8 on 2 threads: lanes 665 images/s (615 with a weights copy per lane), one
- * batched graph 579, batch-1 graph on 2 threads in a loop 501. */
+/* A batch runs its early layers image by image and its late ones batched (TAIL_MAX_SIZE). With
+ * several threads and several images, each thread takes its own share of the images on its own
+ * graph (a lane), all lanes reading the first lane's weights; one image on several threads splits
+ * each layer instead. Measured at batch 8 on 2 threads (before the batched tail): lanes 665
+ * images/s (615 with a weights copy per lane), one batched graph 579, batch-1 graph on 2 threads
+ * in a loop 501. */
 struct onednn_net {
     int batch, threads, nlanes;
     graph *lanes[MAX_LANES];
+    int first[MAX_LANES]; /* lane k takes images first[k] .. first[k] + lanes[k]->tail_batch - 1 */
 };
 
 typedef struct {
     graph *n;
     const graph *share; /* lanes after the first read the first lane's weights */
     int next_weights;   /* the next of share->weights to use */
+    int mb;             /* images per step being built: 1 before the tail, tail_batch from it */
     dnnl_status_t st;
     char what[96]; /* the step that failed */
 } builder;
@@ -339,14 +351,13 @@ typedef enum { WEIGHTS_WHOLE, WEIGHTS_HI, WEIGHTS_LO } weights_part;
 static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_part part, dnnl_memory_t src,
                                dnnl_data_type_t dst_type, int out_buf, dnnl_memory_t dst_into, bool sum) {
     if (b->st != dnnl_success) return NULL;
-    graph *n = b->n;
     const dnnl_memory_desc_t *src_md;
     if (!ok(b, dnnl_memory_get_memory_desc(src, &src_md), "source")) return NULL;
     dnnl_dim_t k = c->kernel;
     dnnl_dims_t wdims_dense = {c->cout, c->cin, k, k};
     dnnl_dims_t wdims_dw = {c->cout, 1, 1, k, k};
     dnnl_dims_t bdims = {c->cout};
-    dnnl_dims_t ddims = {n->batch, c->cout, c->out_size, c->out_size};
+    dnnl_dims_t ddims = {b->mb, c->cout, c->out_size, c->out_size};
     dnnl_memory_desc_t w_any, b_md, d_any, w_user;
     int wnd = c->depthwise ? 5 : 4;
     const dnnl_dim_t *wd = c->depthwise ? wdims_dw : wdims_dense;
@@ -493,6 +504,50 @@ static void classifier(builder *b, dnnl_memory_t pooled, int buf) {
     add_primitive(b, pd, 4, args);
 }
 
+/* Layers whose input is at most TAIL_MAX_SIZE² run once for the whole batch instead of image by
+ * image. Early layers are large (112² × 96 channels) and batched they spill the caches: per image,
+ * the first 19 steps of Lite0 took 1.6 times as long at batch 8 as at batch 1. From 14² on the
+ * activations are small and each weight is used only 196 or 49 times per image, so batching
+ * reuses them: 1.1 to 1.6 times faster per image there (DNNL_VERBOSE, one thread, batch 8). */
+#define TAIL_MAX_SIZE 14
+
+/* From here on the steps process tail_batch images: x, one image's output of the early layers,
+ * is copied into its slot of the handoff tensor, which the tail reads whole. Returns the handoff
+ * tensor (x itself when there is no tail). */
+static dnnl_memory_t start_tail(builder *b, dnnl_memory_t x) {
+    graph *n = b->n;
+    if (!x || n->tail_batch <= 1 || n->tail_step) return x;
+    const dnnl_memory_desc_t *md;
+    if (!ok(b, dnnl_memory_get_memory_desc(x, &md), "handoff")) return NULL;
+    /* the batch dimension must be outermost and unblocked, so an image's slot is contiguous */
+    const dnnl_blocking_desc_t *blk = &md->format_desc.blocking;
+    bool batch_blocked = false;
+    for (int i = 0; i < blk->inner_nblks; i++) batch_blocked |= blk->inner_idxs[i] == 0;
+    size_t elem = dnnl_memory_desc_get_size(md) / (size_t)(md->padded_dims[0] * md->padded_dims[1] *
+                                                           md->padded_dims[2] * md->padded_dims[3]);
+    size_t slice = (size_t)blk->strides[0] * elem;
+    if (md->format_kind != dnnl_blocked || batch_blocked || slice != dnnl_memory_desc_get_size(md)) {
+        b->st = dnnl_unimplemented;
+        snprintf(b->what, sizeof b->what, "handoff (batch dimension not outermost)");
+        return NULL;
+    }
+    dnnl_memory_desc_t tail_md = *md;
+    tail_md.dims[0] = tail_md.padded_dims[0] = n->tail_batch;
+    n->handoff_slice = slice;
+    n->handoff_buf = aligned_alloc(64, (slice * (size_t)n->tail_batch + 63) / 64 * 64);
+    if (!n->handoff_buf) {
+        b->st = dnnl_out_of_memory;
+        snprintf(b->what, sizeof b->what, "handoff");
+        return NULL;
+    }
+    n->handoff_slot = memory(b, md, DNNL_MEMORY_NONE, "handoff slot");
+    dnnl_memory_t handoff = memory(b, &tail_md, n->handoff_buf, "handoff");
+    if (n->handoff_slot) reorder_step(b, x, n->handoff_slot);
+    n->tail_step = n->nsteps;
+    n->batch = b->mb = n->tail_batch;
+    return b->st == dnnl_success ? handoff : NULL;
+}
+
 static void graph_free(graph *n);
 
 static int fail(builder *b, graph *n, char *err, size_t errlen) {
@@ -501,15 +556,17 @@ static int fail(builder *b, graph *n, char *err, size_t errlen) {
                    "oneDNN rejected the %s (status %d)", b->what[0] ? b->what : "network", (int)b->st);
 }
 
-static int graph_new(const model *m, int threads, const graph *share, graph **out, char *err, size_t errlen) {
+static int graph_new(const model *m, int threads, int tail_batch, const graph *share, graph **out, char *err,
+                     size_t errlen) {
     *out = NULL;
-    const int batch = 1;
+    const int batch = 1; /* the early layers' */
     graph *n = calloc(1, sizeof *n);
     if (!n) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     n->batch = batch;
+    n->tail_batch = tail_batch;
     n->threads = threads;
     n->m = m;
-    builder b = {.n = n, .share = share, .st = dnnl_success};
+    builder b = {.n = n, .share = share, .st = dnnl_success, .mb = batch};
     /* Kernels are planned for the thread count current when their descriptor is made. */
     omp_set_num_threads(threads);
     if (!ok(&b, dnnl_stream_create(&n->stream, cpu_engine, dnnl_stream_default_flags), "stream"))
@@ -547,8 +604,11 @@ static int graph_new(const model *m, int threads, const graph *share, graph **ou
             /* The stem in f32; the depthwise convolutions at its resolution keep 16 bits of
              * weight (block(); why: the comment at the top). */
             dnnl_memory_t x = in ? conv(&b, &m->stem, in, dnnl_f32, 1, NULL, false) : NULL;
-            for (int i = 0; i < m->nblocks && x; i++)
-                x = block(&b, &m->blocks[i], x, m->blocks[i].depthwise.in_size == m->stem.out_size);
+            for (int i = 0; i < m->nblocks && x; i++) {
+                if (m->blocks[i].depthwise.in_size <= TAIL_MAX_SIZE) x = start_tail(&b, x);
+                if (x) x = block(&b, &m->blocks[i], x, m->blocks[i].depthwise.in_size == m->stem.out_size);
+            }
+            x = start_tail(&b, x); /* a model with no block that small: the head is the tail */
             int hb = x ? other_buf(buf_of(n, x), -1) : 0;
             dnnl_memory_t head = x ? conv(&b, &m->head, x, dnnl_f32, hb, NULL, false) : NULL;
 
@@ -556,7 +616,7 @@ static int graph_new(const model *m, int threads, const graph *share, graph **ou
             const dnnl_memory_desc_t *hmd = NULL;
             if (head && ok(&b, dnnl_memory_get_memory_desc(head, &hmd), "head")) {
                 dnnl_dim_t hs = m->head.out_size;
-                dnnl_dims_t pdims = {batch, m->dims, 1, 1};
+                dnnl_dims_t pdims = {n->batch, m->dims, 1, 1};
                 dnnl_dims_t pst = {1, 1}, pk = {hs, hs}, pdil = {0, 0}, pz = {0, 0};
                 dnnl_memory_desc_t pool_any, feat_md;
                 ok(&b, dnnl_memory_desc_init_by_tag(&pool_any, 4, pdims, dnnl_f32, dnnl_format_tag_any), "pool desc");
@@ -616,16 +676,31 @@ static void graph_free(graph *n) {
     for (int i = 0; i < NBUF; i++) free(n->bufs[i]);
     free(n->scratch);
     free(n->pooled_buf);
+    free(n->handoff_buf);
     free(n);
 }
 
-static dnnl_status_t graph_run(graph *n, const float *input, float *features, float *logits) {
-    dnnl_status_t st = dnnl_memory_set_data_handle(n->input, (void *)input);
-    if (st == dnnl_success) st = dnnl_memory_set_data_handle(n->features, features);
-    if (st == dnnl_success && logits) st = dnnl_memory_set_data_handle(n->logits, logits);
-    int steps = logits ? n->nsteps : n->classifier_step;
-    for (int i = 0; i < steps && st == dnnl_success; i++)
+static dnnl_status_t run_steps(graph *n, int from, int to) {
+    dnnl_status_t st = dnnl_success;
+    for (int i = from; i < to && st == dnnl_success; i++)
         st = dnnl_primitive_execute(n->steps[i].prim, n->stream, n->steps[i].nargs, n->steps[i].args);
+    return st;
+}
+
+/* n->tail_batch images: input [tail_batch][size][size][3], features and logits likewise. */
+static dnnl_status_t graph_run(graph *n, const float *input, float *features, float *logits) {
+    size_t in_len = (size_t)n->m->input_size * (size_t)n->m->input_size * 3;
+    dnnl_status_t st = dnnl_memory_set_data_handle(n->features, features);
+    if (st == dnnl_success && logits) st = dnnl_memory_set_data_handle(n->logits, logits);
+    int end = logits ? n->nsteps : n->classifier_step;
+    /* the early layers image by image (all of them when there is no tail) */
+    for (int i = 0; i < n->tail_batch && st == dnnl_success; i++) {
+        st = dnnl_memory_set_data_handle(n->input, (void *)(input + in_len * (size_t)i));
+        if (st == dnnl_success && n->handoff_slot)
+            st = dnnl_memory_set_data_handle(n->handoff_slot, (char *)n->handoff_buf + n->handoff_slice * (size_t)i);
+        if (st == dnnl_success) st = run_steps(n, 0, n->tail_step ? n->tail_step : end);
+    }
+    if (st == dnnl_success && n->tail_step) st = run_steps(n, n->tail_step, end);
     if (st == dnnl_success) st = dnnl_stream_wait(n->stream);
     return st;
 }
@@ -643,8 +718,11 @@ int onednn_net_new(const model *m, int batch, int threads, onednn_net **out, cha
     n->threads = threads;
     n->nlanes = batch > 1 && threads > 1 ? (batch < threads ? batch : threads) : 1;
     if (n->nlanes > MAX_LANES) n->nlanes = MAX_LANES;
-    for (int i = 0; i < n->nlanes; i++) {
-        int rc = graph_new(m, n->nlanes > 1 ? 1 : threads, i ? n->lanes[0] : NULL, &n->lanes[i], err, errlen);
+    for (int i = 0, first = 0; i < n->nlanes; i++) {
+        int share = batch / n->nlanes + (i < batch % n->nlanes);
+        n->first[i] = first;
+        first += share;
+        int rc = graph_new(m, n->nlanes > 1 ? 1 : threads, share, i ? n->lanes[0] : NULL, &n->lanes[i], err, errlen);
         if (rc) {
             onednn_net_free(n);
             return rc;
@@ -660,12 +738,12 @@ void onednn_net_free(onednn_net *n) {
     free(n);
 }
 
-/* Image i of the batch through graph g. */
-static dnnl_status_t run_image(graph *g, int i, const float *input, float *features, float *logits) {
-    const model *m = g->m;
-    size_t in_len = (size_t)m->input_size * (size_t)m->input_size * 3;
-    return graph_run(g, input + in_len * (size_t)i, features + (size_t)m->dims * (size_t)i,
-                     logits ? logits + (size_t)m->num_classes * (size_t)i : NULL);
+/* Lane k's images of the batch through its graph. */
+static dnnl_status_t run_lane(onednn_net *n, int k, const float *input, float *features, float *logits) {
+    const model *m = n->lanes[k]->m;
+    size_t in_len = (size_t)m->input_size * (size_t)m->input_size * 3, i = (size_t)n->first[k];
+    return graph_run(n->lanes[k], input + in_len * i, features + (size_t)m->dims * i,
+                     logits ? logits + (size_t)m->num_classes * i : NULL);
 }
 
 int onednn_net_run(onednn_net *n, const float *input, float *features, float *logits, char *err, size_t errlen) {
@@ -674,14 +752,10 @@ int onednn_net_run(onednn_net *n, const float *input, float *features, float *lo
      * lanes' parallel region oneDNN runs each lane's layers on that lane's thread alone. */
     omp_set_num_threads(n->threads);
     if (n->nlanes == 1) {
-        for (int i = 0; i < n->batch && !failed; i++) failed = run_image(n->lanes[0], i, input, features, logits);
+        failed = run_lane(n, 0, input, features, logits);
     } else {
 #pragma omp parallel num_threads(n->nlanes) reduction(| : failed)
-        {
-            int lane = omp_get_thread_num();
-            for (int i = lane; i < n->batch && !failed; i += n->nlanes)
-                failed |= run_image(n->lanes[lane], i, input, features, logits);
-        }
+        failed |= run_lane(n, omp_get_thread_num(), input, features, logits);
     }
     if (failed) return is_fail(err, errlen, IS_ERR_INTERNAL, "oneDNN inference failed (status %d)", failed);
     return IS_OK;

@@ -130,16 +130,36 @@ static void test_invariance(void **state) {
     free(dog);
 }
 
-/* Batch 8 on two threads gives what batch 1 on one thread gives, image by image. */
+/* A batch gives what batch 1 on one thread gives, image by image, vectors and logits: batch 8 on
+ * one thread (the bf16 net's batched tail of 8), on two threads (two lanes, tails of 4), and
+ * batch 3 on two (tails of 2 and 1). */
+static void check_batch(embed_session *s, const float *tensors, int n, const float *single_vecs,
+                        const float *single_logits, const char *const *files) {
+    int nc = embed_num_classes(engine);
+    float *vecs = malloc(sizeof(float) * (size_t)dims * (size_t)n), *logits = malloc(sizeof(float) * (size_t)nc * (size_t)n);
+    char err[512];
+    assert_int_equal(embed_run(s, tensors, n, vecs, logits, err, sizeof err), IS_OK);
+    for (int i = 0; i < n; i++) {
+        double c = test_cosine(single_vecs + (size_t)dims * (size_t)i, vecs + (size_t)dims * (size_t)i, dims);
+        if (c < 0.99999) fail_msg("%s: batch %d vs single cosine %.6f", files[i], n, c);
+        for (int k = 0; k < nc; k++) {
+            float a = single_logits[(size_t)nc * (size_t)i + (size_t)k], b = logits[(size_t)nc * (size_t)i + (size_t)k];
+            if (fabsf(a - b) > 1e-3f * (1 + fabsf(a))) fail_msg("%s: batch %d logit %d: %g vs %g", files[i], n, k, b, a);
+        }
+    }
+    free(vecs);
+    free(logits);
+}
+
 static void test_batch_and_threads_agree(void **state) {
     (void)state;
     static const char *files[] = {"cat.png", "cat_q90.jpg", "cat_half.jpg", "cat.webp", "cat_grey.png",
                                   "palette_alpha.png", "rgba.png", "exif_rotate90.jpg"};
     enum { N = 8 };
-    int size = embed_input_size(engine);
+    int size = embed_input_size(engine), nc = embed_num_classes(engine);
     size_t tlen = (size_t)size * (size_t)size * 3;
     float *tensors = malloc(sizeof(float) * tlen * N);
-    float *batched = malloc(sizeof(float) * (size_t)dims * N), *single = malloc(sizeof(float) * (size_t)dims);
+    float *single = malloc(sizeof(float) * (size_t)dims * N), *single_logits = malloc(sizeof(float) * (size_t)nc * N);
     char err[512];
     decode_params p = embed_decode_params(engine, 0);
     for (int i = 0; i < N; i++) {
@@ -147,23 +167,24 @@ static void test_batch_and_threads_agree(void **state) {
         unsigned char *buf = test_read(NULL, files[i], &len);
         assert_int_equal(decode_preprocess(buf, len, &p, tensors + tlen * (size_t)i, NULL, err, sizeof err), IS_OK);
         free(buf);
+        assert_int_equal(embed_run(session, tensors + tlen * (size_t)i, 1, single + (size_t)dims * (size_t)i,
+                                   single_logits + (size_t)nc * (size_t)i, err, sizeof err),
+                         IS_OK);
     }
-    embed_session *two;
+    embed_session *one, *two;
+    assert_int_equal(embed_session_new(engine, 1, &one, err, sizeof err), IS_OK);
     assert_int_equal(embed_session_new(engine, 2, &two, err, sizeof err), IS_OK);
-    assert_int_equal(embed_run(two, tensors, N, batched, NULL, err, sizeof err), IS_OK);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(embed_run(session, tensors + tlen * (size_t)i, 1, single, NULL, err, sizeof err), IS_OK);
-        double c = test_cosine(single, batched + (size_t)dims * (size_t)i, dims);
-        if (c < 0.99999) fail_msg("%s: batch vs single cosine %.6f", files[i], c);
-    }
-    /* a batch size not seen before, then the first again: runtimes are rebuilt or reused */
-    assert_int_equal(embed_run(two, tensors, 3, batched, NULL, err, sizeof err), IS_OK);
-    assert_int_equal(embed_run(two, tensors, 1, batched, NULL, err, sizeof err), IS_OK);
-    assert_int_equal(embed_run(two, tensors, 0, batched, NULL, err, sizeof err), IS_ERR_INVALID);
+    check_batch(one, tensors, N, single, single_logits, files);
+    check_batch(two, tensors, N, single, single_logits, files);
+    check_batch(two, tensors, 3, single, single_logits, files);
+    /* the first size again (its runtime reused), and a batch of none */
+    check_batch(two, tensors, N, single, single_logits, files);
+    assert_int_equal(embed_run(two, tensors, 0, single, NULL, err, sizeof err), IS_ERR_INVALID);
+    embed_session_free(one);
     embed_session_free(two);
     free(tensors);
-    free(batched);
     free(single);
+    free(single_logits);
 }
 
 /* Logits are optional (a search needs none, and the bf16 net then skips the classifier): the
