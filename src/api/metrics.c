@@ -64,14 +64,17 @@ static void engine_families(metrics_text *t, const engine_metrics_info *m) {
     metrics_family(t, "imgsearch_inferences_total", "counter",
                    "Images decoded and run through the network (adds and searches, refused ones included).");
     metrics_sample_u64(t, "imgsearch_inferences_total", NULL, 0, m->inferences);
-    metrics_family(t, "imgsearch_inference_queue_depth", "gauge", "Requests waiting for an inference session.");
+    metrics_family(t, "imgsearch_inference_runs_total", "counter",
+                   "Network runs: concurrent images are batched into one (inferences / runs = mean batch).");
+    metrics_sample_u64(t, "imgsearch_inference_runs_total", NULL, 0, m->inference_runs);
+    metrics_family(t, "imgsearch_inference_queue_depth", "gauge", "Decoded images waiting for an inference session.");
     metrics_sample(t, "imgsearch_inference_queue_depth", NULL, 0, m->queue_waiting);
     metrics_family(t, "imgsearch_inference_sessions_busy", "gauge", "Inference sessions running an image now.");
     metrics_sample(t, "imgsearch_inference_sessions_busy", NULL, 0, m->sessions_busy);
     metrics_family(t, "imgsearch_inference_sessions_max", "gauge", "Inference sessions there may be (--threads).");
     metrics_sample(t, "imgsearch_inference_sessions_max", NULL, 0, m->sessions_max);
     metrics_family(t, "imgsearch_inference_queue_wait_seconds", "histogram",
-                   "Time from asking for an inference session to having one (refused as busy: not counted).");
+                   "Time from queuing a decoded image to its batch starting (refused as busy: not counted).");
     metrics_write_histogram(t, "imgsearch_inference_queue_wait_seconds", NULL, 0, &m->queue_wait);
 }
 

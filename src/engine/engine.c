@@ -19,61 +19,6 @@
 
 #define ENGINE_MAX_K 1000
 
-/* An idle inference session, or a new one while fewer than max_sessions exist; otherwise waits
- * for one, unless max_waiting callers wait already (*rc = IS_ERR_BUSY). NULL (err and *rc set)
- * when refused or when a new session cannot be built. */
-static embed_session *session_acquire(engine *e, int *rc, char *err, size_t errlen) {
-    embed_session *s = NULL;
-    uint64_t asked = metrics_now_ns();
-    pthread_mutex_lock(&e->session_lock);
-    if (!e->nidle && e->nsessions >= e->max_sessions && e->nwaiting >= e->max_waiting) {
-        pthread_mutex_unlock(&e->session_lock);
-        *rc = is_fail(err, errlen, IS_ERR_BUSY,
-                      "the server is busy: %d images wait for inference already (--queue); try again shortly",
-                      e->max_waiting);
-        return NULL;
-    }
-    e->nwaiting++;
-    while (!e->nidle && e->nsessions >= e->max_sessions) pthread_cond_wait(&e->session_free, &e->session_lock);
-    e->nwaiting--;
-    metrics_histogram_observe_ns(&e->queue_wait, metrics_now_ns() - asked); /* the time in the queue */
-    if (e->nidle) {
-        s = e->idle_sessions[--e->nidle];
-        pthread_mutex_unlock(&e->session_lock);
-        return s;
-    }
-    e->nsessions++;
-    pthread_mutex_unlock(&e->session_lock);
-    if (embed_session_new(e->model, e->infer_threads, &s, err, errlen)) {
-        *rc = IS_ERR_MODEL;
-        pthread_mutex_lock(&e->session_lock);
-        e->nsessions--;
-        pthread_cond_signal(&e->session_free);
-        pthread_mutex_unlock(&e->session_lock);
-        return NULL;
-    }
-    return s;
-}
-
-static void session_release(engine *e, embed_session *s) {
-    pthread_mutex_lock(&e->session_lock);
-    e->idle_sessions[e->nidle++] = s;
-    pthread_cond_signal(&e->session_free);
-    pthread_mutex_unlock(&e->session_lock);
-}
-
-/* Embeds one image with a pooled session. */
-int engine_embed_image(engine *e, const void *bytes, size_t len, float *vec, float *logits, decode_info *info,
-                       char *err, size_t errlen) {
-    int rc = IS_ERR_MODEL;
-    embed_session *s = session_acquire(e, &rc, err, errlen);
-    if (!s) return rc;
-    rc = embed_image(s, bytes, len, e->max_pixels, vec, logits, info, err, errlen);
-    session_release(e, s);
-    metrics_counter_add(&e->inferences, 1);
-    return rc;
-}
-
 /* The model's concept table (concepts.h) beside its config: without one, label searches are
  * refused with the reason and everything else works. */
 static void load_concepts(engine *e, const char *model_config) {

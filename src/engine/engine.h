@@ -262,10 +262,12 @@ typedef struct {
     uint64_t deleted;      /* images deleted: by engine_delete, and every image engine_delete_all removed */
     uint64_t inferences;   /* images decoded and run through the network on a session (adds and searches
                             * by image; ones the decoder refused included) */
-    int queue_waiting;     /* callers waiting for an inference session now */
+    uint64_t inference_runs; /* network runs: the images of one batch share one (engine_infer.c) */
+    int queue_waiting;     /* images waiting for an inference session now */
     int sessions_busy, sessions_max; /* sessions running an inference now, and the most there may be */
-    metrics_histogram_value queue_wait; /* from asking for a session to having one (callers refused
-                                         * as busy are not in it) */
+    metrics_histogram_value queue_wait; /* from queuing a decoded image to its batch starting or,
+                                         * when another caller's batch took it, to its being done
+                                         * (callers refused as busy are not in it) */
     size_t index_memory_bytes; /* the index's vectors and graph (HNSW: all it allocated; exact: its
                                 * vectors and ids); the metadata copy is not counted */
     int64_t snapshot_saved_ms; /* wall-clock ms of the HNSW snapshot on disk: its last successful save,

@@ -62,13 +62,15 @@ struct engine {
     size_t hnsw_threshold;
     hnsw_params hnsw;
     char snapshot_path[4096];
-    /* Inference sessions: built on first need (an XNNPACK runtime costs tens of ms and MBs), at
-     * most max_sessions, reused; a caller waits while all are busy. Guarded by session_lock. */
+    /* Inference (engine_infer.c): sessions built on first need (an XNNPACK runtime costs tens of
+     * ms and MBs), at most max_sessions, reused; decoded images queue for a session's next batch.
+     * Guarded by session_lock; session_free is broadcast when a session frees or images are done. */
     pthread_mutex_t session_lock;
     pthread_cond_t session_free;
     embed_session **idle_sessions; /* max_sessions slots */
     int nidle, nsessions, max_sessions;
-    int nwaiting, max_waiting;     /* callers waiting for a session, and how many may (then IS_ERR_BUSY) */
+    struct infer_job *infer_queue; /* images waiting for a session, oldest first */
+    int nwaiting, max_waiting;     /* images queued, and how many may be (then IS_ERR_BUSY) */
     store *db;
     pthread_mutex_t write_lock;
     pthread_rwlock_t index_lock;
@@ -98,7 +100,7 @@ struct engine {
     int64_t build_done, build_total;
     /* monitoring (engine_metrics.c): counters bumped where things happen, the snapshot's time
      * (atomic; wall-clock ms, 0 = none), and the store's size as last measured (size_lock) */
-    metrics_counter added, deleted, inferences, refused[ENGINE_REFUSAL_SLOTS];
+    metrics_counter added, deleted, inferences, inference_runs, refused[ENGINE_REFUSAL_SLOTS];
     metrics_histogram queue_wait;
     int64_t snapshot_saved_ms;
     char data_dir[4096];
@@ -166,8 +168,9 @@ typedef struct {
 } index_change_list;
 int index_read_changes(store *db, int64_t seq, index_change_list *out, char *err, size_t errlen);
 
-/* engine.c: decodes and embeds one image on a pooled session (no lock held); logits (may be NULL)
- * gets the classifier's scores. */
+/* engine_infer.c: decodes one image, then embeds it on a pooled session, batched with other
+ * requests' images queued meanwhile (no lock held); logits (may be NULL) gets the classifier's
+ * scores. */
 int engine_embed_image(engine *e, const void *bytes, size_t len, float *vec, float *logits, decode_info *info,
                        char *err, size_t errlen);
 /* engine_labels.c: the label query a word makes (*classes is the caller's to free); no word: a

@@ -120,6 +120,7 @@ int engine_metrics(engine *e, engine_metrics_info *out) {
     out->added = metrics_counter_get(&e->added);
     out->deleted = metrics_counter_get(&e->deleted);
     out->inferences = metrics_counter_get(&e->inferences);
+    out->inference_runs = metrics_counter_get(&e->inference_runs);
     for (int i = 0; i < ENGINE_REFUSAL_SLOTS; i++) out->refused[i] = metrics_counter_get(&e->refused[i]);
     metrics_histogram_read(&e->queue_wait, &out->queue_wait);
     pthread_mutex_lock(&e->session_lock);

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <unistd.h>
 
 #include "engine/engine.h"
@@ -89,6 +91,82 @@ static void test_add_and_search(void **state) {
     n = search(NULL, "cat.png", 50, NULL, &hits, err);
     assert_int_equal(n, 5);
     engine_hits_free(hits, n);
+}
+
+/* Concurrent searches (and adds, which want the classifier's scores too) are batched into shared
+ * network runs (engine_infer.c), and each still gets its own image's answer. */
+typedef struct {
+    const char *d, *name;
+    bool is_add;
+    pthread_barrier_t *start;
+    int rc;
+    int64_t id;
+    float dist;
+    char err[512];
+} concurrent_call;
+
+static void *concurrent_one(void *arg) {
+    concurrent_call *c = arg;
+    size_t len;
+    unsigned char *buf = test_read(c->d, c->name, &len);
+    pthread_barrier_wait(c->start);
+    if (c->is_add) {
+        c->rc = engine_add(eng, buf, len, c->name, NULL, &c->id, c->err, sizeof c->err);
+    } else {
+        engine_hit *hits = NULL;
+        int n = 0;
+        engine_search_opts opts = {.k = 1, .max_dist = -1};
+        c->rc = engine_search(eng, buf, len, &opts, &hits, &n, c->err, sizeof c->err);
+        if (!c->rc && n == 1) {
+            c->id = hits[0].id;
+            c->dist = hits[0].dist;
+        }
+        engine_hits_free(hits, n);
+    }
+    free(buf);
+    return NULL;
+}
+
+static void test_concurrent_inference_is_batched(void **state) {
+    (void)state;
+    enum { N = 14 };
+    const char *ds[3] = {DARKNET_DATA, SKIMAGE_DATA, SKIMAGE_DATA}, *names[3] = {"dog.jpg", "coffee.png", "rocket.jpg"};
+    int64_t ids[3] = {dog, coffee, rocket};
+    bool batched = false;
+    for (int round = 0; round < 5 && !batched; round++) {
+        engine_metrics_info before, after;
+        assert_int_equal(engine_metrics(eng, &before), IS_OK);
+        concurrent_call calls[N];
+        pthread_t threads[N];
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, N);
+        for (int i = 0; i < N; i++) {
+            bool is_add = i >= N - 2; /* two adds: a copy of the cat, kept under new ids */
+            calls[i] = (concurrent_call){.d = is_add ? NULL : ds[i % 3], .name = is_add ? "cat_half.png" : names[i % 3],
+                                         .is_add = is_add, .start = &start};
+            assert_int_equal(pthread_create(&threads[i], NULL, concurrent_one, &calls[i]), 0);
+        }
+        for (int i = 0; i < N; i++) pthread_join(threads[i], NULL);
+        pthread_barrier_destroy(&start);
+        for (int i = 0; i < N; i++) {
+            if (calls[i].rc) fail_msg("%s: %s", calls[i].name, calls[i].err);
+            if (calls[i].is_add) {
+                char err[512];
+                assert_int_equal(engine_delete(eng, calls[i].id, err, sizeof err), IS_OK);
+                continue;
+            }
+            assert_int_equal(calls[i].id, ids[i % 3]); /* its own image, found exactly */
+            assert_true(calls[i].dist < 1e-4f);
+        }
+        assert_int_equal(engine_metrics(eng, &after), IS_OK);
+        uint64_t images = after.inferences - before.inferences, runs = after.inference_runs - before.inference_runs;
+        print_message("round %d: %llu images in %llu network runs\n", round, (unsigned long long)images,
+                      (unsigned long long)runs);
+        assert_int_equal(images, N);
+        assert_true(runs >= 1 && runs <= images);
+        batched = runs < images;
+    }
+    assert_true(batched);
 }
 
 static void test_filters(void **state) {
@@ -244,6 +322,7 @@ static void test_restart_and_orphans(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_and_search),
+        cmocka_unit_test(test_concurrent_inference_is_batched),
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_bad_input_stores_nothing),
         cmocka_unit_test(test_data_query_delete_health),
