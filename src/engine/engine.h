@@ -24,8 +24,10 @@
  * reached; nothing was changed.
  *
  * Threads: every function is thread-safe. Inference runs on a pool of sessions (config.sessions),
- * each built on first need and reused; a caller waits while all are busy, unless config.max_queue
- * callers wait already: then it gets IS_ERR_BUSY at once (adds and searches by image). Memory:
+ * each built on first need and reused. A caller decodes its image on its own thread, then queues
+ * it; whoever gets a session runs up to 8 queued images as one batch, and the others wait for
+ * their result. When config.max_queue images are queued already and no session is free, a caller
+ * gets IS_ERR_BUSY at once (adds and searches by image). Memory:
  * results filled by the engine belong to the caller (free functions below). */
 #ifndef IMGSEARCH_ENGINE_H
 #define IMGSEARCH_ENGINE_H
