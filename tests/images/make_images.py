@@ -103,6 +103,17 @@ def main(out):
     # Tiny and flat images.
     Image.new("RGB", (1, 1), (200, 100, 50)).save(p("one_pixel.png"))
     Image.new("RGB", (640, 480), (127, 127, 127)).save(p("grey127.png"))
+    # Waves for test_decode's geometry check (test_small_image_geometry): red across, period 40
+    # pixels, green down, period 50; one to enlarge (short side 200) and one to reduce (300), as
+    # PNG and as a JPEG without chroma subsampling. Made here, not with libvips in the test: a
+    # libvips save under valgrind was seen to wait forever in vips_threadpool_run (libvips 8.14).
+    import math
+    for w, h in ((300, 200), (420, 300)):
+        waves = Image.new("RGB", (w, h))
+        waves.putdata([(round(128 + 100 * math.sin(2 * math.pi * x / 40)), round(128 + 100 * math.sin(2 * math.pi * y / 50)),
+                        128) for y in range(h) for x in range(w)])
+        waves.save(p(f"waves_{w}x{h}.png"))
+        waves.save(p(f"waves_{w}x{h}.jpg"), quality=98, subsampling=0)
     # Large photo (12 MP) for shrink-on-load.
     if not os.path.exists(p("cat_12mp.jpg")):
         cat.resize((4000, 3000), Image.BICUBIC).save(p("cat_12mp.jpg"), quality=90)
