@@ -202,6 +202,20 @@ static void test_large_jpeg_fast_shrink(void **state) {
     }
 }
 
+/* W × H RGB (malloc'd): red rising across, green rising down, blue 90. */
+static unsigned char *gradient_rgb(int W, int H) {
+    unsigned char *rgb = malloc((size_t)W * H * 3);
+    assert_non_null(rgb);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            unsigned char *q = rgb + ((size_t)y * W + x) * 3;
+            q[0] = (unsigned char)(x * 255 / (W - 1));
+            q[1] = (unsigned char)(y * 255 / (H - 1));
+            q[2] = 90;
+        }
+    return rgb;
+}
+
 /* The large-JPEG fast path (decode_jpeg.c) applies each of the 8 EXIF orientations: a picture
  * stored turned or mirrored, tagged so, gives the upright one's tensor. The size (1003 × 757) is
  * not a multiple of libjpeg's shrink (8 here), which is where a misplaced window would show. */
@@ -235,15 +249,10 @@ static VipsImage *stored_for(VipsImage *u, int o) {
 static void test_large_jpeg_every_orientation(void **state) {
     (void)state;
     enum { W = 1003, H = 757 };
-    unsigned char *rgb = malloc((size_t)W * H * 3);
-    assert_non_null(rgb);
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++) {
-            unsigned char *q = rgb + ((size_t)y * W + x) * 3;
-            q[0] = (unsigned char)(x * 255 / (W - 1));
-            q[1] = (unsigned char)(y * 255 / (H - 1));
-            q[2] = (x - 600) * (x - 600) + (y - 250) * (y - 250) < 120 * 120 ? 255 : 0; /* off centre */
-        }
+    unsigned char *rgb = gradient_rgb(W, H);
+    for (int y = 0; y < H; y++) /* and a blue disc off centre */
+        for (int x = 0; x < W; x++)
+            rgb[((size_t)y * W + x) * 3 + 2] = (x - 600) * (x - 600) + (y - 250) * (y - 250) < 120 * 120 ? 255 : 0;
     VipsImage *upright = vips_image_new_from_memory_copy(rgb, (size_t)W * H * 3, W, H, 3, VIPS_FORMAT_UCHAR);
     free(rgb);
     assert_non_null(upright);
@@ -280,24 +289,11 @@ static void test_large_jpeg_every_orientation(void **state) {
     g_object_unref(upright);
 }
 
-/* A progressive JPEG of `nscans` scans (the script below), W × H of smooth waves, from libjpeg. With
- * refine, every AC coefficient of every component gets a first scan and a refinement scan. */
-static unsigned char *progressive_jpeg(int W, int H, int refine, int *nscans, unsigned long *len) {
-    static jpeg_scan_info scans[1 + 3 * 63 * 2];
-    int n = 0;
-    scans[n++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 0, 0};
-    for (int c = 0; c < 3; c++)
-        for (int k = 1; k < 64; k++) {
-            scans[n++] = (jpeg_scan_info){1, {c, 0, 0, 0}, k, k, 0, refine ? 1 : 0};
-            if (refine) scans[n++] = (jpeg_scan_info){1, {c, 0, 0, 0}, k, k, 1, 0};
-        }
-    *nscans = n;
-    unsigned char *rgb = malloc((size_t)W * H * 3), *out = NULL;
-    assert_non_null(rgb);
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
-            for (int ch = 0; ch < 3; ch++)
-                rgb[((size_t)y * W + x) * 3 + ch] = (unsigned char)(128 + 100 * sin(x * 0.004 * (ch + 1) + y * 0.003));
+/* A smooth W × H picture (red across, green down) as a JPEG written by libjpeg: with a scan script
+ * (progressive) when scans is given, with an ICC profile when icc is. */
+static unsigned char *gradient_jpeg(int W, int H, int quality, const jpeg_scan_info *scans, int nscans,
+                                    const unsigned char *icc, unsigned icc_len, unsigned long *len) {
+    unsigned char *rgb = gradient_rgb(W, H), *out = NULL;
     struct jpeg_compress_struct c;
     struct jpeg_error_mgr e;
     c.err = jpeg_std_error(&e);
@@ -309,18 +305,36 @@ static unsigned char *progressive_jpeg(int W, int H, int refine, int *nscans, un
     c.input_components = 3;
     c.in_color_space = JCS_RGB;
     jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 90, TRUE);
-    c.scan_info = scans;
-    c.num_scans = n;
+    jpeg_set_quality(&c, quality, TRUE);
+    if (scans) {
+        c.scan_info = scans;
+        c.num_scans = nscans;
+    }
     jpeg_start_compress(&c, TRUE);
+    if (icc) jpeg_write_icc_profile(&c, icc, icc_len);
     while (c.next_scanline < c.image_height) {
-        JSAMPROW row = rgb + (size_t)c.next_scanline * W * 3;
+        JSAMPROW row = (JSAMPROW)rgb + (size_t)c.next_scanline * W * 3;
         jpeg_write_scanlines(&c, &row, 1);
     }
     jpeg_finish_compress(&c);
     jpeg_destroy_compress(&c);
     free(rgb);
     return out;
+}
+
+/* A progressive JPEG of `nscans` scans (the script below), W × H, from libjpeg. With
+ * refine, every AC coefficient of every component gets a first scan and a refinement scan. */
+static unsigned char *progressive_jpeg(int W, int H, int refine, int *nscans, unsigned long *len) {
+    static jpeg_scan_info scans[1 + 3 * 63 * 2];
+    int n = 0;
+    scans[n++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 0, 0};
+    for (int c = 0; c < 3; c++)
+        for (int k = 1; k < 64; k++) {
+            scans[n++] = (jpeg_scan_info){1, {c, 0, 0, 0}, k, k, 0, refine ? 1 : 0};
+            if (refine) scans[n++] = (jpeg_scan_info){1, {c, 0, 0, 0}, k, k, 1, 0};
+        }
+    *nscans = n;
+    return gradient_jpeg(W, H, 90, scans, n, NULL, 0, len);
 }
 
 /* The large-JPEG fast path refuses a progressive JPEG of more scans than DECODE_JPEG_MAX_SCANS (a
@@ -471,38 +485,7 @@ static void test_icc_is_srgb(void **state) {
 
 /* A large JPEG (1200 × 800: DCT scaling) written by libjpeg, with an ICC profile or none. */
 static unsigned char *jpeg_with_profile(const unsigned char *icc, unsigned icc_len, unsigned long *len) {
-    enum { W = 1200, H = 800 };
-    unsigned char *rgb = malloc((size_t)W * H * 3), *out = NULL;
-    assert_non_null(rgb);
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++) {
-            unsigned char *q = rgb + ((size_t)y * W + x) * 3;
-            q[0] = (unsigned char)(x * 255 / (W - 1));
-            q[1] = (unsigned char)(y * 255 / (H - 1));
-            q[2] = 90;
-        }
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr e;
-    c.err = jpeg_std_error(&e);
-    jpeg_create_compress(&c);
-    *len = 0;
-    jpeg_mem_dest(&c, &out, len);
-    c.image_width = W;
-    c.image_height = H;
-    c.input_components = 3;
-    c.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 95, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    if (icc) jpeg_write_icc_profile(&c, icc, icc_len);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = rgb + (size_t)c.next_scanline * W * 3;
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    free(rgb);
-    return out;
+    return gradient_jpeg(1200, 800, 95, NULL, 0, icc, icc_len, len);
 }
 
 /* An embedded sRGB profile keeps a JPEG on decode_jpeg.c's path (the same pixels as with no
