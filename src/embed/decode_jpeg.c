@@ -2,9 +2,9 @@
  *
  * A JPEG is decoded by libjpeg(-turbo) itself, at 1/2, 1/4 or 1/8 (DCT scaling, as Pillow's
  * draft()) when it is at least twice the box, and the size × size output pixels are computed
- * straight from those pixels: one Lanczos-3 resample (resample.h: the filter of libvips'
- * thumbnail, and of bench/embed.py's quality reference) of only the crop, in float, clipped to
- * 0..255 and normalised as it is written.
+ * straight from those pixels: one resample of only the crop (resample.h: Lanczos-3 reducing, the
+ * filter of libvips' thumbnail and of bench/embed.py's quality reference; bicubic enlarging a small
+ * JPEG), in float, clipped to 0..255 and normalised as it is written.
  *
  * Why libjpeg directly and not libvips' loader, which this file used before: what is left of a
  * 12 MP photo's decode is libjpeg's Huffman decoding of every coefficient (~8 ms, no option skips
@@ -25,8 +25,8 @@
  * of the shrink does not shift the picture. Only 3-component 8-bit JPEGs (YCbCr or RGB) with no
  * ICC profile or an sRGB one (icc.h; a quarter of the packaged photos carry one) come here; CMYK,
  * grey and other profiles (Adobe RGB, Display P3) go back to decode.c's thumbnail path, which
- * converts them to sRGB (DECODE_JPEG_NOT_PLAIN). EXIF orientation is applied to the window read, pixel for pixel as
- * libvips' autorot would. */
+ * converts them to sRGB (DECODE_JPEG_NOT_PLAIN). EXIF orientation is applied to the window read,
+ * pixel for pixel as libvips' autorot would. */
 #include <math.h>
 #include <setjmp.h>
 #include <stddef.h>

@@ -132,7 +132,7 @@ static int infer(engine *e, const float *tensor, float *vec, float *logits, char
             }
             e->infer_queue = NULL;
             pthread_cond_broadcast(&e->session_free);
-            break;
+            continue; /* ours was among them, or is in another leader's batch: wait for it */
         }
         infer_job *batch[INFER_MAX_BATCH];
         int n = 0;
