@@ -310,9 +310,9 @@ int decode_preprocess(const void *buf, size_t len, const decode_params *p, float
     int jpeg_shrink = jpeg_shrink_for(info, shortest, box);
     VipsImage *loaded = NULL, *square = NULL, *crop = NULL;
     if (jpeg_shrink > 0) {
-        /* the JPEG path (decode_jpeg.c) takes a plain 3-band JPEG of any size; one with an ICC
-         * profile (Adobe RGB, Display P3), CMYK or grey goes to libvips' thumbnail, which does the
-         * colour management, loaded here already shrunk when libjpeg can shrink it */
+        /* the JPEG path (decode_jpeg.c) takes a plain 3-band JPEG of any size; one with another
+         * ICC profile than sRGB's (Adobe RGB, Display P3), CMYK or grey goes to libvips' thumbnail
+         * and manage_colour(), loaded here already shrunk when libjpeg can shrink it */
         rc = decode_jpeg_tensor(buf, len, info, jpeg_shrink, box, p, out, err, errlen);
         if (rc != DECODE_JPEG_NOT_PLAIN) return rc;
         /* fail_on=truncated: a cut-off JPEG is an error, not a half-grey picture. */
@@ -347,7 +347,7 @@ int decode_preprocess(const void *buf, size_t len, const decode_params *p, float
         return IS_OK;
     }
     /* a small (or thin) image: its square enlarged to the box, of which the centre size × size, in
-     * one Lanczos-3 resample (resample.h) that places it as decode_jpeg.c does; this costs
+     * one resample (resample.h: bicubic) that places it as decode_jpeg.c does; this costs
      * size × size pixels (vips_resize, used before, put the picture about half a pixel off) */
     px = rgb_pixels(square);
     g_object_unref(square);

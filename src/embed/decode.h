@@ -1,10 +1,11 @@
-/* decode.h — image bytes → the model's input tensor, with libvips (and libjpeg itself for large
- * plain JPEGs, decode_jpeg.c).
+/* decode.h — image bytes → the model's input tensor, with libvips (and libjpeg itself for plain
+ * JPEGs, decode_jpeg.c).
  *
  * Takes JPEG, PNG, WebP, GIF (first frame), TIFF and HEIF/AVIF; anything else libvips could open
  * (SVG, PDF, ImageMagick's formats, text matrices ...) is refused as unsupported before a loader
  * runs. EXIF orientation is applied, colour is converted to sRGB (CMYK, 16-bit, greyscale,
- * palette, an embedded ICC profile other than sRGB's), alpha is flattened on white, and large JPEGs are shrunk while loading. The pixel count
+ * palette, an embedded ICC profile other than sRGB's), alpha is flattened on white, and large
+ * JPEGs are shrunk while loading. The pixel count
  * is checked from the header before any pixel is decoded, so a decompression bomb costs a header
  * read, and the cost of a decode is bounded by the pixel count whatever the shape (a 65535 x 1
  * strip costs what 65 k pixels cost).

@@ -12,7 +12,8 @@
 int decode_vips_fail(char *err, size_t errlen, int status, const char *what, const char *format);
 
 /* decode_jpeg_tensor's answer for a JPEG that is not plain 3-band 8-bit sRGB (grey, CMYK, an
- * embedded ICC profile other than sRGB's): the caller takes the thumbnail path. Not an is_status (those are <= 0). */
+ * embedded ICC profile other than sRGB's): the caller takes the thumbnail path. Not an is_status
+ * (those are <= 0). */
 #define DECODE_JPEG_NOT_PLAIN 1
 
 /* The size × size normalised tensor (decode.h's layout) of the JPEG in buf, decoded by libjpeg at

@@ -1,5 +1,5 @@
 /* icc.h — is an embedded ICC profile plain sRGB? (decode_jpeg.c asks, to keep such JPEGs on its
- * fast path: converting sRGB to sRGB is the identity.)
+ * path, and decode.c, to skip converting them: sRGB to sRGB is the identity.)
  *
  * A profile counts as sRGB when it is an RGB matrix/shaper profile whose three colorants are sRGB's
  * (IEC 61966-2.1, adapted to D50 as profiles store them) within 0.003 and whose three tone curves

@@ -523,9 +523,7 @@ static dnnl_memory_t start_tail(builder *b, dnnl_memory_t x) {
     const dnnl_blocking_desc_t *blk = &md->format_desc.blocking;
     bool batch_blocked = false;
     for (int i = 0; i < blk->inner_nblks; i++) batch_blocked |= blk->inner_idxs[i] == 0;
-    size_t elem = dnnl_memory_desc_get_size(md) / (size_t)(md->padded_dims[0] * md->padded_dims[1] *
-                                                           md->padded_dims[2] * md->padded_dims[3]);
-    size_t slice = (size_t)blk->strides[0] * elem;
+    size_t slice = (size_t)blk->strides[0] * dnnl_data_type_size(md->data_type);
     if (md->format_kind != dnnl_blocked || batch_blocked || slice != dnnl_memory_desc_get_size(md)) {
         b->st = dnnl_unimplemented;
         snprintf(b->what, sizeof b->what, "handoff (batch dimension not outermost)");

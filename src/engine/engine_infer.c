@@ -51,13 +51,20 @@ static embed_session *take_session(engine *e, int *rc, char *err, size_t errlen)
 }
 
 /* Runs jobs[0..n) on session s as batches of 8, 4, 2, 1, and fills in each job's result (not
- * its done flag). Called without the lock. */
+ * its done flag). A lone image runs on its own buffers; a batch is gathered into shared ones.
+ * Called without the lock. */
 static void run_jobs(engine *e, embed_session *s, infer_job **jobs, int n) {
+    if (n == 1) {
+        infer_job *j = jobs[0];
+        j->rc = embed_run(s, j->tensor, 1, j->vec, j->logits, j->err, sizeof j->err);
+        metrics_counter_add(&e->inference_runs, 1);
+        return;
+    }
     size_t tlen = (size_t)embed_input_size(e->model) * (size_t)embed_input_size(e->model) * 3;
     int dims = embed_dims(e->model), nc = embed_num_classes(e->model);
-    float *tensors = malloc(sizeof(float) * tlen * INFER_MAX_BATCH);
-    float *vecs = malloc(sizeof(float) * (size_t)dims * INFER_MAX_BATCH);
-    float *logits = malloc(sizeof(float) * (size_t)nc * INFER_MAX_BATCH);
+    float *tensors = malloc(sizeof(float) * tlen * (size_t)n);
+    float *vecs = malloc(sizeof(float) * (size_t)dims * (size_t)n);
+    float *logits = malloc(sizeof(float) * (size_t)nc * (size_t)n);
     for (int at = 0; at < n;) {
         int size = INFER_MAX_BATCH;
         while (size > n - at) size /= 2;
