@@ -189,11 +189,12 @@ int embed_run(embed_session *s, const float *tensors, int n, float *vectors, flo
     }
     rc = net_run(nt, tensors, h ? s->pooled : vectors, logits, err, errlen);
     if (rc) return rc;
-    for (int i = 0; i < n; i++) {
-        if (h) head_apply(h, s->pooled + (size_t)i * (size_t)m->dims, vectors + (size_t)i * (size_t)head_dims(h));
-        /* ReLU6 features are never all zero on a real image; if they are, the zeros stay. */
-        else head_l2(vectors + (size_t)i * (size_t)m->dims, m->dims);
+    if (h) {
+        head_apply(h, s->e->precision == NET_BF16, s->pooled, n, vectors);
+        return IS_OK;
     }
+    /* ReLU6 features are never all zero on a real image; if they are, the zeros stay. */
+    for (int i = 0; i < n; i++) head_l2(vectors + (size_t)i * (size_t)m->dims, m->dims);
     return IS_OK;
 }
 

@@ -3,10 +3,12 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "embed/head_project.h"
 #include "embed/weights.h"
 #include "util/status.h"
 
@@ -17,6 +19,7 @@ struct head {
     weights *w;              /* owns the mapping mean and projection point into */
     const float *mean;       /* [in_dims] */
     const float *projection; /* [dims][in_dims] */
+    uint16_t *projection_bf16; /* the same rounded to bfloat16 (owned), for reduced precision */
 };
 
 void head_l2(float *v, int n) {
@@ -34,6 +37,22 @@ static bool name_ok(const char *s) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
             return false;
     return true;
+}
+
+/* Round to nearest even, as the hardware's conversion does; a NaN stays a NaN. */
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static int make_bf16(head *h, char *err, size_t errlen) {
+    size_t n = (size_t)h->dims * (size_t)h->in_dims;
+    h->projection_bf16 = malloc(n * sizeof *h->projection_bf16);
+    if (!h->projection_bf16) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) h->projection_bf16[i] = to_bf16(h->projection[i]);
+    return IS_OK;
 }
 
 int head_load(const char *json_path, int in_dims, head **out, char *err, size_t errlen) {
@@ -73,6 +92,7 @@ int head_load(const char *json_path, int in_dims, head **out, char *err, size_t 
         int64_t mean_shape[1] = {in_dims}, proj_shape[2] = {dims, in_dims};
         if (!rc) rc = weights_get_f32(h->w, "mean", 1, mean_shape, &h->mean, err, errlen);
         if (!rc) rc = weights_get_f32(h->w, "projection", 2, proj_shape, &h->projection, err, errlen);
+        if (!rc) rc = make_bf16(h, err, errlen);
     }
     json_decref(cfg);
     if (rc) {
@@ -85,6 +105,7 @@ int head_load(const char *json_path, int in_dims, head **out, char *err, size_t 
 
 void head_free(head *h) {
     if (!h) return;
+    free(h->projection_bf16);
     weights_free(h->w);
     free(h);
 }
@@ -92,32 +113,17 @@ void head_free(head *h) {
 const char *head_name(const head *h) { return h->name; }
 int head_dims(const head *h) { return h->dims; }
 
-/* out = projection · x, projection [rows][n]. 16 independent partial sums per row let the
- * compiler use whole vector registers (a single running sum may not be reordered); the clones
- * give AVX-512 and AVX2 builds of it, picked at load time by the CPU (GCC's target_clones). The
- * scalar version took 11 % of a bf16 inference's time. */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-static void project(const float *restrict projection, int rows, int n, const float *restrict x, float *restrict out) {
-    enum { LANES = 16 };
-    for (int d = 0; d < rows; d++) {
-        const float *row = projection + (size_t)d * (size_t)n;
-        float part[LANES] = {0};
-        int i = 0;
-        for (; i + LANES <= n; i += LANES)
-            for (int j = 0; j < LANES; j++) part[j] += row[i + j] * x[i + j];
-        float acc = 0;
-        for (int j = 0; j < LANES; j++) acc += part[j];
-        for (; i < n; i++) acc += row[i] * x[i];
-        out[d] = acc;
+void head_apply(const head *h, bool reduced, float *x, int n, float *out) {
+    int len = h->in_dims;
+    for (int k = 0; k < n; k++) {
+        float *xk = x + (size_t)k * (size_t)len;
+        if (h->power)
+            for (int i = 0; i < len; i++) xk[i] = xk[i] < 0 ? -sqrtf(-xk[i]) : sqrtf(xk[i]);
+        head_l2(xk, len);
+        for (int i = 0; i < len; i++) xk[i] -= h->mean[i];
     }
-}
-
-void head_apply(const head *h, float *x, float *out) {
-    int n = h->in_dims;
-    if (h->power)
-        for (int i = 0; i < n; i++) x[i] = x[i] < 0 ? -sqrtf(-x[i]) : sqrtf(x[i]);
-    head_l2(x, n);
-    for (int i = 0; i < n; i++) x[i] -= h->mean[i];
-    project(h->projection, h->dims, n, x, out);
-    head_l2(out, h->dims);
+    head_simd level = head_simd_used();
+    if (reduced) head_project_bf16(level, h->projection_bf16, h->dims, len, x, n, out);
+    else head_project_f32(level, h->projection, h->dims, len, x, n, out);
+    for (int k = 0; k < n; k++) head_l2(out + (size_t)k * (size_t)h->dims, h->dims);
 }

@@ -17,7 +17,8 @@
  * "<model>+<head name>" with one, so a store made with another embedding is recognised.
  *
  * Ownership: head_load returns an immutable object (free with head_free); head_apply only reads
- * it, so any number of threads may apply one head at once. */
+ * it, so any number of threads may apply one head at once. head_load keeps a bfloat16 copy of
+ * the projection (1.3 MB) beside the mapped float32 one. */
 #ifndef IMGSEARCH_HEAD_H
 #define IMGSEARCH_HEAD_H
 
@@ -34,8 +35,10 @@ void head_free(head *h);
 const char *head_name(const head *h);
 int head_dims(const head *h);
 
-/* features (in_dims floats, consumed as scratch) → out (head_dims floats, unit length). */
-void head_apply(const head *h, float *features, float *out);
+/* n images' features ([n][in_dims] floats, consumed as scratch) → out ([n][head_dims] floats,
+ * each of unit length). reduced: project with the weights rounded to bfloat16 (half the memory
+ * traffic; the engine's bf16 precision uses it), otherwise float32. */
+void head_apply(const head *h, bool reduced, float *features, int n, float *out);
 
 /* L2-normalises v in place (zeros stay zeros). */
 void head_l2(float *v, int n);
