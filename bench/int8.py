@@ -11,8 +11,8 @@ decoder:
     outputs (scale 6/255) and s8 for the block inputs (the residual stream, scale = the largest
     magnitude seen), calibrated on the very photos measured (which flatters int8), or computed
     per image at run time ("dynamic");
-  - the stem and the first two blocks stay as they are (our bf16 net keeps them in f32 or 16-bit
-    weights already).
+  - the stem and the first two blocks stay as they are (our bf16 net keeps the stem's output and
+    the first depthwise convolution in f32 already).
 For each scheme: the pooled features' cosine to fp32 (lowest, mean, how many below 0.995) and
 top-1 agreement. Rounding is simulated in float (fake quantisation), so what is measured is the
 information int8 keeps, not a kernel's speed. A bench: it reports, it judges nothing.

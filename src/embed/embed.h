@@ -8,11 +8,12 @@
  *    own.
  *
  * Precision: fp32 runs on XNNPACK; bf16 runs on oneDNN with AVX-512 (src/embed/net_impl.h).
- * "auto" picks bf16 when the CPU has AVX512-BF16, else fp32. bf16 keeps the stem and the first
- * depthwise convolutions at 16 bits or more (net_onednn.c), where nearly all of its drift came
- * from. On the 127 packaged photos and wallpapers (bench/precision.py) the stored vectors of both
- * are within cosine 0.996 (0.998 on small 160 × 120 crops; a flat grey square, with next to no
- * activation, 0.92) and the top class is the same but for near ties of the first two
+ * "auto" picks bf16 when the CPU has AVX512-BF16, else fp32. bf16 keeps the stem's output and the
+ * first depthwise convolution in f32 and rounds the spatial kernels' weights so that their errors
+ * cancel (net_onednn.c, bf16_round.h): that is where nearly all of its drift came from. On the 127
+ * packaged photos and wallpapers (bench/precision.py) the stored vectors of both are within cosine
+ * 0.996 (0.998 on small 160 × 120 crops; a flat grey square, with next to no activation, 0.92)
+ * and the top class is the same but for near ties of the first two
  * (tests/unit/test_net.c, test_reference.py). So the precision is not part of the embedding's
  * identity: vectors of both mix in one index.
  *

@@ -5,26 +5,30 @@
  * Debian ships (2022) has no bf16 path on x86. OpenVINO's CPU plugin runs the same kernels on
  * this model (its per-layer profile matches ours), so the difference is in what surrounds them.
  *
- * Layout of one run: the stem reads the caller's float32 NHWC input and runs in f32, and so does
- * the first depthwise convolution; a reorder turns its output bf16. From there every convolution
- * reads and writes bf16 in the layout oneDNN picked, cycling through three activation buffers (a
- * block's input stays alive for its residual, which the project convolution adds in place with a
- * sum post-op). The depthwise convolutions still at the stem's resolution keep 16 bits of their
- * weights as two bf16 steps (block()). The head convolution writes float32, the average pool
- * stays float32, and a reorder hands the pooled features to the caller in plain [batch][dims]
- * order. The classifier is a bf16 inner product on those features with float32 logits, skipped
- * when the caller wants no logits.
+ * Layout of one run: a reorder turns the caller's float32 NHWC input into bf16 for the stem,
+ * which writes float32 for the first depthwise convolution; that one runs in f32, and a reorder
+ * turns its output bf16. From there every convolution reads and writes bf16 in the layout oneDNN
+ * picked, cycling through three activation buffers (a block's input stays alive for its
+ * residual, which the project convolution adds in place with a sum post-op). The head convolution
+ * writes float32, the average pool stays float32, and a reorder hands the pooled features to the
+ * caller in plain [batch][dims] order. The classifier is a bf16 inner product on those features
+ * with float32 logits, skipped when the caller wants no logits.
  *
  * A batch runs its early layers one image at a time and the layers from the first one at 14 × 14
  * (TAIL_MAX_SIZE) on all its images at once: each image's early result is copied into its slot
  * of a handoff tensor the tail reads whole. Results are bit for bit those of batch 1.
  *
- * Why those layers keep more bits: rounding one layer at a time to bf16 (in PyTorch, on the 127
- * packaged photos and wallpapers of bench/precision.py) showed that nearly all of bf16's drift
- * from fp32 came from the stem's input and output and from the first two depthwise
- * convolutions' weights. A depthwise convolution sums 9 products into a result much smaller
- * than its terms once BN is folded in, so 8 bits of weight are not enough there. Keeping them
- * took the lowest cosine of the pooled features from 0.972 to 0.998, for 3 to 5 % of a run.
+ * Where the precision goes: rounding one layer at a time to bf16 (in PyTorch, on the 127 packaged
+ * photos and wallpapers of bench/precision.py) showed that nearly all of bf16's drift from fp32
+ * came from the stem's weights and output and from the first two depthwise convolutions'
+ * weights. A depthwise convolution sums 9 products into a result much smaller than its terms once
+ * BN is folded in, so each weight's independent rounding error swamps it. The stem's output stays
+ * f32 (the first depthwise convolution amplifies its rounding: rounded, features fall to 0.988).
+ * The spatial kernels' weights, the stem's and every bf16 depthwise convolution's, are rounded
+ * so that their errors cancel on smooth patches (bf16_round.h) instead of each to its nearest:
+ * that keeps the pooled features as close to fp32 as 16-bit weights in those layers did (lowest
+ * cosine 0.9985 against 0.9983; rounded to nearest, 0.972), and lets the stem run in bf16 and the
+ * second depthwise convolution in one bf16 step instead of two, 4 to 5 % of a run.
  *
  * Weights are converted to bf16 once per net, in the layout each primitive asked for; the lanes
  * of one net (below) share the first lane's.
@@ -40,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "embed/bf16_round.h"
 #include "util/status.h"
 
 #define MAX_STEPS 256
@@ -315,40 +320,30 @@ static float *logical_weights(const model_conv *c) {
 
 static const float *conv_weights(const void *ctx, float **owned) { return *owned = logical_weights(ctx); }
 
-/* w rounded to the nearest bfloat16 (ties to even, as oneDNN's reorder rounds), kept in a float. */
-static float bf16_rounded(float w) {
-    uint32_t u;
-    memcpy(&u, &w, sizeof u);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u; /* weights are finite */
-    memcpy(&w, &u, sizeof w);
-    return w;
-}
-
-/* The two bfloat16 halves of a weight: hi = w rounded, lo = what rounding lost (exact in f32,
- * rounded in turn when reordered to bf16). hi + lo carries 16 bits of w's mantissa. */
-static const float *split_weights(const void *ctx, float **owned, bool lo) {
+/* The weights rounded to bfloat16 so that their errors cancel on smooth images (bf16_round.h),
+ * kept in floats bfloat16 holds exactly, so the reorder to bf16 changes nothing. */
+static const float *smooth_weights(const void *ctx, float **owned) {
     const model_conv *c = ctx;
     float *w = *owned = logical_weights(c);
-    for (size_t i = 0, count = weight_count(c); w && i < count; i++) w[i] = lo ? w[i] - bf16_rounded(w[i]) : bf16_rounded(w[i]);
+    if (w && bf16_round_smooth(w, c->cout, c->depthwise ? 1 : c->cin, c->kernel))
+        for (size_t i = 0, count = weight_count(c); i < count; i++) w[i] = bf16_nearest(w[i]);
     return w;
 }
-static const float *hi_weights(const void *ctx, float **owned) { return split_weights(ctx, owned, false); }
-static const float *lo_weights(const void *ctx, float **owned) { return split_weights(ctx, owned, true); }
 static const float *fc_weights(const void *ctx, float **owned) {
     *owned = NULL;
     return ((const model *)ctx)->fc_weight; /* [classes][dims] is already oneDNN's OIHW */
 }
 
-/* Which weights a convolution step multiplies by: all of them, or one bfloat16 half (hi_weights,
- * lo_weights). The hi step adds the bias and leaves out the ReLU6; the lo step, summed into the
- * hi step's output, adds no bias and applies the ReLU6 to the sum. */
-typedef enum { WEIGHTS_WHOLE, WEIGHTS_HI, WEIGHTS_LO } weights_part;
+/* How a convolution's weights become the kernel's type: as they are (f32), or rounded to bf16 one
+ * by one by oneDNN's reorder (WEIGHTS_NEAREST) or by bf16_round_smooth (WEIGHTS_SMOOTH, for
+ * spatial kernels: the stem and the depthwise convolutions). */
+typedef enum { WEIGHTS_NEAREST, WEIGHTS_SMOOTH } weights_rounding;
 
 /* Adds one convolution reading `src`, with weights of src's type (f32 or bf16: oneDNN has no
  * mixed kernels). dst_into NULL: oneDNN picks the layout (of type dst_type); otherwise the result
  * goes to `dst_into` with that exact descriptor, summed into what it holds when `sum`. Returns the
  * output memory (in buffer out_buf unless dst_into is given). */
-static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_part part, dnnl_memory_t src,
+static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_rounding part, dnnl_memory_t src,
                                dnnl_data_type_t dst_type, int out_buf, dnnl_memory_t dst_into, bool sum) {
     if (b->st != dnnl_success) return NULL;
     const dnnl_memory_desc_t *src_md;
@@ -370,12 +365,11 @@ static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_part par
     dnnl_dims_t strides = {c->stride, c->stride};
     dnnl_dims_t pad_l = {c->pad_top, c->pad_left}, pad_r = {c->pad_bottom, c->pad_right};
     dnnl_convolution_desc_t cd;
-    bool with_bias = part != WEIGHTS_LO;
     if (!ok(b, dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, src_md,
-                                                  &w_any, with_bias ? &b_md : NULL, dst_md, strides, pad_l, pad_r),
+                                                  &w_any, &b_md, dst_md, strides, pad_l, pad_r),
             c->depthwise ? "depthwise convolution" : "convolution"))
         return NULL;
-    dnnl_primitive_attr_t attr = attr_new(b, c->relu6 && part != WEIGHTS_HI, sum);
+    dnnl_primitive_attr_t attr = attr_new(b, c->relu6, sum);
     if (!attr) return NULL;
     dnnl_primitive_desc_t pd = NULL;
     ok(b, dnnl_primitive_desc_create(&pd, &cd, attr, cpu_engine, NULL),
@@ -384,9 +378,9 @@ static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_part par
     if (b->st != dnnl_success) return NULL;
 
     /* Weights: the model's floats, reordered once into the layout and type the kernel wants. */
-    dnnl_memory_t wk = weights(b, pd, &w_user,
-                               part == WEIGHTS_HI ? hi_weights : part == WEIGHTS_LO ? lo_weights : conv_weights, c);
-    dnnl_memory_t bias = with_bias ? memory(b, &b_md, c->bias, "bias memory") : NULL;
+    bool smooth = part == WEIGHTS_SMOOTH && src_md->data_type == dnnl_bf16;
+    dnnl_memory_t wk = weights(b, pd, &w_user, smooth ? smooth_weights : conv_weights, c);
+    dnnl_memory_t bias = memory(b, &b_md, c->bias, "bias memory");
     dnnl_memory_t dst = dst_into;
     if (!dst) dst = activation(b, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), out_buf);
     if (b->st != dnnl_success || !dst) {
@@ -394,13 +388,13 @@ static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_part par
         return NULL;
     }
     dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wk}, {DNNL_ARG_DST, dst}, {DNNL_ARG_BIAS, bias}};
-    add_primitive(b, pd, with_bias ? 4 : 3, args);
+    add_primitive(b, pd, 4, args);
     return b->st == dnnl_success ? dst : NULL;
 }
 
 static dnnl_memory_t conv(builder *b, const model_conv *c, dnnl_memory_t src, dnnl_data_type_t dst_type,
                           int out_buf, dnnl_memory_t dst_into, bool sum) {
-    return conv_part(b, c, WEIGHTS_WHOLE, src, dst_type, out_buf, dst_into, sum);
+    return conv_part(b, c, WEIGHTS_NEAREST, src, dst_type, out_buf, dst_into, sum);
 }
 
 /* The first buffer that is neither a nor c (-1 for none). */
@@ -435,10 +429,9 @@ static dnnl_data_type_t type_of(builder *b, dnnl_memory_t mem) {
 
 /* One block. `in` is bf16, or f32 right after the stem: then the block's convolutions up to the
  * depthwise one run in f32 (oneDNN has no f32-input bf16 kernels) and the depthwise output is
- * turned bf16 for the projection. With `precise_depthwise` a bf16 depthwise convolution keeps 16
- * bits of its weights instead of 8: two bf16 steps, one for each half of the weights (hi_weights,
- * lo_weights), the second summed into the first's output. */
-static dnnl_memory_t block(builder *b, const model_block *blk, dnnl_memory_t in, bool precise_depthwise) {
+ * turned bf16 for the projection. A bf16 depthwise convolution's weights are rounded with
+ * bf16_round_smooth. */
+static dnnl_memory_t block(builder *b, const model_block *blk, dnnl_memory_t in) {
     dnnl_data_type_t in_type = type_of(b, in);
     int in_buf = buf_of(b->n, in);
     dnnl_memory_t cur = in;
@@ -452,11 +445,8 @@ static dnnl_memory_t block(builder *b, const model_block *blk, dnnl_memory_t in,
         cur = conv(b, &blk->depthwise, cur, dnnl_f32, dw_buf, NULL, false);
         dw_buf = other_buf(dw_buf, in_buf); /* the expansion's output (or the stem's) is dead */
         if (cur) cur = to_bf16(b, cur, dw_buf);
-    } else if (cur && precise_depthwise) {
-        dnnl_memory_t hi = conv_part(b, &blk->depthwise, WEIGHTS_HI, cur, dnnl_bf16, dw_buf, NULL, false);
-        cur = hi && conv_part(b, &blk->depthwise, WEIGHTS_LO, cur, dnnl_bf16, -1, hi, true) ? hi : NULL;
     } else if (cur) {
-        cur = conv(b, &blk->depthwise, cur, dnnl_bf16, dw_buf, NULL, false);
+        cur = conv_part(b, &blk->depthwise, WEIGHTS_SMOOTH, cur, dnnl_bf16, dw_buf, NULL, false);
     }
     if (!cur) return NULL;
     /* The residual is summed into the block's input where it lies; otherwise the input is dead
@@ -570,13 +560,13 @@ static int graph_new(const model *m, int threads, int tail_batch, const graph *s
     if (!ok(&b, dnnl_stream_create(&n->stream, cpu_engine, dnnl_stream_default_flags), "stream"))
         return fail(&b, n, err, errlen);
 
-    /* The caller's input, f32 NHWC, is the stem's source when the stem takes that layout, else
-     * it is reordered into the one the stem chose (a throw-away stem descriptor tells which). */
+    /* The caller's input, f32 NHWC, is reordered into the bf16 layout the stem chose (a throw-away
+     * stem descriptor tells which). */
     dnnl_dim_t s = m->input_size;
     dnnl_dims_t in_dims = {batch, 3, s, s};
     dnnl_memory_desc_t in_user_md, in_any;
     ok(&b, dnnl_memory_desc_init_by_tag(&in_user_md, 4, in_dims, dnnl_f32, dnnl_nhwc), "input desc");
-    ok(&b, dnnl_memory_desc_init_by_tag(&in_any, 4, in_dims, dnnl_f32, dnnl_format_tag_any), "input desc");
+    ok(&b, dnnl_memory_desc_init_by_tag(&in_any, 4, in_dims, dnnl_bf16, dnnl_format_tag_any), "input desc");
     n->input = memory(&b, &in_user_md, DNNL_MEMORY_NONE, "input memory");
     {
         const model_conv *c = &m->stem;
@@ -584,7 +574,7 @@ static int graph_new(const model *m, int threads, int tail_batch, const graph *s
         dnnl_dims_t dd = {batch, c->cout, c->out_size, c->out_size};
         dnnl_dims_t st = {c->stride, c->stride}, pl = {c->pad_top, c->pad_left}, pr = {c->pad_bottom, c->pad_right};
         dnnl_memory_desc_t w_any, b_md, d_any;
-        ok(&b, dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any), "stem desc");
+        ok(&b, dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_bf16, dnnl_format_tag_any), "stem desc");
         ok(&b, dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_x), "stem desc");
         ok(&b, dnnl_memory_desc_init_by_tag(&d_any, 4, dd, dnnl_f32, dnnl_format_tag_any), "stem desc");
         dnnl_convolution_desc_t cd;
@@ -599,12 +589,12 @@ static int graph_new(const model *m, int threads, int tail_batch, const graph *s
                 if (in) reorder_step(&b, n->input, in);
             }
             dnnl_primitive_desc_destroy(pd);
-            /* The stem in f32; the depthwise convolutions at its resolution keep 16 bits of
-             * weight (block(); why: the comment at the top). */
-            dnnl_memory_t x = in ? conv(&b, &m->stem, in, dnnl_f32, 1, NULL, false) : NULL;
+            /* The stem reads bf16 and writes f32 for the first depthwise convolution (why: the
+             * comment at the top). */
+            dnnl_memory_t x = in ? conv_part(&b, &m->stem, WEIGHTS_SMOOTH, in, dnnl_f32, 1, NULL, false) : NULL;
             for (int i = 0; i < m->nblocks && x; i++) {
                 if (m->blocks[i].depthwise.in_size <= TAIL_MAX_SIZE) x = start_tail(&b, x);
-                if (x) x = block(&b, &m->blocks[i], x, m->blocks[i].depthwise.in_size == m->stem.out_size);
+                if (x) x = block(&b, &m->blocks[i], x);
             }
             x = start_tail(&b, x); /* a model with no block that small: the head is the tail */
             int hb = x ? other_buf(buf_of(n, x), -1) : 0;
