@@ -38,6 +38,8 @@ check test_filter "${vg[@]}" "$build/test_filter"
 check test_flat "${vg[@]}" "$build/test_flat"
 check test_hnsw "${vg[@]}" "$build/test_hnsw"
 check test_store "${vg[@]}" "$build/test_store"
+check test_head "${vg[@]}" "$build/test_head"
+check test_rounding "${vg[@]}" "$build/test_rounding"
 # One image per process: under valgrind (where inference takes tens of seconds), a libvips
 # decode that follows inference in the same process was seen to wait forever in
 # vips_threadpool_run with no worker thread left (libvips 8.14.1). See the closing note of the
