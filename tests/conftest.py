@@ -49,9 +49,11 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run(binary):
-    """run("embed", "--batch", "2", *files) -> (exit code, [parsed JSON lines], stderr)"""
-    def _run(*args, timeout=120):
-        p = subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    """run("embed", "--batch", "2", *files) -> (exit code, [parsed JSON lines], stderr); env: extra
+    environment variables for that run"""
+    def _run(*args, timeout=120, env=None):
+        p = subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, **(env or {})})
         lines = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
         return p.returncode, lines, p.stderr
     return _run

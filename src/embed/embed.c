@@ -24,7 +24,7 @@ struct embed_engine {
 struct embed_session {
     const embed_engine *e;
     int threads;
-    pthreadpool_t pool; /* fp32 only: XNNPACK's threads (bf16 runs on OpenMP's) */
+    pthreadpool_t pool; /* XNNPACK's threads (net_uses_pool; oneDNN runs on OpenMP's) */
     net *nets[SESSION_NETS];
     float *pooled;  /* pooled features of the largest batch so far, when a head maps them */
     size_t pooled_len;
@@ -131,7 +131,7 @@ int embed_session_new(const embed_engine *e, int threads, embed_session **out, c
     if (!s) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     s->e = e;
     s->threads = threads;
-    if (threads > 1 && e->precision == NET_FP32) {
+    if (threads > 1 && net_uses_pool(e->precision)) {
         s->pool = pthreadpool_create((size_t)threads);
         if (!s->pool) {
             free(s);

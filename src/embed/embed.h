@@ -7,7 +7,8 @@
  *    and kept, and their threads). Use a session from one thread at a time; give each worker its
  *    own.
  *
- * Precision: fp32 runs on XNNPACK; bf16 runs on oneDNN with AVX-512 (src/embed/net_impl.h).
+ * Precision: bf16 runs on oneDNN with AVX-512; fp32 on oneDNN with AVX-512, else on XNNPACK
+ * (src/embed/net_impl.h).
  * "auto" picks bf16 when the CPU has AVX512-BF16, else fp32. bf16 keeps the stem's output and the
  * first depthwise convolution in f32 and rounds the spatial kernels' weights so that their errors
  * cancel (net_onednn.c, bf16_round.h): that is where nearly all of its drift came from. On the 127

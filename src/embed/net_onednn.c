@@ -1,4 +1,4 @@
-/* net_onednn.c — the network on oneDNN primitives in bfloat16 (see net_impl.h).
+/* net_onednn.c — the network on oneDNN primitives in bfloat16, or in float32 (see net_impl.h).
  *
  * Why oneDNN here: its convolutions have bf16 kernels for AVX512-BF16 (vdpbf16ps, the brgemm
  * "brgconv" family) with the bias, the ReLU6 clamp and the residual sum fused in. The XNNPACK
@@ -30,8 +30,11 @@
  * cosine 0.9985 against 0.9983; rounded to nearest, 0.972), and lets the stem run in bf16 and the
  * second depthwise convolution in one bf16 step instead of two, 4 to 5 % of a run.
  *
- * Weights are converted to bf16 once per net, in the layout each primitive asked for; the lanes
- * of one net (below) share the first lane's.
+ * A float32 net (fp32 on AVX-512 CPUs, net.c) is the same graph with every type float32: no
+ * reorders between layers, no rounding of weights.
+ *
+ * Weights are converted once per net, to the net's type in the layout each primitive asked for;
+ * the lanes of one net (below) share the first lane's.
  *
  * Threads: oneDNN is built on OpenMP here. A graph is planned for the thread count current when
  * its primitives are made, so graph_new and every run set the calling thread's OpenMP count. */
@@ -62,6 +65,7 @@ typedef struct {
  * of them at once (see TAIL_MAX_SIZE). With tail_batch 1 there is no handoff and tail_step is 0. */
 typedef struct graph {
     int batch, threads; /* batch: images a run of the steps from tail_step on processes */
+    dnnl_data_type_t act; /* the activations' and weights' type: dnnl_bf16 or dnnl_f32 */
     int tail_batch, tail_step;
     dnnl_memory_t handoff_slot; /* one image's slot of handoff_buf: handle set per image */
     void *handoff_buf;
@@ -129,6 +133,8 @@ bool onednn_bf16_possible(void) {
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
     return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
 }
+
+bool onednn_f32_fast(void) { return onednn_bf16_possible(); }
 
 static bool ok(builder *b, dnnl_status_t st, const char *what) {
     if (b->st != dnnl_success) return false;
@@ -427,10 +433,10 @@ static dnnl_data_type_t type_of(builder *b, dnnl_memory_t mem) {
     return mem && ok(b, dnnl_memory_get_memory_desc(mem, &md), "source") ? md->data_type : dnnl_data_type_undef;
 }
 
-/* One block. `in` is bf16, or f32 right after the stem: then the block's convolutions up to the
- * depthwise one run in f32 (oneDNN has no f32-input bf16 kernels) and the depthwise output is
- * turned bf16 for the projection. A bf16 depthwise convolution's weights are rounded with
- * bf16_round_smooth. */
+/* One block, in the net's type. In a bf16 net, `in` is f32 right after the stem: then the
+ * block's convolutions up to the depthwise one run in f32 (oneDNN has no f32-input bf16 kernels)
+ * and the depthwise output is turned bf16 for the projection. A bf16 depthwise convolution's
+ * weights are rounded with bf16_round_smooth. */
 static dnnl_memory_t block(builder *b, const model_block *blk, dnnl_memory_t in) {
     dnnl_data_type_t in_type = type_of(b, in);
     int in_buf = buf_of(b->n, in);
@@ -441,19 +447,19 @@ static dnnl_memory_t block(builder *b, const model_block *blk, dnnl_memory_t in)
         cur = conv(b, &blk->expand, cur, in_type, cur_buf, NULL, false);
     }
     int dw_buf = other_buf(in_buf, cur_buf);
-    if (cur && in_type == dnnl_f32) {
+    if (cur && in_type == dnnl_f32 && b->n->act == dnnl_bf16) {
         cur = conv(b, &blk->depthwise, cur, dnnl_f32, dw_buf, NULL, false);
         dw_buf = other_buf(dw_buf, in_buf); /* the expansion's output (or the stem's) is dead */
         if (cur) cur = to_bf16(b, cur, dw_buf);
     } else if (cur) {
-        cur = conv_part(b, &blk->depthwise, WEIGHTS_SMOOTH, cur, dnnl_bf16, dw_buf, NULL, false);
+        cur = conv_part(b, &blk->depthwise, WEIGHTS_SMOOTH, cur, b->n->act, dw_buf, NULL, false);
     }
     if (!cur) return NULL;
     /* The residual is summed into the block's input where it lies; otherwise the input is dead
      * by now and any buffer but the depthwise output's will do. (An f32 residual stream was
      * tried: no closer to fp32, the error is the convolutions' own.) */
-    if (blk->residual) return conv(b, &blk->project, cur, dnnl_bf16, -1, in, true) ? in : NULL;
-    return conv(b, &blk->project, cur, dnnl_bf16, other_buf(dw_buf, -1), NULL, false);
+    if (blk->residual) return conv(b, &blk->project, cur, b->n->act, -1, in, true) ? in : NULL;
+    return conv(b, &blk->project, cur, b->n->act, other_buf(dw_buf, -1), NULL, false);
 }
 
 /* The classifier as a bf16 inner product on the pooled features: at batch 1 it is a stream of
@@ -465,8 +471,8 @@ static void classifier(builder *b, dnnl_memory_t pooled, int buf) {
     dnnl_dims_t sdims = {n->batch, m->dims, 1, 1}, wdims = {m->num_classes, m->dims, 1, 1};
     dnnl_dims_t bdims = {m->num_classes}, ddims = {n->batch, m->num_classes};
     dnnl_memory_desc_t s_any, w_any, w_user, b_md, d_md;
-    ok(b, dnnl_memory_desc_init_by_tag(&s_any, 4, sdims, dnnl_bf16, dnnl_format_tag_any), "classifier desc");
-    ok(b, dnnl_memory_desc_init_by_tag(&w_any, 4, wdims, dnnl_bf16, dnnl_format_tag_any), "classifier desc");
+    ok(b, dnnl_memory_desc_init_by_tag(&s_any, 4, sdims, b->n->act, dnnl_format_tag_any), "classifier desc");
+    ok(b, dnnl_memory_desc_init_by_tag(&w_any, 4, wdims, b->n->act, dnnl_format_tag_any), "classifier desc");
     ok(b, dnnl_memory_desc_init_by_tag(&w_user, 4, wdims, dnnl_f32, dnnl_oihw), "classifier desc");
     ok(b, dnnl_memory_desc_init_by_tag(&b_md, 1, bdims, dnnl_f32, dnnl_x), "classifier desc");
     ok(b, dnnl_memory_desc_init_by_tag(&d_md, 2, ddims, dnnl_f32, dnnl_nc), "classifier desc");
@@ -544,14 +550,15 @@ static int fail(builder *b, graph *n, char *err, size_t errlen) {
                    "oneDNN rejected the %s (status %d)", b->what[0] ? b->what : "network", (int)b->st);
 }
 
-static int graph_new(const model *m, int threads, int tail_batch, const graph *share, graph **out, char *err,
-                     size_t errlen) {
+static int graph_new(const model *m, dnnl_data_type_t act, int threads, int tail_batch, const graph *share,
+                     graph **out, char *err, size_t errlen) {
     *out = NULL;
     const int batch = 1; /* the early layers' */
     graph *n = calloc(1, sizeof *n);
     if (!n) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
     n->batch = batch;
     n->tail_batch = tail_batch;
+    n->act = act;
     n->threads = threads;
     n->m = m;
     builder b = {.n = n, .share = share, .st = dnnl_success, .mb = batch};
@@ -566,7 +573,7 @@ static int graph_new(const model *m, int threads, int tail_batch, const graph *s
     dnnl_dims_t in_dims = {batch, 3, s, s};
     dnnl_memory_desc_t in_user_md, in_any;
     ok(&b, dnnl_memory_desc_init_by_tag(&in_user_md, 4, in_dims, dnnl_f32, dnnl_nhwc), "input desc");
-    ok(&b, dnnl_memory_desc_init_by_tag(&in_any, 4, in_dims, dnnl_bf16, dnnl_format_tag_any), "input desc");
+    ok(&b, dnnl_memory_desc_init_by_tag(&in_any, 4, in_dims, n->act, dnnl_format_tag_any), "input desc");
     n->input = memory(&b, &in_user_md, DNNL_MEMORY_NONE, "input memory");
     {
         const model_conv *c = &m->stem;
@@ -574,7 +581,7 @@ static int graph_new(const model *m, int threads, int tail_batch, const graph *s
         dnnl_dims_t dd = {batch, c->cout, c->out_size, c->out_size};
         dnnl_dims_t st = {c->stride, c->stride}, pl = {c->pad_top, c->pad_left}, pr = {c->pad_bottom, c->pad_right};
         dnnl_memory_desc_t w_any, b_md, d_any;
-        ok(&b, dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_bf16, dnnl_format_tag_any), "stem desc");
+        ok(&b, dnnl_memory_desc_init_by_tag(&w_any, 4, wd, n->act, dnnl_format_tag_any), "stem desc");
         ok(&b, dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_x), "stem desc");
         ok(&b, dnnl_memory_desc_init_by_tag(&d_any, 4, dd, dnnl_f32, dnnl_format_tag_any), "stem desc");
         dnnl_convolution_desc_t cd;
@@ -693,12 +700,12 @@ static dnnl_status_t graph_run(graph *n, const float *input, float *features, fl
     return st;
 }
 
-int onednn_net_new(const model *m, int batch, int threads, onednn_net **out, char *err, size_t errlen) {
+int onednn_net_new(const model *m, bool bf16, int batch, int threads, onednn_net **out, char *err, size_t errlen) {
     *out = NULL;
     pthread_once(&engine_once, engine_init);
     if (engine_status != dnnl_success)
         return is_fail(err, errlen, IS_ERR_MODEL, "oneDNN: no CPU engine (status %d)", (int)engine_status);
-    if (!onednn_bf16_possible())
+    if (bf16 && !onednn_bf16_possible())
         return is_fail(err, errlen, IS_ERR_MODEL, "bf16 inference needs AVX-512 (this CPU has not got it)");
     onednn_net *n = calloc(1, sizeof *n);
     if (!n) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
@@ -710,7 +717,8 @@ int onednn_net_new(const model *m, int batch, int threads, onednn_net **out, cha
         int share = batch / n->nlanes + (i < batch % n->nlanes);
         n->first[i] = first;
         first += share;
-        int rc = graph_new(m, n->nlanes > 1 ? 1 : threads, share, i ? n->lanes[0] : NULL, &n->lanes[i], err, errlen);
+        int rc = graph_new(m, bf16 ? dnnl_bf16 : dnnl_f32, n->nlanes > 1 ? 1 : threads, share, i ? n->lanes[0] : NULL,
+                           &n->lanes[i], err, errlen);
         if (rc) {
             onednn_net_free(n);
             return rc;

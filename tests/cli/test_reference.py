@@ -1,7 +1,8 @@
 """Agreement with PyTorch: the very tensors our preprocessing produced go through the reference
 model definition (PyPI efficientnet_lite_pytorch, on Debian's python3-torch) with the same
 weights; our fp32 network's features must agree to cosine >= 0.9999 and the top-1 class must be
-the same. The bf16 network (oneDNN, on CPUs with AVX-512) must give the fp32 embedding within
+the same, on both fp32 back ends: oneDNN's (on a CPU with AVX-512) and XNNPACK's (oneDNN capped at
+AVX2 with DNNL_MAX_CPU_ISA, as on a CPU without AVX-512; net.c). The bf16 network (oneDNN, on CPUs with AVX-512) must give the fp32 embedding within
 cosine 0.995 and the same top-1 class on every photo."""
 import glob
 import json
@@ -42,17 +43,19 @@ def reference_model(name, models_dir):
     return net.eval()
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
-def test_matches_pytorch(name, run, models_dir, images, tmp_path):
+@pytest.mark.parametrize("name,cap", [("efficientnet_lite0", None), ("efficientnet_lite0", "AVX2"),
+                                      ("efficientnet_lite1", None), ("efficientnet_lite2", None)])
+def test_matches_pytorch(name, cap, run, models_dir, images, tmp_path):
+    env = {"DNNL_MAX_CPU_ISA": cap} if cap else None
     config = os.path.join(models_dir, name + ".json")
     assert os.path.exists(config), f"run tools/fetch-model --model {name}"
     size = json.load(open(config))["input_size"]
     files = PHOTOS + [str(images / n) for n in ("cat_cmyk.jpg", "exif_rotate90.jpg", "palette_alpha.png")]
     # the pooled features, before the embedding head (tests/cli/test_head.py checks the head)
     code, emb, _ = run("embed", "--model", config, "--precision", "fp32", "--batch", "4", "--features",
-                       "--dump-input", tmp_path, *files)
+                       "--dump-input", tmp_path, *files, env=env)
     assert code == 0
-    _, cls, _ = run("classify", "--model", config, "--precision", "fp32", "--top", "1", *files)
+    _, cls, _ = run("classify", "--model", config, "--precision", "fp32", "--top", "1", *files, env=env)
     x = np.stack([np.fromfile(tmp_path / f"{i}.f32", dtype=np.float32).reshape(size, size, 3)
                   for i in range(len(files))]).transpose(0, 3, 1, 2)
     net = reference_model(name, models_dir)
