@@ -379,7 +379,7 @@ static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_rounding
     if (!attr) return NULL;
     dnnl_primitive_desc_t pd = NULL;
     ok(b, dnnl_primitive_desc_create(&pd, &cd, attr, cpu_engine, NULL),
-       c->depthwise ? "depthwise convolution (no bf16 kernel)" : "convolution (no bf16 kernel)");
+       c->depthwise ? "depthwise convolution (no kernel for this CPU)" : "convolution (no kernel for this CPU)");
     dnnl_primitive_attr_destroy(attr);
     if (b->st != dnnl_success) return NULL;
 
@@ -462,8 +462,8 @@ static dnnl_memory_t block(builder *b, const model_block *blk, dnnl_memory_t in)
     return conv(b, &blk->project, cur, b->n->act, other_buf(dw_buf, -1), NULL, false);
 }
 
-/* The classifier as a bf16 inner product on the pooled features: at batch 1 it is a stream of
- * the 1000 × dims weights, which bf16 halves. `pooled` is f32 [batch][dims][1][1] in the pool's
+/* The classifier as an inner product in the net's type on the pooled features: at batch 1 it is
+ * a stream of the 1000 × dims weights, which bf16 halves. `pooled` is f32 [batch][dims][1][1] in the pool's
  * layout; logits land in the caller's buffer (n->logits, handle set per run). */
 static void classifier(builder *b, dnnl_memory_t pooled, int buf) {
     graph *n = b->n;
@@ -483,7 +483,7 @@ static void classifier(builder *b, dnnl_memory_t pooled, int buf) {
     dnnl_primitive_attr_t attr = attr_new(b, false, false);
     if (!attr) return;
     dnnl_primitive_desc_t pd = NULL;
-    ok(b, dnnl_primitive_desc_create(&pd, &ipd, attr, cpu_engine, NULL), "classifier (no bf16 kernel)");
+    ok(b, dnnl_primitive_desc_create(&pd, &ipd, attr, cpu_engine, NULL), "classifier (no kernel for this CPU)");
     dnnl_primitive_attr_destroy(attr);
     if (b->st != dnnl_success) return;
     dnnl_memory_t src = activation(b, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), buf);
