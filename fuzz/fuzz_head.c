@@ -5,8 +5,9 @@
  * name the real config uses (a link to models/efficientnet_lite0.head.safetensors), loaded for the
  * network's 1280 features. Checks, beyond the sanitizers: a refusal is IS_ERR_MODEL or
  * IS_ERR_NOMEM with a reason (a weights name with a '/' never reaches outside the directory); a
- * head that loads has a valid name and 8..1280 dimensions, and applying it to a feature vector
- * gives a finite unit-length vector of those dimensions. */
+ * head that loads has a valid name and 8..1280 dimensions, and applying it (with its float32 and
+ * its bfloat16 weights) to a feature vector of pooled ReLU6 features (>= 0) gives a finite
+ * unit-length vector of those dimensions. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -49,14 +50,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(dims >= 8 && dims <= IN_DIMS && head_name(h)[0]);
     float *x = malloc(sizeof(float) * IN_DIMS), *out = malloc(sizeof(float) * (size_t)dims);
     if (!x || !out) abort();
-    for (int i = 0; i < IN_DIMS; i++) x[i] = (float)((i * 7919) % 101) / 50.0f; /* pooled ReLU6 features are >= 0 */
-    head_apply(h, x, out);
-    double ss = 0;
-    for (int i = 0; i < dims; i++) {
-        FUZZ_CHECK(isfinite(out[i]));
-        ss += (double)out[i] * out[i];
+    for (int reduced = 0; reduced < 2; reduced++) { /* float32 weights, then their bfloat16 copy */
+        for (int i = 0; i < IN_DIMS; i++) x[i] = (float)((i * 7919) % 101) / 50.0f; /* consumed as scratch */
+        head_apply(h, reduced, x, 1, out);
+        double ss = 0;
+        for (int i = 0; i < dims; i++) {
+            FUZZ_CHECK(isfinite(out[i]));
+            ss += (double)out[i] * out[i];
+        }
+        FUZZ_CHECK(fabs(ss - 1.0) < 1e-3);
     }
-    FUZZ_CHECK(fabs(ss - 1.0) < 1e-3);
     free(x);
     free(out);
     head_free(h);
