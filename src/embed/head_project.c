@@ -130,16 +130,18 @@ head_simd head_simd_used(void) {
 
 void head_project_f32(head_simd level, const float *w, int rows, int len, const float *x, int n, float *out) {
 #if defined(__x86_64__)
-    if (level == HEAD_SIMD_AVX512) return project_f32_avx512(w, rows, len, x, n, out);
-    if (level == HEAD_SIMD_AVX2) return project_f32_avx2(w, rows, len, x, n, out);
+    if (level == HEAD_SIMD_AVX512) project_f32_avx512(w, rows, len, x, n, out);
+    else if (level == HEAD_SIMD_AVX2) project_f32_avx2(w, rows, len, x, n, out);
+    else
 #endif
-    project_f32_portable(w, rows, len, x, n, out);
+        project_f32_portable(w, rows, len, x, n, out);
 }
 
 void head_project_bf16(head_simd level, const uint16_t *w, int rows, int len, const float *x, int n, float *out) {
 #if defined(__x86_64__)
-    if (level == HEAD_SIMD_AVX512) return project_bf16_avx512(w, rows, len, x, n, out);
-    if (level == HEAD_SIMD_AVX2) return project_bf16_avx2(w, rows, len, x, n, out);
+    if (level == HEAD_SIMD_AVX512) project_bf16_avx512(w, rows, len, x, n, out);
+    else if (level == HEAD_SIMD_AVX2) project_bf16_avx2(w, rows, len, x, n, out);
+    else
 #endif
-    project_bf16_portable(w, rows, len, x, n, out);
+        project_bf16_portable(w, rows, len, x, n, out);
 }
