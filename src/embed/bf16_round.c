@@ -19,6 +19,7 @@ static float float_of(uint32_t u) {
 
 float bf16_nearest(float f) {
     uint32_t u = bits_of(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return float_of((u | 0x400000u) & 0xffff0000u); /* a quiet NaN */
     return float_of((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
 }
 

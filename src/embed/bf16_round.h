@@ -31,7 +31,7 @@
 int bf16_round_smooth(float *w, int cout, int cin, int k);
 
 /* The nearest bfloat16 to f (ties to even, as the hardware and oneDNN's reorder round), in a
- * float. f must be finite. */
+ * float; a NaN stays a NaN. */
 float bf16_nearest(float f);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "embed/bf16_round.h"
 #include "embed/head_project.h"
 #include "embed/weights.h"
 #include "util/status.h"
@@ -39,19 +40,17 @@ static bool name_ok(const char *s) {
     return true;
 }
 
-/* Round to nearest even, as the hardware's conversion does; a NaN stays a NaN. */
-static uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
+/* The projection rounded to bfloat16 (bf16_nearest), kept as the top 16 bits of each float. */
 static int make_bf16(head *h, char *err, size_t errlen) {
     size_t n = (size_t)h->dims * (size_t)h->in_dims;
     h->projection_bf16 = malloc(n * sizeof *h->projection_bf16);
     if (!h->projection_bf16) return is_fail(err, errlen, IS_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) h->projection_bf16[i] = to_bf16(h->projection[i]);
+    for (size_t i = 0; i < n; i++) {
+        float r = bf16_nearest(h->projection[i]);
+        uint32_t u;
+        memcpy(&u, &r, sizeof u);
+        h->projection_bf16[i] = (uint16_t)(u >> 16);
+    }
     return IS_OK;
 }
 

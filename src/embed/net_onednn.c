@@ -349,8 +349,8 @@ typedef enum { WEIGHTS_NEAREST, WEIGHTS_SMOOTH } weights_rounding;
  * mixed kernels). dst_into NULL: oneDNN picks the layout (of type dst_type); otherwise the result
  * goes to `dst_into` with that exact descriptor, summed into what it holds when `sum`. Returns the
  * output memory (in buffer out_buf unless dst_into is given). */
-static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_rounding part, dnnl_memory_t src,
-                               dnnl_data_type_t dst_type, int out_buf, dnnl_memory_t dst_into, bool sum) {
+static dnnl_memory_t conv_rounded(builder *b, const model_conv *c, weights_rounding rounding, dnnl_memory_t src,
+                                  dnnl_data_type_t dst_type, int out_buf, dnnl_memory_t dst_into, bool sum) {
     if (b->st != dnnl_success) return NULL;
     const dnnl_memory_desc_t *src_md;
     if (!ok(b, dnnl_memory_get_memory_desc(src, &src_md), "source")) return NULL;
@@ -384,7 +384,7 @@ static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_rounding
     if (b->st != dnnl_success) return NULL;
 
     /* Weights: the model's floats, reordered once into the layout and type the kernel wants. */
-    bool smooth = part == WEIGHTS_SMOOTH && src_md->data_type == dnnl_bf16;
+    bool smooth = rounding == WEIGHTS_SMOOTH && src_md->data_type == dnnl_bf16;
     dnnl_memory_t wk = weights(b, pd, &w_user, smooth ? smooth_weights : conv_weights, c);
     dnnl_memory_t bias = memory(b, &b_md, c->bias, "bias memory");
     dnnl_memory_t dst = dst_into;
@@ -400,7 +400,7 @@ static dnnl_memory_t conv_part(builder *b, const model_conv *c, weights_rounding
 
 static dnnl_memory_t conv(builder *b, const model_conv *c, dnnl_memory_t src, dnnl_data_type_t dst_type,
                           int out_buf, dnnl_memory_t dst_into, bool sum) {
-    return conv_part(b, c, WEIGHTS_NEAREST, src, dst_type, out_buf, dst_into, sum);
+    return conv_rounded(b, c, WEIGHTS_NEAREST, src, dst_type, out_buf, dst_into, sum);
 }
 
 /* The first buffer that is neither a nor c (-1 for none). */
@@ -452,7 +452,7 @@ static dnnl_memory_t block(builder *b, const model_block *blk, dnnl_memory_t in)
         dw_buf = other_buf(dw_buf, in_buf); /* the expansion's output (or the stem's) is dead */
         if (cur) cur = to_bf16(b, cur, dw_buf);
     } else if (cur) {
-        cur = conv_part(b, &blk->depthwise, WEIGHTS_SMOOTH, cur, b->n->act, dw_buf, NULL, false);
+        cur = conv_rounded(b, &blk->depthwise, WEIGHTS_SMOOTH, cur, b->n->act, dw_buf, NULL, false);
     }
     if (!cur) return NULL;
     /* The residual is summed into the block's input where it lies; otherwise the input is dead
@@ -598,7 +598,7 @@ static int graph_new(const model *m, dnnl_data_type_t act, int threads, int tail
             dnnl_primitive_desc_destroy(pd);
             /* The stem reads bf16 and writes f32 for the first depthwise convolution (why: the
              * comment at the top). */
-            dnnl_memory_t x = in ? conv_part(&b, &m->stem, WEIGHTS_SMOOTH, in, dnnl_f32, 1, NULL, false) : NULL;
+            dnnl_memory_t x = in ? conv_rounded(&b, &m->stem, WEIGHTS_SMOOTH, in, dnnl_f32, 1, NULL, false) : NULL;
             for (int i = 0; i < m->nblocks && x; i++) {
                 if (m->blocks[i].depthwise.in_size <= TAIL_MAX_SIZE) x = start_tail(&b, x);
                 if (x) x = block(&b, &m->blocks[i], x);
